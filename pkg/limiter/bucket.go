@@ -1,0 +1,197 @@
+package limiter
+
+import (
+	"math"
+	"time"
+)
+
+// Never is the RetryAfter of a request that no amount of waiting can allow,
+// such as one asking for more tokens than the bucket's burst.
+const Never = time.Duration(math.MaxInt64)
+
+// Spec describes a token bucket: Limit tokens refill evenly over Per, and
+// the bucket holds at most Burst tokens. A Limit of zero (or less) means
+// unlimited. A Burst of zero means Burst equals Limit. The zero Per means
+// one minute, the unit of every limit in Limits.
+type Spec struct {
+	Limit int64
+	Per   time.Duration
+	Burst int64
+}
+
+// PerMinute returns the Spec of n tokens a minute with a burst of n.
+func PerMinute(n int64) Spec { return Spec{Limit: n, Per: time.Minute} }
+
+// Unlimited reports whether the spec imposes no limit.
+func (s Spec) Unlimited() bool { return s.Limit <= 0 }
+
+// Capacity returns the number of tokens a full bucket holds.
+func (s Spec) Capacity() int64 {
+	if s.Burst > 0 {
+		return s.Burst
+	}
+	return s.Limit
+}
+
+func (s Spec) per() time.Duration {
+	if s.Per <= 0 {
+		return time.Minute
+	}
+	return s.Per
+}
+
+// tokensFor returns the tokens that refill in d. The multiplication is done
+// in float64, which cannot overflow for any duration and limit.
+func (s Spec) tokensFor(d int64) float64 {
+	return float64(d) * float64(s.Limit) / float64(s.per())
+}
+
+// durationFor returns the time in which tokens refill, rounded up to the
+// nanosecond and capped at Never.
+func (s Spec) durationFor(tokens float64) time.Duration {
+	if tokens <= 0 {
+		return 0
+	}
+	ns := math.Ceil(tokens * float64(s.per()) / float64(s.Limit))
+	if ns >= float64(math.MaxInt64) || math.IsNaN(ns) {
+		return Never
+	}
+	return time.Duration(ns)
+}
+
+// Validate reports whether the spec is usable. Its error is a *FieldError
+// naming "Limit", "Per" or "Burst".
+func (s Spec) Validate() error { return s.validate("Limit", "Burst") }
+
+func (s Spec) validate(limitField, burstField string) error {
+	switch {
+	case s.Limit < 0:
+		return &FieldError{Field: limitField, Value: s.Limit, Reason: "must not be negative (0 means unlimited)"}
+	case s.Burst < 0:
+		return &FieldError{Field: burstField, Value: s.Burst, Reason: "must not be negative (0 means equal to the limit)"}
+	case s.Per < 0:
+		return &FieldError{Field: "Per", Value: s.Per, Reason: "must not be negative (0 means one minute)"}
+	case s.Limit == 0 && s.Burst != 0:
+		return &FieldError{Field: burstField, Value: s.Burst, Reason: "is set but the limit is 0 (unlimited)"}
+	}
+	return nil
+}
+
+// epsilon absorbs float64 rounding so that a request retried exactly
+// RetryAfter later is allowed.
+const epsilon = 1e-9
+
+// Result is the outcome of taking tokens from a bucket.
+type Result struct {
+	// OK reports whether the tokens were taken.
+	OK bool
+	// Remaining is the number of whole tokens left after the call.
+	Remaining int64
+	// RetryAfter is, when OK is false, the exact wait after which the same
+	// request would succeed if nothing else happened; Never if it cannot.
+	RetryAfter time.Duration
+}
+
+// Bucket is the state of one token bucket. It stores how many tokens are
+// missing from a full bucket and when it was last advanced, so the zero
+// Bucket is full. The Spec is passed to every method rather than stored, so
+// a Bucket is 16 bytes.
+//
+// A Bucket is not safe for concurrent use: callers guard it with a mutex.
+// Time is a parameter; a time earlier than the bucket's last time is treated
+// as that last time, so a clock that steps backwards never credits tokens
+// twice.
+type Bucket struct {
+	used float64 // tokens missing from full; above capacity is debt
+	last int64   // UnixNano of the last advance; 0 for a fresh bucket
+}
+
+// advance refills the bucket up to now. Time never moves backwards.
+func (b *Bucket) advance(s Spec, now int64) {
+	if now <= b.last {
+		return
+	}
+	if b.used > 0 {
+		b.used -= s.tokensFor(now - b.last)
+		if b.used < 0 {
+			b.used = 0
+		}
+	}
+	b.last = now
+}
+
+// TakeAt takes n tokens at now if the bucket holds them; otherwise it takes
+// nothing and reports how long to wait.
+func (b *Bucket) TakeAt(s Spec, now time.Time, n int64) Result {
+	if s.Unlimited() {
+		return Result{OK: true, Remaining: math.MaxInt64}
+	}
+	b.advance(s, now.UnixNano())
+	capacity := float64(s.Capacity())
+	need := b.used + float64(n)
+	if need <= capacity+epsilon {
+		b.used = need
+		return Result{OK: true, Remaining: floorTokens(capacity - need)}
+	}
+	r := Result{Remaining: floorTokens(capacity - b.used)}
+	if float64(n) > capacity {
+		r.RetryAfter = Never
+	} else {
+		r.RetryAfter = s.durationFor(need - capacity)
+	}
+	return r
+}
+
+// RefundAt gives back n tokens taken earlier, never filling past full.
+func (b *Bucket) RefundAt(s Spec, now time.Time, n int64) {
+	if s.Unlimited() {
+		return
+	}
+	b.advance(s, now.UnixNano())
+	b.used -= float64(n)
+	if b.used < 0 {
+		b.used = 0
+	}
+}
+
+// DebitAt takes n tokens unconditionally. The bucket may go into debt
+// (below empty); the debt refills like any deficit. Cluster stores use it
+// to apply consumption that other nodes have already admitted.
+func (b *Bucket) DebitAt(s Spec, now time.Time, n float64) {
+	if s.Unlimited() {
+		return
+	}
+	b.advance(s, now.UnixNano())
+	b.used += n
+}
+
+// TokensAt returns the tokens the bucket holds at now, negative when in
+// debt. It does not change the bucket.
+func (b *Bucket) TokensAt(s Spec, now time.Time) float64 {
+	c := *b
+	c.advance(s, now.UnixNano())
+	return float64(s.Capacity()) - c.used
+}
+
+// FullAt returns the time at which the bucket will be full again if nothing
+// is taken; a full bucket returns a time no later than its last use.
+func (b *Bucket) FullAt(s Spec) time.Time {
+	if b.used <= 0 || s.Unlimited() {
+		return time.Unix(0, b.last)
+	}
+	d := s.durationFor(b.used)
+	if d == Never || b.last > math.MaxInt64-int64(d) {
+		return time.Unix(0, math.MaxInt64)
+	}
+	return time.Unix(0, b.last+int64(d))
+}
+
+func floorTokens(t float64) int64 {
+	if t <= 0 {
+		return 0
+	}
+	if t >= float64(math.MaxInt64) {
+		return math.MaxInt64
+	}
+	return int64(t + epsilon)
+}

@@ -1,0 +1,395 @@
+package limiter
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures a Limiter. Zero fields get defaults.
+type Config struct {
+	// Limits are the limits to apply. The zero Limits limits nothing; use
+	// DefaultLimits or a preset for the usual values.
+	Limits Limits
+	// Store keeps the buckets whose scope spans connections. Nil means a
+	// new MemoryStore, which the Limiter closes on Close.
+	Store Store
+	// Slots counts concurrent connections per client. Nil means Store if it
+	// implements Slots, else the Limiter's own MemoryStore.
+	Slots Slots
+	// Gate, if set, is consulted before every connection (bans).
+	Gate Gate
+	// OnViolation, if set, is called with every violation on the deciding
+	// goroutine. A panic in it is recovered and counted.
+	OnViolation func(Violation)
+	// Sink, if set, also receives every violation, after OnViolation.
+	Sink ViolationSink
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Limiter applies Limits to WebSocket connections and their messages: the
+// connection rate and concurrent connections per client when a connection
+// opens, and the message size, message rate and bandwidth on every message.
+//
+// A Limiter is safe for concurrent use. CheckMessage allocates nothing.
+type Limiter struct {
+	limits   Limits
+	connSpec Spec
+	msgSpec  Spec
+	byteSpec Spec
+
+	store   Store
+	slots   Slots
+	gate    Gate
+	onViol  func(Violation)
+	sink    ViolationSink
+	now     func() time.Time
+	own     *MemoryStore // closed by Close, nil if the caller gave both stores
+	reg     *registry
+	closed  atomic.Bool
+	panics  atomic.Int64
+	denied  [numReasons]atomic.Int64
+	retired struct{ msgs, bytes atomic.Int64 }
+}
+
+// New returns a Limiter for cfg, or an error if cfg.Limits is invalid.
+func New(cfg Config) (*Limiter, error) {
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Limiter{
+		limits:   cfg.Limits,
+		connSpec: cfg.Limits.ConnectionSpec(),
+		msgSpec:  cfg.Limits.MessageSpec(),
+		byteSpec: cfg.Limits.ByteSpec(),
+		store:    cfg.Store,
+		slots:    cfg.Slots,
+		gate:     cfg.Gate,
+		onViol:   cfg.OnViolation,
+		sink:     cfg.Sink,
+		now:      cfg.Now,
+		reg:      newRegistry(),
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.slots == nil {
+		if s, ok := l.store.(Slots); ok {
+			l.slots = s
+		}
+	}
+	if l.store == nil || l.slots == nil {
+		l.own = NewMemoryStore(MemoryStoreConfig{Now: l.now})
+		if l.store == nil {
+			l.store = l.own
+		}
+		if l.slots == nil {
+			l.slots = l.own
+		}
+	}
+	return l, nil
+}
+
+// Limits returns the limits the Limiter applies.
+func (l *Limiter) Limits() Limits { return l.limits }
+
+// Store returns the Store the Limiter uses, so that other layers (rooms)
+// can keep their buckets in the same place.
+func (l *Limiter) Store() Store { return l.store }
+
+// Close releases the Limiter's own store. It is idempotent. Calls after
+// Close return ErrClosed or deny with connection_not_found.
+func (l *Limiter) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	if l.own != nil {
+		return l.own.Close()
+	}
+	return nil
+}
+
+// CheckConnection decides whether client may open a connection now. An
+// allowed check takes a token from the client's connection-rate bucket;
+// follow it with RegisterConnection. Connect does both in one step and is
+// the right call when connections race.
+func (l *Limiter) CheckConnection(ctx context.Context, client string) Decision {
+	if l.closed.Load() {
+		return Decision{Reason: ReasonStoreUnavailable}
+	}
+	now := l.now()
+	d, took := l.admit(ctx, client, now)
+	if !d.Allowed {
+		return d
+	}
+	if max := l.limits.MaxConcurrentConnections; max > 0 {
+		n, err := l.slots.Count(ctx, client)
+		if err != nil || n >= max {
+			l.refundConnection(ctx, client, now, took)
+			if err != nil {
+				return l.unavailable(client, "", now)
+			}
+			return l.tooMany(client, n, now)
+		}
+		d.Limit, d.Remaining = max, max-n
+	}
+	return d
+}
+
+// RegisterConnection records an open connection of client with optional
+// metadata, after an allowed CheckConnection. It takes a concurrent
+// connection slot without checking the cap (the check has been done).
+func (l *Limiter) RegisterConnection(ctx context.Context, connID, client string, meta map[string]string) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	if l.limits.MaxConcurrentConnections > 0 {
+		if _, _, err := l.slots.Acquire(ctx, client, 0); err != nil {
+			return err
+		}
+	}
+	if !l.register(connID, client, meta) {
+		if l.limits.MaxConcurrentConnections > 0 {
+			_ = l.slots.Release(ctx, client)
+		}
+		return ErrDuplicateConnection
+	}
+	return nil
+}
+
+// Connect checks and registers a connection in one atomic step: the ban
+// gate, the connection rate and the concurrent-connection cap, then the
+// registration. N racing Connects for a client with a cap of M admit
+// exactly M. A denied Connect consumes nothing. The error is ErrClosed or
+// ErrDuplicateConnection; store failures are reported as a denial with
+// ReasonStoreUnavailable.
+func (l *Limiter) Connect(ctx context.Context, connID, client string, meta map[string]string) (Decision, error) {
+	if l.closed.Load() {
+		return Decision{Reason: ReasonStoreUnavailable}, ErrClosed
+	}
+	now := l.now()
+	d, took := l.admit(ctx, client, now)
+	if !d.Allowed {
+		return d, nil
+	}
+	max := l.limits.MaxConcurrentConnections
+	if max > 0 {
+		n, ok, err := l.slots.Acquire(ctx, client, max)
+		if err != nil || !ok {
+			l.refundConnection(ctx, client, now, took)
+			if err != nil {
+				return l.unavailable(client, "", now), nil
+			}
+			return l.tooMany(client, n, now), nil
+		}
+		d.Limit, d.Remaining = max, max-n
+	}
+	if !l.register(connID, client, meta) {
+		if max > 0 {
+			_ = l.slots.Release(ctx, client)
+		}
+		l.refundConnection(ctx, client, now, took)
+		return Decision{}, ErrDuplicateConnection
+	}
+	return d, nil
+}
+
+// admit runs the checks every connection passes: the gate and the
+// connection rate. took reports whether a rate token was taken.
+func (l *Limiter) admit(ctx context.Context, client string, now time.Time) (d Decision, took bool) {
+	if l.gate != nil {
+		if until, banned := l.gate.BannedUntil(client, now); banned {
+			d = Decision{Reason: ReasonBanned}
+			if !until.IsZero() {
+				d.RetryAfter = max(until.Sub(now), 0)
+			}
+			l.violate(Violation{Type: ViolationBanned, Reason: ReasonBanned, Time: now, ClientID: client, RetryAfter: d.RetryAfter})
+			return d, false
+		}
+	}
+	if l.connSpec.Unlimited() {
+		return allow(0, 0), false
+	}
+	r, err := l.store.Take(ctx, Key{Kind: KindConnectionRate, ID: client}, l.connSpec, now, 1)
+	if err != nil {
+		return l.unavailable(client, "", now), false
+	}
+	if !r.OK {
+		d = deny(ReasonConnectionRateExceeded, l.connSpec.Limit, r)
+		l.violate(Violation{Type: ViolationConnectionRate, Reason: d.Reason, Time: now, ClientID: client,
+			Limit: d.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter})
+		return d, false
+	}
+	return allow(l.connSpec.Limit, r.Remaining), true
+}
+
+func (l *Limiter) refundConnection(ctx context.Context, client string, now time.Time, took bool) {
+	if took {
+		_ = l.store.Refund(ctx, Key{Kind: KindConnectionRate, ID: client}, l.connSpec, now, 1)
+	}
+}
+
+func (l *Limiter) tooMany(client string, n int64, now time.Time) Decision {
+	max := l.limits.MaxConcurrentConnections
+	l.violate(Violation{Type: ViolationConcurrentConnections, Reason: ReasonTooManyConnections, Time: now,
+		ClientID: client, Limit: max, Current: n})
+	return Decision{Reason: ReasonTooManyConnections, Limit: max}
+}
+
+func (l *Limiter) unavailable(client, connID string, now time.Time) Decision {
+	l.violate(Violation{Type: ViolationStoreUnavailable, Reason: ReasonStoreUnavailable, Time: now,
+		ClientID: client, ConnectionID: connID})
+	return Decision{Reason: ReasonStoreUnavailable}
+}
+
+func (l *Limiter) register(connID, client string, meta map[string]string) bool {
+	return l.reg.add(&conn{id: connID, client: client, connectedAt: l.now(), meta: meta})
+}
+
+// UnregisterConnection forgets a connection and frees its concurrent slot.
+// Unregistering an unknown connection is a harmless no-op.
+func (l *Limiter) UnregisterConnection(ctx context.Context, connID string) error {
+	c := l.reg.remove(connID)
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	l.retired.msgs.Add(c.count)
+	l.retired.bytes.Add(c.nbytes)
+	c.mu.Unlock()
+	if l.limits.MaxConcurrentConnections > 0 {
+		return l.slots.Release(ctx, c.client)
+	}
+	return nil
+}
+
+// CheckMessage decides whether connection connID may send a message of
+// size bytes, checking in order: the connection is known, the size, the
+// message rate, the bandwidth. An allowed message is counted; a denied one
+// consumes nothing. It allocates nothing.
+func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Decision {
+	c := l.reg.get(connID)
+	if c == nil {
+		l.count(ReasonConnectionNotFound)
+		return Decision{Reason: ReasonConnectionNotFound}
+	}
+	n := int64(size)
+	now := l.now()
+	if max := l.limits.MaxMessageSize; max > 0 && n > max {
+		l.violate(Violation{Type: ViolationMessageSize, Reason: ReasonMessageTooLarge, Time: now, ClientID: c.client,
+			ConnectionID: c.id, Size: n, Limit: max, Current: n, Metadata: c.meta})
+		return Decision{Reason: ReasonMessageTooLarge, Limit: max, MaxSize: max}
+	}
+	var d Decision
+	if l.limits.MessageScope == PerClient {
+		d = l.takeShared(ctx, c, n, now)
+	} else {
+		d = l.takeOwn(c, n, now)
+	}
+	if !d.Allowed {
+		v := Violation{Type: ViolationMessageRate, Reason: d.Reason, Time: now, ClientID: c.client, ConnectionID: c.id,
+			Size: n, Limit: d.Limit, Remaining: d.Remaining, RetryAfter: d.RetryAfter, Metadata: c.meta}
+		switch d.Reason {
+		case ReasonBandwidthExceeded:
+			v.Type = ViolationBandwidth
+		case ReasonStoreUnavailable:
+			v.Type = ViolationStoreUnavailable
+		}
+		l.violate(v)
+		return d
+	}
+	c.mu.Lock()
+	c.count++
+	c.nbytes += n
+	c.lastMsg = now
+	c.mu.Unlock()
+	return d
+}
+
+// takeOwn takes from the connection's own buckets, both under its lock.
+func (l *Limiter) takeOwn(c *conn, n int64, now time.Time) Decision {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	mr := c.msgs.TakeAt(l.msgSpec, now, 1)
+	if !mr.OK {
+		return deny(ReasonRateLimitExceeded, l.msgSpec.Limit, mr)
+	}
+	if br := c.bytes.TakeAt(l.byteSpec, now, n); !br.OK {
+		c.msgs.RefundAt(l.msgSpec, now, 1)
+		return deny(ReasonBandwidthExceeded, l.byteSpec.Limit, br)
+	}
+	return allow(l.msgSpec.Limit, mr.Remaining)
+}
+
+// takeShared takes from the client's buckets in the Store.
+func (l *Limiter) takeShared(ctx context.Context, c *conn, n int64, now time.Time) Decision {
+	msgKey := Key{Kind: KindMessages, ID: c.client}
+	var mr Result
+	if !l.msgSpec.Unlimited() {
+		var err error
+		if mr, err = l.store.Take(ctx, msgKey, l.msgSpec, now, 1); err != nil {
+			return Decision{Reason: ReasonStoreUnavailable}
+		}
+		if !mr.OK {
+			return deny(ReasonRateLimitExceeded, l.msgSpec.Limit, mr)
+		}
+	}
+	if !l.byteSpec.Unlimited() {
+		br, err := l.store.Take(ctx, Key{Kind: KindBytes, ID: c.client}, l.byteSpec, now, n)
+		if err != nil || !br.OK {
+			if !l.msgSpec.Unlimited() {
+				_ = l.store.Refund(ctx, msgKey, l.msgSpec, now, 1)
+			}
+			if err != nil {
+				return Decision{Reason: ReasonStoreUnavailable}
+			}
+			return deny(ReasonBandwidthExceeded, l.byteSpec.Limit, br)
+		}
+	}
+	return allow(l.msgSpec.Limit, mr.Remaining)
+}
+
+// RefundMessage gives back what an allowed CheckMessage of size bytes took
+// on connID, for a caller whose own later check (a room limit, say) denies
+// the message: a denied message consumes nothing in any layer. The message
+// is also removed from the connection's counts.
+func (l *Limiter) RefundMessage(ctx context.Context, connID string, size int) {
+	c := l.reg.get(connID)
+	if c == nil {
+		return
+	}
+	n := int64(size)
+	now := l.now()
+	c.mu.Lock()
+	if l.limits.MessageScope == PerConnection {
+		c.msgs.RefundAt(l.msgSpec, now, 1)
+		c.bytes.RefundAt(l.byteSpec, now, n)
+	}
+	c.count--
+	c.nbytes -= n
+	c.mu.Unlock()
+	if l.limits.MessageScope == PerClient {
+		if !l.msgSpec.Unlimited() {
+			_ = l.store.Refund(ctx, Key{Kind: KindMessages, ID: c.client}, l.msgSpec, now, 1)
+		}
+		if !l.byteSpec.Unlimited() {
+			_ = l.store.Refund(ctx, Key{Kind: KindBytes, ID: c.client}, l.byteSpec, now, n)
+		}
+	}
+}
+
+// violate counts the denial v describes and reports v.
+func (l *Limiter) violate(v Violation) {
+	l.count(v.Reason)
+	if l.onViol != nil {
+		report(ViolationFunc(l.onViol), v, &l.panics)
+	}
+	report(l.sink, v, &l.panics)
+}
+
+func (l *Limiter) count(r Reason) {
+	if i := reasonIndex(r); i >= 0 {
+		l.denied[i].Add(1)
+	}
+}

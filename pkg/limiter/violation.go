@@ -1,0 +1,71 @@
+package limiter
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// ViolationType names a kind of violation. The values are stable and match
+// the WebSocket API this package carries over.
+type ViolationType string
+
+// The violation types the Limiter reports.
+const (
+	ViolationConnectionRate        ViolationType = "connection_rate"
+	ViolationConcurrentConnections ViolationType = "concurrent_connections"
+	ViolationMessageSize           ViolationType = "message_size"
+	ViolationMessageRate           ViolationType = "message_rate"
+	ViolationBandwidth             ViolationType = "bandwidth"
+	ViolationBanned                ViolationType = "banned"
+	ViolationStoreUnavailable      ViolationType = "store_unavailable"
+)
+
+// Violation describes one denied request. It never carries a message body.
+type Violation struct {
+	Type         ViolationType
+	Reason       Reason
+	Time         time.Time
+	ClientID     string
+	ConnectionID string // empty for connection-level violations
+	// Size is the message size in bytes, for message_size and bandwidth.
+	Size int64
+	// Limit is the limit that was exceeded.
+	Limit int64
+	// Current is the observed value: open connections for
+	// concurrent_connections, the message size for message_size.
+	Current int64
+	// Remaining is what was left of the limit: tokens, or bytes for
+	// bandwidth.
+	Remaining  int64
+	RetryAfter time.Duration
+	// Metadata is the connection's metadata, when it has any. Receivers
+	// must not modify it.
+	Metadata map[string]string
+}
+
+// ViolationSink receives violations. HandleViolation is called on the
+// deciding goroutine, so it must return quickly: a sink that does I/O
+// queues the violation and returns. A panic in HandleViolation is recovered
+// and counted; it never changes a decision.
+type ViolationSink interface {
+	HandleViolation(Violation)
+}
+
+// ViolationFunc adapts a function to a ViolationSink.
+type ViolationFunc func(Violation)
+
+// HandleViolation calls f(v).
+func (f ViolationFunc) HandleViolation(v Violation) { f(v) }
+
+// report delivers v to sink, recovering and counting a panic.
+func report(sink ViolationSink, v Violation, panics *atomic.Int64) {
+	if sink == nil {
+		return
+	}
+	defer func() {
+		if recover() != nil {
+			panics.Add(1)
+		}
+	}()
+	sink.HandleViolation(v)
+}
