@@ -18,6 +18,10 @@ const (
 	ViolationBandwidth             ViolationType = "bandwidth"
 	ViolationBanned                ViolationType = "banned"
 	ViolationStoreUnavailable      ViolationType = "store_unavailable"
+	// ViolationRoomRate and ViolationRoomFull are reported by room layers
+	// (pkg/wshandler) through the same sinks.
+	ViolationRoomRate ViolationType = "room_rate"
+	ViolationRoomFull ViolationType = "room_full"
 )
 
 // Violation describes one denied request. It never carries a message body.
@@ -27,6 +31,7 @@ type Violation struct {
 	Time         time.Time
 	ClientID     string
 	ConnectionID string // empty for connection-level violations
+	Room         string // set by room layers
 	// Size is the message size in bytes, for message_size and bandwidth.
 	Size int64
 	// Limit is the limit that was exceeded.
