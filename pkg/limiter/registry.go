@@ -14,12 +14,12 @@ type conn struct {
 	connectedAt time.Time
 	meta        map[string]string
 
-	mu       sync.Mutex // guards the fields below
-	msgs     Bucket     // PerConnection scope only
-	bytes    Bucket     // PerConnection scope only
-	count    int64
-	nbytes   int64
-	lastMsg  time.Time
+	mu      sync.Mutex // guards the fields below
+	msgs    Bucket     // PerConnection scope only
+	bytes   Bucket     // PerConnection scope only
+	count   int64
+	nbytes  int64
+	lastMsg time.Time
 }
 
 // registry maps connection IDs to connections and clients to their local
