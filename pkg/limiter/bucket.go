@@ -46,13 +46,16 @@ func (s Spec) tokensFor(d int64) float64 {
 	return float64(d) * float64(s.Limit) / float64(s.per())
 }
 
-// durationFor returns the time in which tokens refill, rounded up to the
-// nanosecond and capped at Never.
+// durationFor returns the time in which tokens refill, rounded to the
+// nearest nanosecond and capped at Never. Rounding to the nearest (rather
+// than up) keeps float64 noise, far below a nanosecond, from adding a
+// nanosecond; TakeAt admits a request whose wait rounds to zero, so waiting
+// exactly the returned duration always admits.
 func (s Spec) durationFor(tokens float64) time.Duration {
 	if tokens <= 0 {
 		return 0
 	}
-	ns := math.Ceil(tokens * float64(s.per()) / float64(s.Limit))
+	ns := math.Round(tokens * float64(s.per()) / float64(s.Limit))
 	if ns >= float64(math.MaxInt64) || math.IsNaN(ns) {
 		return Never
 	}
@@ -77,9 +80,8 @@ func (s Spec) validate(limitField, burstField string) error {
 	return nil
 }
 
-// epsilon absorbs float64 rounding so that a request retried exactly
-// RetryAfter later is allowed.
-const epsilon = 1e-9
+// slack absorbs float64 rounding when whole tokens are counted.
+const slack = 1e-12
 
 // Result is the outcome of taking tokens from a bucket.
 type Result struct {
@@ -129,17 +131,15 @@ func (b *Bucket) TakeAt(s Spec, now time.Time, n int64) Result {
 	b.advance(s, now.UnixNano())
 	capacity := float64(s.Capacity())
 	need := b.used + float64(n)
-	if need <= capacity+epsilon {
+	if float64(n) > capacity {
+		return Result{Remaining: floorTokens(capacity - b.used), RetryAfter: Never}
+	}
+	wait := s.durationFor(need - capacity)
+	if wait == 0 {
 		b.used = need
 		return Result{OK: true, Remaining: floorTokens(capacity - need)}
 	}
-	r := Result{Remaining: floorTokens(capacity - b.used)}
-	if float64(n) > capacity {
-		r.RetryAfter = Never
-	} else {
-		r.RetryAfter = s.durationFor(need - capacity)
-	}
-	return r
+	return Result{Remaining: floorTokens(capacity - b.used), RetryAfter: wait}
 }
 
 // RefundAt gives back n tokens taken earlier, never filling past full.
@@ -193,5 +193,5 @@ func floorTokens(t float64) int64 {
 	if t >= float64(math.MaxInt64) {
 		return math.MaxInt64
 	}
-	return int64(t + epsilon)
+	return int64(t * (1 + slack))
 }
