@@ -1,0 +1,583 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// DefaultBanBucket is the KV bucket of bans when a BansConfig leaves it
+// empty.
+const DefaultBanBucket = "ratethrottle_bans"
+
+// BansConfig configures Bans. Zero fields get defaults.
+type BansConfig struct {
+	// JetStream is the JetStream context of the bucket. Required. Its
+	// connection also carries the ban and unban events.
+	JetStream jetstream.JetStream
+	// Bucket is the KV bucket. Empty means DefaultBanBucket. Every node
+	// of a cluster must use the same bucket.
+	Bucket string
+	// Prefix is the subject prefix of ban events. Empty means
+	// DefaultPrefix.
+	Prefix string
+	// Node names this node in bans it sets. Empty means the host name.
+	Node string
+	// Replicas is the bucket's replication factor. Zero means 1.
+	Replicas int
+	// Storage is file (the zero value) or memory storage.
+	Storage jetstream.StorageType
+	// MarkerTTL is how long the bucket keeps the marker that records a
+	// lifted or expired ban, so that watchers that reconnect see it. At
+	// least one second; zero means one minute.
+	MarkerTTL time.Duration
+	// NoEvents turns off the ban and unban events.
+	NoEvents bool
+	// OnBan, if set, is called on every node, this one included, for each
+	// ban set after NewBans returns: close the client's open connections
+	// here. It runs on the watch goroutine and must return quickly.
+	OnBan func(Ban)
+	// OnUnban, if set, is called on every node when a ban is lifted or
+	// expires, with the client ID.
+	OnUnban func(client string)
+	// SweepInterval is how often expired bans are dropped from the local
+	// cache and a lost watch is restarted. Zero means 30 seconds.
+	SweepInterval time.Duration
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *BansConfig) setDefaults() error {
+	if c.JetStream == nil {
+		return &ConfigError{Field: "JetStream", Value: nil, Reason: "is required"}
+	}
+	if err := ValidatePrefix(c.Prefix); err != nil {
+		return err
+	}
+	switch {
+	case c.Replicas < 0:
+		return &ConfigError{Field: "Replicas", Value: c.Replicas, Reason: "must not be negative (0 means 1)"}
+	case c.MarkerTTL < 0 || (c.MarkerTTL > 0 && c.MarkerTTL < time.Second):
+		return &ConfigError{Field: "MarkerTTL", Value: c.MarkerTTL, Reason: "must be at least 1s (0 means 1m)"}
+	case c.SweepInterval < 0:
+		return &ConfigError{Field: "SweepInterval", Value: c.SweepInterval, Reason: "must not be negative (0 means 30s)"}
+	}
+	if c.Bucket == "" {
+		c.Bucket = DefaultBanBucket
+	}
+	if !safeToken(c.Bucket) {
+		return &ConfigError{Field: "Bucket", Value: c.Bucket, Reason: "must be made of letters, digits, '-' and '_'"}
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MarkerTTL == 0 {
+		c.MarkerTTL = time.Minute
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = 30 * time.Second
+	}
+	if c.Node == "" {
+		c.Node = defaultNode()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Ban is one ban, as stored in the bucket.
+type Ban struct {
+	// Client is the banned client ID.
+	Client string `json:"client"`
+	// Reason is why the client is banned.
+	Reason string `json:"reason"`
+	// Since is when the ban was set.
+	Since time.Time `json:"since"`
+	// Until is when the ban ends; zero means until lifted.
+	Until time.Time `json:"until,omitzero"`
+	// Node is the node that set the ban.
+	Node string `json:"node"`
+	// Auto reports whether an AutoBan policy set the ban.
+	Auto bool `json:"auto,omitempty"`
+}
+
+// banRecord is the JSON value of a bucket entry.
+type banRecord struct {
+	V int `json:"v"`
+	Ban
+}
+
+// banEntry is the local state of one key. A lifted ban stays as a
+// tombstone for a while, so that an older update still in flight cannot
+// bring it back.
+type banEntry struct {
+	ban     Ban
+	rev     uint64
+	lifted  bool
+	touched time.Time
+}
+
+// notice is what the watch goroutine last told the callbacks about a key.
+type notice struct {
+	rev    uint64
+	client string
+	live   bool
+}
+
+// Bans is the cluster-wide ban list: a JetStream KV bucket with a TTL per
+// key, and a local cache that a KV watch keeps up to date on every node.
+//
+// IsBanned and BannedUntil answer from the cache, with no I/O, so Bans
+// implements limiter.Gate: with limiter.Config{Gate: bans} a banned client's
+// connections are denied with reason banned. A ban set on one node is in
+// every node's cache as soon as the watch delivers it, within milliseconds
+// on a healthy cluster. Each key expires on the server at the end of its
+// ban; the cache also compares Until with its own clock, so nodes' clocks
+// should agree to well within a second.
+//
+// One goroutine per Bans applies the watch. Bans is safe for concurrent
+// use; Close is idempotent.
+type Bans struct {
+	cfg      BansConfig
+	kv       jetstream.KeyValue
+	nc       *nats.Conn
+	subj     string // "$KV.<bucket>."
+	subjects Subjects
+	ids      *idGen
+
+	mu       sync.RWMutex
+	byClient map[string]*banEntry
+	byToken  map[string]string
+
+	lmu       sync.Mutex
+	listeners map[int]listener
+	nextID    int
+
+	invalid atomic.Uint64
+
+	notices map[string]notice // watch goroutine only
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+type listener struct {
+	onBan   func(Ban)
+	onUnban func(string)
+}
+
+var _ limiter.Gate = (*Bans)(nil)
+
+// NewBans creates or updates the ban bucket, loads the bans in force and
+// starts watching the bucket. It returns once the cache holds every ban
+// in the bucket, or ErrNotReady if ctx ends first.
+func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	kv, err := cfg.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:         cfg.Bucket,
+		Description:    "RateThrottle bans",
+		History:        1,
+		Replicas:       cfg.Replicas,
+		Storage:        cfg.Storage,
+		LimitMarkerTTL: cfg.MarkerTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events: ban bucket %q: %w", cfg.Bucket, err)
+	}
+	b := &Bans{
+		cfg:       cfg,
+		kv:        kv,
+		nc:        cfg.JetStream.Conn(),
+		subj:      "$KV." + cfg.Bucket + ".",
+		subjects:  Subjects{Prefix: cfg.Prefix},
+		ids:       newIDGen(),
+		byClient:  make(map[string]*banEntry),
+		byToken:   make(map[string]string),
+		listeners: make(map[int]listener),
+		notices:   make(map[string]notice),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	if cfg.OnBan != nil || cfg.OnUnban != nil {
+		b.listeners[0] = listener{cfg.OnBan, cfg.OnUnban}
+		b.nextID = 1
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("events: watch ban bucket: %w", err)
+	}
+	if err := b.load(ctx, w); err != nil {
+		stopWatcher(w)
+		return nil, err
+	}
+	go b.run(w)
+	return b, nil
+}
+
+// load applies the watch's initial values, without callbacks.
+func (b *Bans) load(ctx context.Context, w jetstream.KeyWatcher) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return ErrNotReady
+			}
+			if e == nil {
+				return nil
+			}
+			b.apply(e, false)
+		}
+	}
+}
+
+// Ban bans client for d, or until lifted if d is zero, on every node. A
+// ban replaces any earlier ban of the client. The bucket entry expires on
+// the server after d, rounded up to whole seconds (the unit of JetStream
+// message TTLs); the cache ends the ban at exactly now+d. Unless NoEvents
+// is set, a ban event is published on <prefix>.bans.<clientToken>.
+func (b *Bans) Ban(ctx context.Context, client string, d time.Duration, reason string) error {
+	return b.ban(ctx, client, d, reason, false, nil)
+}
+
+// ban sets a ban; auto bans carry the policy's figures in their event.
+func (b *Bans) ban(ctx context.Context, client string, d time.Duration, reason string, auto bool, details *Event) error {
+	if d < 0 {
+		return fmt.Errorf("%w: %v", ErrInvalidDuration, d)
+	}
+	if b.closed() {
+		return ErrClosed
+	}
+	now := b.cfg.Now()
+	ban := Ban{Client: client, Reason: reason, Since: now.UTC(), Node: b.cfg.Node, Auto: auto}
+	if d > 0 {
+		ban.Until = now.Add(d).UTC()
+	}
+	data, err := json.Marshal(banRecord{V: Version, Ban: ban})
+	if err != nil {
+		return fmt.Errorf("events: encode ban: %w", err)
+	}
+	token := ClientToken(client)
+	var opts []jetstream.PublishOpt
+	if d > 0 {
+		opts = append(opts, jetstream.WithMsgTTL(ttlSeconds(d)))
+	}
+	ack, err := b.cfg.JetStream.PublishMsg(ctx, &nats.Msg{Subject: b.subj + token, Data: data}, opts...)
+	if err != nil {
+		return fmt.Errorf("events: ban %q: %w", client, err)
+	}
+	b.store(token, &banEntry{ban: ban, rev: ack.Sequence, touched: now}, true)
+	if !b.cfg.NoEvents {
+		e := Event{Type: TypeBan, Reason: reason, Client: client, Time: now,
+			RetryAfterMS: retryMS(d), Until: ban.Until, Metadata: map[string]string{"source": "manual"}}
+		if auto {
+			e.Metadata["source"] = "auto"
+		}
+		if details != nil {
+			e.Limit, e.Observed = details.Limit, details.Observed
+			if details.Metadata != nil {
+				for k, v := range details.Metadata {
+					e.Metadata[k] = v
+				}
+			}
+		}
+		b.publish(e)
+	}
+	return nil
+}
+
+// ttlSeconds rounds d up to whole seconds, at least one.
+func ttlSeconds(d time.Duration) time.Duration {
+	s := (d + time.Second - 1) / time.Second
+	return max(s, 1) * time.Second
+}
+
+// Unban lifts client's ban on every node. Lifting a client that is not
+// banned is harmless. Unless NoEvents is set, an unban event is published.
+func (b *Bans) Unban(ctx context.Context, client string) error {
+	if b.closed() {
+		return ErrClosed
+	}
+	token := ClientToken(client)
+	m := nats.NewMsg(b.subj + token)
+	m.Header.Set("KV-Operation", "PURGE")
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	ack, err := b.cfg.JetStream.PublishMsg(ctx, m, jetstream.WithMsgTTL(b.cfg.MarkerTTL))
+	if err != nil {
+		return fmt.Errorf("events: unban %q: %w", client, err)
+	}
+	now := b.cfg.Now()
+	b.store(token, &banEntry{ban: Ban{Client: client}, rev: ack.Sequence, lifted: true, touched: now}, true)
+	if !b.cfg.NoEvents {
+		b.publish(Event{Type: TypeUnban, Client: client, Time: now, Metadata: map[string]string{}})
+	}
+	return nil
+}
+
+// publish sends a ban or unban event. Ban and Unban do I/O anyway, so it
+// publishes directly rather than through a Publisher's queue.
+func (b *Bans) publish(e Event) {
+	e.V, e.ID, e.Node = Version, b.ids.next(), b.cfg.Node
+	data, err := Encode(e)
+	if err != nil {
+		return
+	}
+	_ = b.nc.Publish(b.subjects.Event(&e), data)
+}
+
+// store applies an entry to the cache if it is newer than what the cache
+// holds for its key. A lift from the watch does not know its client (the
+// key is a token); clientKnown is false then, and a lift of a key the
+// cache never held is ignored.
+func (b *Bans) store(token string, e *banEntry, clientKnown bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	client, known := b.byToken[token]
+	if known {
+		if old := b.byClient[client]; old != nil && old.rev >= e.rev {
+			return
+		}
+		if !clientKnown {
+			e.ban.Client = client
+		} else if client != e.ban.Client {
+			// Two IDs with one hashed token: the newer entry wins the key.
+			delete(b.byClient, client)
+		}
+	} else if !clientKnown {
+		return
+	}
+	b.byToken[token] = e.ban.Client
+	b.byClient[e.ban.Client] = e
+}
+
+// IsBanned reports whether client is banned now. It does no I/O.
+func (b *Bans) IsBanned(client string) bool {
+	_, banned := b.BannedUntil(client, b.cfg.Now())
+	return banned
+}
+
+// BannedUntil implements limiter.Gate: it reports whether client is banned
+// at now and until when (zero until lifted). It does no I/O.
+func (b *Bans) BannedUntil(client string, now time.Time) (time.Time, bool) {
+	b.mu.RLock()
+	e := b.byClient[client]
+	var ban Ban
+	var live bool
+	if e != nil && !e.lifted {
+		ban, live = e.ban, true
+	}
+	b.mu.RUnlock()
+	if !live || (!ban.Until.IsZero() && !now.Before(ban.Until)) {
+		return time.Time{}, false
+	}
+	return ban.Until, true
+}
+
+// List returns the bans in force now, in no particular order.
+func (b *Bans) List() []Ban {
+	now := b.cfg.Now()
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var out []Ban
+	for _, e := range b.byClient {
+		if !e.lifted && (e.ban.Until.IsZero() || now.Before(e.ban.Until)) {
+			out = append(out, e.ban)
+		}
+	}
+	return out
+}
+
+// Notify adds callbacks like BansConfig.OnBan and OnUnban (either may be
+// nil) and returns a function that removes them. An application that
+// holds connections, such as a WebSocket handler, uses it to close a
+// banned client's connections.
+func (b *Bans) Notify(onBan func(Ban), onUnban func(client string)) (cancel func()) {
+	b.lmu.Lock()
+	id := b.nextID
+	b.nextID++
+	b.listeners[id] = listener{onBan, onUnban}
+	b.lmu.Unlock()
+	return func() {
+		b.lmu.Lock()
+		delete(b.listeners, id)
+		b.lmu.Unlock()
+	}
+}
+
+// InvalidEntries returns the number of bucket entries skipped because
+// they did not decode as bans.
+func (b *Bans) InvalidEntries() uint64 { return b.invalid.Load() }
+
+// Close stops the watch. It is idempotent. The bans stay in the bucket.
+func (b *Bans) Close() error {
+	b.closeOnce.Do(func() {
+		close(b.stop)
+		<-b.done
+	})
+	return nil
+}
+
+func (b *Bans) closed() bool {
+	select {
+	case <-b.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// retryWatch is how soon a lost watch is restarted.
+const retryWatch = time.Second
+
+// run applies the watch, sweeps the cache and restarts a lost watch until
+// Close.
+func (b *Bans) run(w jetstream.KeyWatcher) {
+	defer close(b.done)
+	sweep := time.NewTicker(b.cfg.SweepInterval)
+	defer sweep.Stop()
+	retry := time.NewTimer(retryWatch)
+	defer retry.Stop()
+	for {
+		var updates <-chan jetstream.KeyValueEntry
+		if w != nil {
+			updates = w.Updates()
+		}
+		select {
+		case <-b.stop:
+			if w != nil {
+				stopWatcher(w)
+			}
+			return
+		case e, ok := <-updates:
+			switch {
+			case !ok:
+				w = nil
+				retry.Reset(retryWatch)
+			case e != nil:
+				b.apply(e, true)
+			}
+		case <-retry.C:
+			if w == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				nw, err := b.kv.WatchAll(ctx)
+				cancel()
+				if err == nil {
+					w = nw
+				} else {
+					retry.Reset(retryWatch)
+				}
+			}
+		case <-sweep.C:
+			b.sweep(b.cfg.Now())
+		}
+	}
+}
+
+// stopWatcher stops w and empties its channel, so that the NATS callback
+// that feeds it is never left blocked on a full channel. Bounded in time.
+func stopWatcher(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	deadline := time.NewTimer(2 * time.Second)
+	defer deadline.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+// apply applies one watched entry and, if notify is set, calls the
+// listeners for a new ban or a lifted one.
+func (b *Bans) apply(kve jetstream.KeyValueEntry, notify bool) {
+	token, rev := kve.Key(), kve.Revision()
+	now := b.cfg.Now()
+	var ban Ban
+	live := kve.Operation() == jetstream.KeyValuePut
+	if live {
+		var rec banRecord
+		if err := json.Unmarshal(kve.Value(), &rec); err != nil || rec.V != Version || ClientToken(rec.Client) != token {
+			b.invalid.Add(1)
+			return
+		}
+		ban = rec.Ban
+		b.store(token, &banEntry{ban: ban, rev: rev, touched: now}, true)
+	} else {
+		b.store(token, &banEntry{rev: rev, lifted: true, touched: now}, false)
+	}
+	n := b.notices[token]
+	if rev <= n.rev {
+		return
+	}
+	b.notices[token] = notice{rev: rev, client: ban.Client, live: live}
+	if !notify {
+		return
+	}
+	switch {
+	case live && (ban.Until.IsZero() || now.Before(ban.Until)):
+		b.each(func(l listener) {
+			if l.onBan != nil {
+				l.onBan(ban)
+			}
+		})
+	case !live && n.live:
+		b.notices[token] = notice{rev: rev, client: n.client}
+		b.each(func(l listener) {
+			if l.onUnban != nil {
+				l.onUnban(n.client)
+			}
+		})
+	}
+}
+
+func (b *Bans) each(fn func(listener)) {
+	b.lmu.Lock()
+	ls := make([]listener, 0, len(b.listeners))
+	for _, l := range b.listeners {
+		ls = append(ls, l)
+	}
+	b.lmu.Unlock()
+	for _, l := range ls {
+		fn(l)
+	}
+}
+
+// tombstoneAge is how long a lifted ban is remembered.
+const tombstoneAge = 10 * time.Minute
+
+// sweep drops expired bans and old tombstones from the cache.
+func (b *Bans) sweep(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for client, e := range b.byClient {
+		expired := !e.lifted && !e.ban.Until.IsZero() && !now.Before(e.ban.Until.Add(tombstoneAge))
+		if expired || (e.lifted && now.Sub(e.touched) > tombstoneAge) {
+			delete(b.byClient, client)
+			delete(b.byToken, ClientToken(client))
+		}
+	}
+	for token, n := range b.notices {
+		if !n.live {
+			if _, ok := b.byToken[token]; !ok {
+				delete(b.notices, token)
+			}
+		}
+	}
+}

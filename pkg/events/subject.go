@@ -1,0 +1,133 @@
+package events
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
+)
+
+// DefaultPrefix is the subject prefix used when a Config leaves it empty.
+const DefaultPrefix = "ratethrottle"
+
+// maxRawClient is the longest client ID, in bytes, that ClientToken encodes
+// as it is; longer IDs are hashed so that every token stays short.
+const maxRawClient = 48
+
+// hashMark starts a token that is not the plain base64url form of its
+// input: the empty ID, a hashed long ID, or an encoded unusual type. It is
+// not in the base64url alphabet, so the forms never collide.
+const hashMark = "="
+
+// ClientToken returns the subject token and KV key for a client ID. Client
+// IDs are client input and may hold '.', '*', '>', spaces, colons or any
+// unicode, so they never reach a subject raw:
+//
+//   - an ID of at most 48 bytes is encoded as base64url without padding;
+//   - a longer ID is "=" followed by the base64url SHA-256 of the ID;
+//   - the empty ID is "=".
+//
+// The token is deterministic, so any service can compute the subject of a
+// client's events; it is at most 64 characters long, and it is a valid NATS
+// subject token and a valid JetStream KV key.
+func ClientToken(client string) string {
+	if client == "" {
+		return hashMark
+	}
+	if len(client) <= maxRawClient {
+		return base64.RawURLEncoding.EncodeToString([]byte(client))
+	}
+	sum := sha256.Sum256([]byte(client))
+	return hashMark + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// typeToken returns the subject token of an event type: the type itself
+// when it is made of [a-z0-9_-] (every type this package defines is), else
+// "=" and its base64url form.
+func typeToken(t Type) string {
+	if t != "" && safeToken(string(t)) {
+		return string(t)
+	}
+	return hashMark + base64.RawURLEncoding.EncodeToString([]byte(t))
+}
+
+func safeToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Subjects builds every subject this package uses from one prefix. The
+// zero Subjects uses DefaultPrefix.
+//
+//	<prefix>.violations.<type>.<clientToken>   violation events
+//	<prefix>.bans.<clientToken>                ban and unban events
+type Subjects struct {
+	// Prefix is the first token or tokens of every subject, for example
+	// "ratethrottle" or "prod.ratethrottle". Empty means DefaultPrefix.
+	Prefix string
+}
+
+func (s Subjects) prefix() string {
+	if s.Prefix == "" {
+		return DefaultPrefix
+	}
+	return s.Prefix
+}
+
+// Violation returns the subject of a violation of type t by client.
+func (s Subjects) Violation(t Type, client string) string {
+	return s.prefix() + ".violations." + typeToken(t) + "." + ClientToken(client)
+}
+
+// Ban returns the subject of ban and unban events about client.
+func (s Subjects) Ban(client string) string {
+	return s.prefix() + ".bans." + ClientToken(client)
+}
+
+// Event returns the subject an event is published on: Ban for ban and
+// unban events, Violation for the others.
+func (s Subjects) Event(e *Event) string {
+	if e.Type == TypeBan || e.Type == TypeUnban {
+		return s.Ban(e.Client)
+	}
+	return s.Violation(e.Type, e.Client)
+}
+
+// AllViolations returns the wildcard subject of every violation event,
+// "<prefix>.violations.>".
+func (s Subjects) AllViolations() string { return s.prefix() + ".violations.>" }
+
+// ViolationsOfType returns the wildcard subject of every violation of type
+// t, "<prefix>.violations.<type>.*".
+func (s Subjects) ViolationsOfType(t Type) string {
+	return s.prefix() + ".violations." + typeToken(t) + ".*"
+}
+
+// ViolationsOfClient returns the wildcard subject of every violation by
+// client, "<prefix>.violations.*.<clientToken>".
+func (s Subjects) ViolationsOfClient(client string) string {
+	return s.prefix() + ".violations.*." + ClientToken(client)
+}
+
+// AllBans returns the wildcard subject of every ban and unban event,
+// "<prefix>.bans.*".
+func (s Subjects) AllBans() string { return s.prefix() + ".bans.*" }
+
+// ValidatePrefix reports whether prefix can start a subject: one or more
+// non-empty dot-separated tokens with no whitespace and no wildcards. The
+// empty prefix is valid and means DefaultPrefix.
+func ValidatePrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	for _, tok := range strings.Split(prefix, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return &ConfigError{Field: "Prefix", Value: prefix, Reason: "must be dot-separated tokens without spaces or wildcards"}
+		}
+	}
+	return nil
+}
