@@ -1,0 +1,303 @@
+package wshandler
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// Defaults of the Config fields left zero.
+const (
+	DefaultMaxDenials        = 10
+	DefaultDenialWindow      = time.Minute
+	DefaultSendQueueSize     = 256
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultCloseTimeout      = 5 * time.Second
+	DefaultPingInterval      = 30 * time.Second
+	DefaultMaxRoomsPerConn   = 16
+	DefaultMaxRoomsPerNode   = 10000
+	DefaultMaxRoomNameLength = 128
+)
+
+// Config configures a Handler. Zero fields get the defaults named on them.
+type Config struct {
+	// Limiter admits connections and checks messages. Nil means a Limiter
+	// with limiter.DefaultLimits and an in-memory store, which Shutdown
+	// closes.
+	Limiter *limiter.Limiter
+	// KeyFunc names the client of a request. Nil means PeerIP with
+	// TrustedProxies.
+	KeyFunc KeyFunc
+	// TrustedProxies are the networks whose X-Forwarded-For and X-Real-IP
+	// headers the default KeyFunc believes.
+	TrustedProxies []netip.Prefix
+	// Metadata, if set, returns the metadata registered with a connection
+	// (it appears in violations). It must not keep the request.
+	Metadata func(r *http.Request) map[string]string
+	// Gate, if set, is consulted on every message as well (the Limiter
+	// consults its own gate on connect): a banned client's message closes
+	// its connection with 1008 "banned".
+	Gate limiter.Gate
+	// Sink, if set, receives the violations of the room layers (room_rate,
+	// room_full, and message_size for a room's size cap) and message_size
+	// for frames refused by the read limit. Violations of the Limiter's own
+	// checks go to the Limiter's sinks.
+	Sink limiter.ViolationSink
+	// Upgrader upgrades admitted requests. Nil means a websocket.Upgrader
+	// with its defaults (which refuse cross-origin requests).
+	Upgrader *websocket.Upgrader
+	// RejectWithClose makes a refused connection upgrade and then close
+	// with 1008 and the reason, for browser clients that cannot read an
+	// HTTP status, instead of getting HTTP 429 or 403.
+	RejectWithClose bool
+
+	// OnConnect, if set, is called on the connection's goroutine once it is
+	// open. An error closes the connection with 1008 and the error's text.
+	OnConnect func(c *Conn) error
+	// OnMessage, if set, receives every message that passes the limits, on
+	// the connection's goroutine, and replaces the built-in room protocol.
+	// data is valid only until OnMessage returns.
+	OnMessage func(c *Conn, messageType int, data []byte)
+	// OnClose, if set, is called once the connection has ended and left its
+	// rooms, with the error that ended it (a *websocket.CloseError when the
+	// client closed).
+	OnClose func(c *Conn, err error)
+
+	// MaxDenials closes a connection with 1008 when it is denied more than
+	// this many times within DenialWindow (the denials refill evenly over
+	// the window). Zero means DefaultMaxDenials; negative never closes.
+	MaxDenials int
+	// DenialWindow is the window of MaxDenials. Zero means
+	// DefaultDenialWindow.
+	DenialWindow time.Duration
+	// SendQueueSize is the number of frames a connection's send queue
+	// holds. Zero means DefaultSendQueueSize.
+	SendQueueSize int
+	// WriteTimeout bounds one frame's write. Zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// CloseTimeout is how long a closing connection waits for the client's
+	// close frame. Zero means DefaultCloseTimeout.
+	CloseTimeout time.Duration
+	// PingInterval is how often the server pings; a connection that sends
+	// no pong for two intervals is dropped. Zero means DefaultPingInterval;
+	// negative sends no pings and sets no read deadline.
+	PingInterval time.Duration
+
+	// Rooms sets the limits of rooms by exact name.
+	Rooms map[string]RoomLimits
+	// RoomPatterns sets the limits of rooms whose names match a pattern, for
+	// rooms not in Rooms; the first match wins.
+	RoomPatterns []RoomPattern
+	// DefaultRoom are the limits of every other room.
+	DefaultRoom RoomLimits
+	// MaxRoomsPerConn caps the rooms one connection is in. Zero means
+	// DefaultMaxRoomsPerConn.
+	MaxRoomsPerConn int
+	// MaxRoomsPerNode caps the rooms with members on this node. Zero means
+	// DefaultMaxRoomsPerNode.
+	MaxRoomsPerNode int
+	// MaxRoomNameLength caps a room name, in bytes. Zero means
+	// DefaultMaxRoomNameLength.
+	MaxRoomNameLength int
+	// RoomSlots, if set, counts room members for MaxMembers across every
+	// node that shares it; nil counts the members on this node. Give it its
+	// own instance (not the Limiter's connection slots): rooms are counted
+	// under the key "room:" + RoomToken(name).
+	RoomSlots limiter.Slots
+	// Broker, if set, carries room messages to the other nodes. Nil serves
+	// rooms on this node only.
+	Broker Broker
+
+	// NodeID prefixes the IDs of this node's connections. Empty means a
+	// random ID.
+	NodeID string
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+}
+
+// RoomLimits are the limits of one room. Zero fields mean unlimited.
+type RoomLimits struct {
+	// MaxMembers caps the room's members (see Config.RoomSlots).
+	MaxMembers int64
+	// MessagesPerMinute caps the messages of all members together.
+	MessagesPerMinute int64
+	// MessageBurst is that bucket's capacity; zero means MessagesPerMinute.
+	MessageBurst int64
+	// MemberMessagesPerMinute caps each member's messages in the room,
+	// counted per client.
+	MemberMessagesPerMinute int64
+	// MemberMessageBurst is that bucket's capacity; zero means
+	// MemberMessagesPerMinute.
+	MemberMessageBurst int64
+	// MaxMessageSize caps a room message's frame, in bytes; it is useful
+	// only below the Limiter's MaxMessageSize, which applies to every frame.
+	MaxMessageSize int64
+}
+
+// RoomPattern gives the rooms whose names match Pattern their limits. In
+// Pattern, '*' matches any run of bytes (including none); every other byte
+// matches itself.
+type RoomPattern struct {
+	Pattern string
+	Limits  RoomLimits
+}
+
+func (rl RoomLimits) totalSpec() limiter.Spec {
+	return limiter.Spec{Limit: rl.MessagesPerMinute, Per: time.Minute, Burst: rl.MessageBurst}
+}
+
+func (rl RoomLimits) memberSpec() limiter.Spec {
+	return limiter.Spec{Limit: rl.MemberMessagesPerMinute, Per: time.Minute, Burst: rl.MemberMessageBurst}
+}
+
+func (rl RoomLimits) validate(field string) error {
+	checks := []struct {
+		name string
+		v    int64
+	}{
+		{"MaxMembers", rl.MaxMembers}, {"MessagesPerMinute", rl.MessagesPerMinute},
+		{"MessageBurst", rl.MessageBurst}, {"MemberMessagesPerMinute", rl.MemberMessagesPerMinute},
+		{"MemberMessageBurst", rl.MemberMessageBurst}, {"MaxMessageSize", rl.MaxMessageSize},
+	}
+	for _, c := range checks {
+		if c.v < 0 {
+			return &FieldError{Field: field + "." + c.name, Value: c.v, Reason: "must not be negative (0 means unlimited)"}
+		}
+	}
+	if rl.MessagesPerMinute == 0 && rl.MessageBurst != 0 {
+		return &FieldError{Field: field + ".MessageBurst", Value: rl.MessageBurst, Reason: "is set but MessagesPerMinute is 0 (unlimited)"}
+	}
+	if rl.MemberMessagesPerMinute == 0 && rl.MemberMessageBurst != 0 {
+		return &FieldError{Field: field + ".MemberMessageBurst", Value: rl.MemberMessageBurst, Reason: "is set but MemberMessagesPerMinute is 0 (unlimited)"}
+	}
+	return nil
+}
+
+// withDefaults validates c and returns it with defaults filled in.
+func (c Config) withDefaults() (Config, error) {
+	type intField struct {
+		name string
+		p    *int
+		def  int
+	}
+	for _, f := range []intField{
+		{"SendQueueSize", &c.SendQueueSize, DefaultSendQueueSize},
+		{"MaxRoomsPerConn", &c.MaxRoomsPerConn, DefaultMaxRoomsPerConn},
+		{"MaxRoomsPerNode", &c.MaxRoomsPerNode, DefaultMaxRoomsPerNode},
+		{"MaxRoomNameLength", &c.MaxRoomNameLength, DefaultMaxRoomNameLength},
+	} {
+		if *f.p < 0 {
+			return c, &FieldError{Field: f.name, Value: *f.p, Reason: "must not be negative (0 means the default)"}
+		}
+		if *f.p == 0 {
+			*f.p = f.def
+		}
+	}
+	if c.MaxDenials == 0 {
+		c.MaxDenials = DefaultMaxDenials
+	}
+	type durField struct {
+		name string
+		p    *time.Duration
+		def  time.Duration
+	}
+	for _, f := range []durField{
+		{"DenialWindow", &c.DenialWindow, DefaultDenialWindow},
+		{"WriteTimeout", &c.WriteTimeout, DefaultWriteTimeout},
+		{"CloseTimeout", &c.CloseTimeout, DefaultCloseTimeout},
+	} {
+		if *f.p < 0 {
+			return c, &FieldError{Field: f.name, Value: *f.p, Reason: "must not be negative (0 means the default)"}
+		}
+		if *f.p == 0 {
+			*f.p = f.def
+		}
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.MaxRoomNameLength > 1024 {
+		return c, &FieldError{Field: "MaxRoomNameLength", Value: c.MaxRoomNameLength, Reason: "must be at most 1024"}
+	}
+	for name, rl := range c.Rooms {
+		field := fmt.Sprintf("Rooms[%q]", name)
+		if err := checkRoomName(name, c.MaxRoomNameLength); err != nil {
+			return c, &FieldError{Field: field, Value: name, Reason: err.Error()}
+		}
+		if err := rl.validate(field); err != nil {
+			return c, err
+		}
+	}
+	for i, p := range c.RoomPatterns {
+		field := fmt.Sprintf("RoomPatterns[%d]", i)
+		if p.Pattern == "" || !utf8.ValidString(p.Pattern) {
+			return c, &FieldError{Field: field + ".Pattern", Value: p.Pattern, Reason: "must be non-empty UTF-8"}
+		}
+		if err := p.Limits.validate(field + ".Limits"); err != nil {
+			return c, err
+		}
+	}
+	if err := c.DefaultRoom.validate("DefaultRoom"); err != nil {
+		return c, err
+	}
+	if c.KeyFunc == nil {
+		c.KeyFunc = PeerIP(c.TrustedProxies...)
+	}
+	if c.NodeID == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		c.NodeID = hex.EncodeToString(b[:])
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
+// limitsFor returns the limits of the room name: by exact name, then the
+// first matching pattern, then the default.
+func (c *Config) limitsFor(name string) RoomLimits {
+	if rl, ok := c.Rooms[name]; ok {
+		return rl
+	}
+	for _, p := range c.RoomPatterns {
+		if matchPattern(p.Pattern, name) {
+			return p.Limits
+		}
+	}
+	return c.DefaultRoom
+}
+
+// matchPattern reports whether name matches pattern, where '*' matches any
+// run of bytes. It runs in O(len(pattern)·len(name)) at worst.
+func matchPattern(pattern, name string) bool {
+	p, n := 0, 0
+	star, mark := -1, 0
+	for n < len(name) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, n
+			p++
+		case p < len(pattern) && pattern[p] == name[n]:
+			p++
+			n++
+		case star >= 0:
+			p = star + 1
+			mark++
+			n = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}

@@ -1,0 +1,300 @@
+package wshandler
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// outFrame is one queued message. data is never modified once queued, so
+// one frame may sit in many queues.
+type outFrame struct {
+	typ  int
+	data []byte
+}
+
+// Conn is one open WebSocket connection of a Handler. Send and Close are
+// safe for concurrent use; the rest is read-only.
+type Conn struct {
+	h      *Handler
+	ws     *websocket.Conn
+	id     string
+	client string
+	meta   map[string]string
+	idJSON []byte
+
+	out        chan outFrame
+	closing    chan struct{} // closed when a close is requested
+	dead       chan struct{} // closed when the read loop has ended
+	writerDone chan struct{}
+	closeOnce  sync.Once
+	deadOnce   sync.Once
+	closeCode  int
+	closeText  string
+	aborted    atomic.Bool
+
+	// Owned by the read goroutine.
+	denials limiter.Bucket
+	rooms   map[string]*room
+	rbuf    bytes.Buffer
+	ebuf    []byte
+}
+
+// ID returns the connection's ID, unique on its node and prefixed by the
+// node's ID.
+func (c *Conn) ID() string { return c.id }
+
+// Client returns the key KeyFunc gave the connection's client.
+func (c *Conn) Client() string { return c.client }
+
+// Metadata returns the metadata registered with the connection. Callers
+// must not modify it.
+func (c *Conn) Metadata() map[string]string { return c.meta }
+
+// Send queues a text message for the connection. It never waits: when the
+// send queue is full the connection is aborted and Send returns
+// ErrQueueFull. data is copied.
+func (c *Conn) Send(data []byte) error {
+	return c.SendMessage(websocket.TextMessage, data)
+}
+
+// SendMessage queues a message of messageType (websocket.TextMessage or
+// websocket.BinaryMessage), as Send does.
+func (c *Conn) SendMessage(messageType int, data []byte) error {
+	return c.enqueue(outFrame{typ: messageType, data: bytes.Clone(data)})
+}
+
+// Close closes the connection with code and reason (at most 123 bytes;
+// longer reasons are cut) after what is already queued for it is written.
+// It does not wait. Closing a closed connection does nothing.
+func (c *Conn) Close(code int, reason string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, cutReason(reason)
+		close(c.closing)
+	})
+}
+
+// abort drops the connection without a close frame. It reports whether
+// this call dropped it.
+func (c *Conn) abort() bool {
+	if c.aborted.Swap(true) {
+		return false
+	}
+	c.Close(websocket.CloseAbnormalClosure, "")
+	_ = c.ws.NetConn().Close()
+	return true
+}
+
+// enqueue puts f on the send queue without waiting.
+func (c *Conn) enqueue(f outFrame) error {
+	select {
+	case <-c.closing:
+		return ErrClosed
+	default:
+	}
+	select {
+	case c.out <- f:
+		return nil
+	default:
+		if c.abort() {
+			c.h.overflows.Add(1)
+		}
+		return ErrQueueFull
+	}
+}
+
+// isClosing reports whether a close was requested.
+func (c *Conn) isClosing() bool {
+	select {
+	case <-c.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+func cutReason(s string) string {
+	const max = 123 // a close frame's payload is at most 125 bytes
+	if len(s) <= max {
+		return s
+	}
+	s = s[:max]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// writeLoop writes queued frames and pings until the connection closes.
+func (c *Conn) writeLoop() {
+	defer close(c.writerDone)
+	cfg := &c.h.cfg
+	var tick <-chan time.Time
+	if cfg.PingInterval > 0 {
+		t := time.NewTicker(cfg.PingInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case f := <-c.out:
+			if err := c.write(f); err != nil {
+				c.abort()
+				return
+			}
+		case <-tick:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.abort()
+				return
+			}
+		case <-c.closing:
+			if c.aborted.Load() {
+				return
+			}
+			// Flush what was queued before the close, then say goodbye.
+			for n := len(c.out); n > 0; n-- {
+				if err := c.write(<-c.out); err != nil {
+					c.abort()
+					return
+				}
+			}
+			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+			if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.abort()
+				return
+			}
+			// Wait for the client's close frame, at most CloseTimeout.
+			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(cfg.CloseTimeout))
+			return
+		case <-c.dead:
+			return
+		}
+	}
+}
+
+func (c *Conn) write(f outFrame) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	return c.ws.WriteMessage(f.typ, f.data)
+}
+
+// serve runs the connection on the calling goroutine until it ends.
+func (c *Conn) serve() {
+	h := c.h
+	if max := h.lim.Limits().MaxMessageSize; max > 0 {
+		c.ws.SetReadLimit(max)
+	}
+	if pi := h.cfg.PingInterval; pi > 0 {
+		_ = c.ws.SetReadDeadline(time.Now().Add(2 * pi))
+		c.ws.SetPongHandler(func(string) error {
+			if !c.isClosing() {
+				_ = c.ws.SetReadDeadline(time.Now().Add(2 * pi))
+			}
+			return nil
+		})
+	}
+	go c.writeLoop()
+	if h.cfg.OnConnect != nil {
+		if err := h.cfg.OnConnect(c); err != nil {
+			c.Close(websocket.ClosePolicyViolation, err.Error())
+		}
+	}
+	err := c.readLoop()
+	c.deadOnce.Do(func() { close(c.dead) })
+	<-c.writerDone
+	_ = c.ws.NetConn().Close()
+	c.leaveAll()
+	_ = h.lim.UnregisterConnection(h.ctx, c.id)
+	h.untrack(c)
+	if h.cfg.OnClose != nil {
+		h.cfg.OnClose(c, err)
+	}
+}
+
+// readLoop reads and handles messages until the connection fails or the
+// close handshake ends. It returns the error that ended it.
+func (c *Conn) readLoop() error {
+	h := c.h
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err == nil {
+			c.rbuf.Reset()
+			_, err = c.rbuf.ReadFrom(r)
+		}
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				// gorilla has sent the 1009 close frame.
+				h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
+					Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Limit: h.lim.Limits().MaxMessageSize,
+					Metadata: c.meta})
+			}
+			return err
+		}
+		if c.isClosing() {
+			continue // draining until the client's close frame
+		}
+		data := c.rbuf.Bytes()
+		if h.cfg.OnMessage != nil {
+			if !c.gate() {
+				continue
+			}
+			if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
+				c.deny(errorFromDecision(d))
+				continue
+			}
+			h.cfg.OnMessage(c, mt, data)
+			continue
+		}
+		c.handleFrame(data)
+	}
+}
+
+// gate reports whether the client may still send; a banned client's
+// connection is closed.
+func (c *Conn) gate() bool {
+	g := c.h.cfg.Gate
+	if g == nil {
+		return true
+	}
+	if _, banned := g.BannedUntil(c.client, c.h.cfg.Now()); banned {
+		c.sendError(errorInfo{code: string(limiter.ReasonBanned)})
+		c.Close(websocket.ClosePolicyViolation, string(limiter.ReasonBanned))
+		return false
+	}
+	return true
+}
+
+// deny answers a denied frame with an error frame and closes the connection
+// when it has been denied too often.
+func (c *Conn) deny(e errorInfo) {
+	c.h.denials.Add(1)
+	c.sendError(e)
+	if c.h.cfg.MaxDenials < 0 {
+		return
+	}
+	spec := limiter.Spec{Limit: int64(c.h.cfg.MaxDenials), Per: c.h.cfg.DenialWindow}
+	if r := c.denials.TakeAt(spec, c.h.cfg.Now(), 1); !r.OK {
+		c.Close(websocket.ClosePolicyViolation, CloseReasonTooManyDenials)
+	}
+}
+
+// CloseReasonTooManyDenials is the reason of the 1008 close of a connection
+// denied more than Config.MaxDenials times within Config.DenialWindow.
+const CloseReasonTooManyDenials = "too_many_denials"
+
+// sendError queues an error frame.
+func (c *Conn) sendError(e errorInfo) {
+	c.ebuf = appendErrorFrame(c.ebuf[:0], e)
+	_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: bytes.Clone(c.ebuf)})
+}
+
+// ctx returns the context of the connection's store calls.
+func (c *Conn) ctx() context.Context { return c.h.ctx }

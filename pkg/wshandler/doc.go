@@ -1,0 +1,56 @@
+// Package wshandler is a net/http handler for WebSocket servers, built on
+// gorilla/websocket, that applies a limiter.Limiter to every connection and
+// message and serves rooms with their own limits, across a cluster of nodes
+// when a Broker (such as NATSBroker) carries room messages between them.
+//
+// An application mounts a Handler on its own mux and uses it one of two
+// ways:
+//
+//   - With the built-in JSON room protocol (join, leave, message and error
+//     frames, described in docs/PROTOCOL.md), when Config.OnMessage is nil.
+//   - With its own protocol, through Config.OnConnect, Config.OnMessage and
+//     Config.OnClose and the Conn they receive, which it can Send to and
+//     Close.
+//
+// # Identity and admission
+//
+// Config.KeyFunc names the client of a request; the default is the peer IP,
+// with X-Forwarded-For and X-Real-IP honoured only from Config.TrustedProxies.
+// PeerIP, QueryParam and Header build other KeyFuncs. Every connection is
+// admitted by Limiter.Connect before the upgrade: a denied one gets HTTP 429
+// with Retry-After (whole seconds, rounded up) and a JSON body, 403 if the
+// client is banned, or, with Config.RejectWithClose, an upgrade followed by a
+// close frame with code 1008 and the reason.
+//
+// # Messages
+//
+// The limiter's MaxMessageSize is the read limit: an oversized frame is
+// refused with close code 1009 from its header, before its payload is read.
+// Every message is checked against the message rate and bandwidth; a denial
+// gets a JSON error frame with retry_after_ms, and a connection denied more
+// than Config.MaxDenials times within Config.DenialWindow is closed with 1008.
+//
+// # Rooms
+//
+// A room message passes, in order: the room's size cap, the ban gate, the
+// connection's (or client's) message rate and bandwidth, the sender's rate in
+// the room and the room's total rate. A message denied by any layer consumes
+// nothing in any layer. Joins are checked against the room's member cap and
+// against Config.MaxRoomsPerConn and Config.MaxRoomsPerNode. Room buckets are
+// kept in the Limiter's Store, so they are cluster-wide when that store is.
+// A room with no members on a node is dropped there, with its subscription.
+//
+// Each member of a room, on any node, receives each room message exactly
+// once, in the order its sender sent it. The sending node delivers to its own
+// members and publishes the frame once to the Broker; other nodes deliver
+// what they receive to theirs and ignore their own publications.
+//
+// # Slow readers and shutdown
+//
+// Each connection has a bounded send queue drained by its own writer
+// goroutine. Putting a frame on a queue never waits: a connection whose queue
+// is full is aborted, so a reader that stops reading never delays a room or
+// any other connection. Shutdown closes every connection with 1001 after
+// flushing what is queued for it, unregisters it from the Limiter and flushes
+// the Broker.
+package wshandler

@@ -1,0 +1,325 @@
+package wshandler
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// Handler is the WebSocket endpoint: an http.Handler that admits, upgrades
+// and serves connections under a Limiter. Create it with New, mount it on a
+// mux, and call Shutdown before the Limiter and the Broker's NATS
+// connection are closed.
+//
+// A Handler is safe for concurrent use.
+type Handler struct {
+	cfg    Config
+	lim    *limiter.Limiter
+	ownLim bool
+	up     *websocket.Upgrader
+
+	ctx    context.Context // store and broker calls; canceled by Shutdown at its end
+	cancel context.CancelFunc
+
+	seq atomic.Uint64
+	hub hub
+
+	mu       sync.Mutex // guards the fields below
+	closed   bool
+	conns    map[*Conn]struct{}
+	byClient map[string]map[*Conn]struct{}
+	wg       sync.WaitGroup // open connections
+
+	overflows     atomic.Int64
+	denials       atomic.Int64
+	rejected      atomic.Int64
+	sinkPanics    atomic.Int64
+	publishErrors atomic.Int64
+	shutdownMu    sync.Mutex
+	shutdownErr   error
+}
+
+// New returns a Handler for cfg, or an error naming the first invalid field.
+func New(cfg Config) (*Handler, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{
+		cfg:      cfg,
+		lim:      cfg.Limiter,
+		up:       cfg.Upgrader,
+		conns:    make(map[*Conn]struct{}),
+		byClient: make(map[string]map[*Conn]struct{}),
+		hub:      hub{rooms: make(map[string]*room)},
+	}
+	if h.lim == nil {
+		h.lim, err = limiter.New(limiter.Config{Limits: limiter.DefaultLimits(), Now: cfg.Now})
+		if err != nil {
+			return nil, err
+		}
+		h.ownLim = true
+	}
+	if h.up == nil {
+		h.up = &websocket.Upgrader{}
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	return h, nil
+}
+
+// Limiter returns the Limiter the Handler applies.
+func (h *Handler) Limiter() *limiter.Limiter { return h.lim }
+
+// rejectBody is the JSON body of a refused upgrade.
+func rejectBody(d limiter.Decision) []byte {
+	e := errorFromDecision(d)
+	return append(appendErrorFrame(nil, e), '\n')
+}
+
+// ServeHTTP admits, upgrades and serves one WebSocket connection. It
+// returns when the connection has ended.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "websocket upgrade required", http.StatusUpgradeRequired)
+		return
+	}
+	client, err := h.cfg.KeyFunc(r)
+	if err != nil {
+		http.Error(w, "cannot identify client", http.StatusBadRequest)
+		return
+	}
+	var meta map[string]string
+	if h.cfg.Metadata != nil {
+		meta = h.cfg.Metadata(r)
+	}
+	id := h.cfg.NodeID + "-" + strconv.FormatUint(h.seq.Add(1), 36)
+	d, err := h.lim.Connect(h.ctx, id, client, meta)
+	if err != nil {
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if !d.Allowed {
+		h.rejected.Add(1)
+		h.reject(w, r, d)
+		return
+	}
+	ws, err := h.up.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered the request.
+		_ = h.lim.UnregisterConnection(h.ctx, id)
+		return
+	}
+	c := &Conn{
+		h: h, ws: ws, id: id, client: client, meta: meta,
+		idJSON:     appendJSONString(nil, id),
+		out:        make(chan outFrame, h.cfg.SendQueueSize),
+		closing:    make(chan struct{}),
+		dead:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		rooms:      make(map[string]*room),
+	}
+	if !h.track(c) {
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),
+			time.Now().Add(h.cfg.WriteTimeout))
+		_ = ws.Close()
+		_ = h.lim.UnregisterConnection(h.ctx, id)
+		return
+	}
+	c.serve()
+}
+
+// reject answers a refused connection: 403 for a ban, 503 when the store is
+// unavailable, 429 with Retry-After otherwise; or, with RejectWithClose, an
+// upgrade and a 1008 close carrying the reason.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d limiter.Decision) {
+	if h.cfg.RejectWithClose {
+		ws, err := h.up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.ClosePolicyViolation, string(d.Reason)),
+			time.Now().Add(h.cfg.WriteTimeout))
+		_ = ws.Close()
+		return
+	}
+	status := http.StatusTooManyRequests
+	switch d.Reason {
+	case limiter.ReasonBanned:
+		status = http.StatusForbidden
+	case limiter.ReasonStoreUnavailable:
+		status = http.StatusServiceUnavailable
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	if s := retrySeconds(d.RetryAfter); s > 0 {
+		hdr.Set("Retry-After", strconv.FormatInt(s, 10))
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(rejectBody(d))
+}
+
+// retrySeconds rounds d up to whole seconds; 0 when d is unknown or Never.
+func retrySeconds(d time.Duration) int64 {
+	if d <= 0 || d == limiter.Never {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// track records an open connection; false once Shutdown has begun.
+func (h *Handler) track(c *Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.wg.Add(1)
+	h.conns[c] = struct{}{}
+	set := h.byClient[c.client]
+	if set == nil {
+		set = make(map[*Conn]struct{})
+		h.byClient[c.client] = set
+	}
+	set[c] = struct{}{}
+	return true
+}
+
+func (h *Handler) untrack(c *Conn) {
+	h.mu.Lock()
+	delete(h.conns, c)
+	if set := h.byClient[c.client]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(h.byClient, c.client)
+		}
+	}
+	h.mu.Unlock()
+	h.wg.Done()
+}
+
+// CloseClient closes every connection of client on this node with code and
+// reason, and returns how many it closed. A ban list calls it to drop a
+// banned client.
+func (h *Handler) CloseClient(client string, code int, reason string) int {
+	h.mu.Lock()
+	conns := make([]*Conn, 0, len(h.byClient[client]))
+	for c := range h.byClient[client] {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		c.Close(code, reason)
+	}
+	return len(conns)
+}
+
+// Shutdown refuses new connections, closes every open one with 1001 after
+// flushing what is queued for it, and waits until they have ended and are
+// unregistered from the Limiter, then flushes the Broker. If ctx ends first,
+// the remaining connections are dropped without waiting for their close
+// handshake, and ctx's error is returned once they have ended. Shutdown is
+// idempotent; later calls return nil at once.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.shutdownMu.Lock()
+	defer h.shutdownMu.Unlock()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	conns := make([]*Conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+
+	for _, c := range conns {
+		c.Close(websocket.CloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, c := range conns {
+			c.abort()
+		}
+		<-done
+	}
+	if f, ok := h.cfg.Broker.(Flusher); ok && h.cfg.Broker != nil {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.WriteTimeout)
+		if ferr := f.Flush(fctx); ferr != nil && err == nil && !errors.Is(ferr, context.Canceled) {
+			err = ferr
+		}
+		cancel()
+	}
+	h.cancel()
+	if h.ownLim {
+		_ = h.lim.Close()
+	}
+	return err
+}
+
+// violate reports a room-layer violation to the configured sink.
+func (h *Handler) violate(v limiter.Violation) {
+	if h.cfg.Sink == nil {
+		return
+	}
+	defer func() {
+		if recover() != nil {
+			h.sinkPanics.Add(1)
+		}
+	}()
+	h.cfg.Sink.HandleViolation(v)
+}
+
+// Stats are a Handler's counters.
+type Stats struct {
+	// Connections is the number of open connections.
+	Connections int
+	// Rooms is the number of rooms with members on this node.
+	Rooms int
+	// Rejected counts connections refused at admission.
+	Rejected int64
+	// Denials counts denied frames (every error frame).
+	Denials int64
+	// Overflows counts connections aborted for a full send queue.
+	Overflows int64
+	// PublishErrors counts room messages the Broker failed to publish.
+	PublishErrors int64
+}
+
+// Stats returns the Handler's counters.
+func (h *Handler) Stats() Stats {
+	h.mu.Lock()
+	n := len(h.conns)
+	h.mu.Unlock()
+	h.hub.mu.Lock()
+	rooms := len(h.hub.rooms)
+	h.hub.mu.Unlock()
+	return Stats{Connections: n, Rooms: rooms, Rejected: h.rejected.Load(), Denials: h.denials.Load(),
+		Overflows: h.overflows.Load(), PublishErrors: h.publishErrors.Load()}
+}

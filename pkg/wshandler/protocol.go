@@ -1,0 +1,201 @@
+package wshandler
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// Frame types of the built-in room protocol (docs/PROTOCOL.md).
+const (
+	TypeJoin    = "join"
+	TypeLeave   = "leave"
+	TypeMessage = "message"
+	TypeJoined  = "joined"
+	TypeLeft    = "left"
+	TypeError   = "error"
+)
+
+// Error codes of error frames that are not limiter reasons. Denials by a
+// limit carry the limiter.Reason instead (rate_limit_exceeded,
+// room_rate_exceeded, room_full, ...).
+const (
+	CodeInvalidFrame = "invalid_frame"  // not a JSON object of a known shape
+	CodeUnknownType  = "unknown_type"   // a "type" the server does not know
+	CodeInvalidRoom  = "invalid_room"   // empty, too long, not UTF-8 or has control characters
+	CodeNotMember    = "not_member"     // leave or message for a room not joined
+	CodeAlreadyIn    = "already_member" // join of a room already joined
+	CodeTooManyRooms = "too_many_rooms" // the connection's or the node's room cap
+	CodeUnavailable  = "unavailable"    // the broker could not subscribe
+)
+
+// maxRefLength caps the "id" a client may attach to a frame.
+const maxRefLength = 64
+
+// frame is a decoded client frame.
+type frame struct {
+	Type string          `json:"type"`
+	Room string          `json:"room"`
+	ID   string          `json:"id"`
+	Data json.RawMessage `json:"data"`
+}
+
+var errFrame = errors.New("wshandler: invalid frame")
+
+// decodeFrame decodes and checks a client frame of the room protocol. It
+// never panics; any malformed input returns errFrame.
+func decodeFrame(b []byte) (frame, error) {
+	var f frame
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return frame{}, errFrame
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return frame{}, errFrame
+	}
+	if f.Type == "" || len(f.ID) > maxRefLength {
+		return frame{}, errFrame
+	}
+	if f.Type == TypeMessage && (len(f.Data) == 0 || string(f.Data) == "null") {
+		return frame{}, errFrame
+	}
+	return f, nil
+}
+
+// checkRoomName reports why name cannot be a room name, or nil.
+func checkRoomName(name string, maxLen int) error {
+	switch {
+	case name == "":
+		return errors.New("room name is empty")
+	case len(name) > maxLen:
+		return errors.New("room name is longer than " + strconv.Itoa(maxLen) + " bytes")
+	case !utf8.ValidString(name):
+		return errors.New("room name is not UTF-8")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return errors.New("room name has a control character")
+		}
+	}
+	return nil
+}
+
+// appendJSONString appends s to b as a JSON string. Invalid UTF-8 becomes
+// U+FFFD, as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+// messageFrame returns the frame that delivers data to a room's members.
+func messageFrame(roomJSON, fromJSON []byte, data []byte) []byte {
+	b := make([]byte, 0, len(`{"type":"message","room":,"from":,"data":}`)+len(roomJSON)+len(fromJSON)+len(data))
+	b = append(b, `{"type":"message","room":`...)
+	b = append(b, roomJSON...)
+	b = append(b, `,"from":`...)
+	b = append(b, fromJSON...)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// replyFrame returns a joined or left frame.
+func replyFrame(typ, room, ref string) []byte {
+	b := make([]byte, 0, 32+len(room)+len(ref))
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, typ)
+	b = append(b, `,"room":`...)
+	b = appendJSONString(b, room)
+	if ref != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, ref)
+	}
+	return append(b, '}')
+}
+
+// errorInfo is the content of an error frame.
+type errorInfo struct {
+	code  string
+	room  string
+	ref   string
+	retry time.Duration
+	limit int64
+	max   int64
+}
+
+// errorFromDecision returns the error frame content of a denial.
+func errorFromDecision(d limiter.Decision) errorInfo {
+	e := errorInfo{code: string(d.Reason), retry: d.RetryAfter, limit: d.Limit}
+	if d.Reason == limiter.ReasonMessageTooLarge {
+		e.max = d.MaxSize
+	}
+	return e
+}
+
+// retryMillis rounds d up to whole milliseconds; Never and negative
+// durations give -1 (omitted).
+func retryMillis(d time.Duration) int64 {
+	if d <= 0 || d == limiter.Never {
+		return -1
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// appendErrorFrame appends the JSON error frame of e to b.
+func appendErrorFrame(b []byte, e errorInfo) []byte {
+	b = append(b, `{"type":"error","error":`...)
+	b = appendJSONString(b, e.code)
+	if e.room != "" {
+		b = append(b, `,"room":`...)
+		b = appendJSONString(b, e.room)
+	}
+	if e.ref != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, e.ref)
+	}
+	if ms := retryMillis(e.retry); ms >= 0 {
+		b = append(b, `,"retry_after_ms":`...)
+		b = strconv.AppendInt(b, ms, 10)
+	}
+	if e.limit > 0 {
+		b = append(b, `,"limit":`...)
+		b = strconv.AppendInt(b, e.limit, 10)
+	}
+	if e.max > 0 {
+		b = append(b, `,"max_size":`...)
+		b = strconv.AppendInt(b, e.max, 10)
+	}
+	return append(b, '}')
+}

@@ -1,0 +1,256 @@
+package wshandler
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// The limiter.Kinds of room buckets in the Limiter's Store.
+const (
+	// KindRoom is a room's total message rate: Key{Kind: KindRoom, Scope: room}.
+	KindRoom limiter.Kind = "room"
+	// KindRoomMember is a client's message rate in a room:
+	// Key{Kind: KindRoomMember, Scope: room, ID: client}.
+	KindRoomMember limiter.Kind = "room_member"
+)
+
+// room is a room with members on this node.
+type room struct {
+	name     string
+	nameJSON []byte
+	limits   RoomLimits
+	total    limiter.Spec
+	member   limiter.Spec
+	slotKey  string
+
+	refs int // joins in progress plus members; guarded by hub.mu
+
+	mu      sync.Mutex // guards members and unsub
+	members map[*Conn]struct{}
+	unsub   func() error
+	subbed  bool
+
+	snap atomic.Pointer[[]*Conn] // members, copied on write
+}
+
+// deliver queues frame for every member on this node. It never waits.
+func (r *room) deliver(frame []byte) {
+	p := r.snap.Load()
+	if p == nil {
+		return
+	}
+	f := outFrame{typ: websocket.TextMessage, data: frame}
+	for _, m := range *p {
+		_ = m.enqueue(f)
+	}
+}
+
+// publishSnap refreshes the snapshot of members; requires r.mu held.
+func (r *room) publishSnap() {
+	s := make([]*Conn, 0, len(r.members))
+	for m := range r.members {
+		s = append(s, m)
+	}
+	r.snap.Store(&s)
+}
+
+// hub holds this node's rooms.
+type hub struct {
+	mu    sync.Mutex
+	rooms map[string]*room
+}
+
+// acquire returns the room name with a reference taken, creating it if the
+// node's room cap allows.
+func (h *Handler) acquireRoom(name string) *room {
+	h.hub.mu.Lock()
+	defer h.hub.mu.Unlock()
+	r := h.hub.rooms[name]
+	if r == nil {
+		if len(h.hub.rooms) >= h.cfg.MaxRoomsPerNode {
+			return nil
+		}
+		rl := h.cfg.limitsFor(name)
+		r = &room{
+			name: name, nameJSON: appendJSONString(nil, name), limits: rl,
+			total: rl.totalSpec(), member: rl.memberSpec(),
+			slotKey: "room:" + RoomToken(name), members: make(map[*Conn]struct{}),
+		}
+		h.hub.rooms[name] = r
+	}
+	r.refs++
+	return r
+}
+
+// releaseRoom drops a reference to r, and r itself with its subscription
+// when that was the last.
+func (h *Handler) releaseRoom(r *room) {
+	h.hub.mu.Lock()
+	r.refs--
+	var unsub func() error
+	if r.refs == 0 {
+		delete(h.hub.rooms, r.name)
+		r.mu.Lock()
+		unsub, r.unsub = r.unsub, nil
+		r.mu.Unlock()
+	}
+	h.hub.mu.Unlock()
+	if unsub != nil {
+		_ = unsub()
+	}
+}
+
+// join adds c to the room name. It returns the error frame of a refusal,
+// or ok.
+func (c *Conn) join(name, ref string) (e errorInfo, ok bool) {
+	h := c.h
+	e = errorInfo{room: name, ref: ref}
+	if _, in := c.rooms[name]; in {
+		e.code = CodeAlreadyIn
+		return e, false
+	}
+	if len(c.rooms) >= h.cfg.MaxRoomsPerConn {
+		e.code, e.limit = CodeTooManyRooms, int64(h.cfg.MaxRoomsPerConn)
+		return e, false
+	}
+	r := h.acquireRoom(name)
+	if r == nil {
+		e.code, e.limit = CodeTooManyRooms, int64(h.cfg.MaxRoomsPerNode)
+		return e, false
+	}
+	r.mu.Lock()
+	if h.cfg.Broker != nil && !r.subbed {
+		unsub, err := h.cfg.Broker.Subscribe(c.ctx(), name, r.deliver)
+		if err != nil {
+			r.mu.Unlock()
+			h.releaseRoom(r)
+			e.code = CodeUnavailable
+			return e, false
+		}
+		r.unsub, r.subbed = unsub, true
+	}
+	if max := r.limits.MaxMembers; max > 0 {
+		var n int64
+		full := false
+		if s := h.cfg.RoomSlots; s != nil {
+			count, got, err := s.Acquire(c.ctx(), r.slotKey, max)
+			if err != nil {
+				r.mu.Unlock()
+				h.releaseRoom(r)
+				e.code = string(limiter.ReasonStoreUnavailable)
+				return e, false
+			}
+			n, full = count, !got
+		} else {
+			n = int64(len(r.members))
+			full = n >= max
+		}
+		if full {
+			r.mu.Unlock()
+			h.releaseRoom(r)
+			h.violate(limiter.Violation{Type: limiter.ViolationRoomFull, Reason: limiter.ReasonRoomFull,
+				Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: name, Limit: max, Current: n,
+				Metadata: c.meta})
+			e.code, e.limit = string(limiter.ReasonRoomFull), max
+			return e, false
+		}
+	}
+	r.members[c] = struct{}{}
+	r.publishSnap()
+	r.mu.Unlock()
+	c.rooms[name] = r
+	return e, true
+}
+
+// leave removes c from r.
+func (c *Conn) leave(r *room) {
+	h := c.h
+	delete(c.rooms, r.name)
+	r.mu.Lock()
+	delete(r.members, c)
+	r.publishSnap()
+	r.mu.Unlock()
+	if r.limits.MaxMembers > 0 && h.cfg.RoomSlots != nil {
+		_ = h.cfg.RoomSlots.Release(c.ctx(), r.slotKey)
+	}
+	h.releaseRoom(r)
+}
+
+// leaveAll removes c from all its rooms.
+func (c *Conn) leaveAll() {
+	for _, r := range c.rooms {
+		c.leave(r)
+	}
+}
+
+// roomMessage runs the layers for a message of size bytes to r, in
+// DESIGN.md's order, and takes their tokens. On a denial nothing stays
+// taken in any layer, including the Limiter's; an error frame with an
+// empty code means the connection is closing and needs no answer.
+func (c *Conn) roomMessage(r *room, size int, ref string) (e errorInfo, ok bool) {
+	h := c.h
+	e = errorInfo{room: r.name, ref: ref}
+	n := int64(size)
+	// 1. The room's size cap.
+	if max := r.limits.MaxMessageSize; max > 0 && n > max {
+		h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
+			Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: r.name, Size: n, Limit: max,
+			Current: n, Metadata: c.meta})
+		e.code, e.limit, e.max = string(limiter.ReasonMessageTooLarge), max, max
+		return e, false
+	}
+	// 2. The ban gate; a banned client's connection is closing already.
+	if !c.gate() {
+		return errorInfo{}, false
+	}
+	// 3. The connection's or client's message rate and bandwidth.
+	d := h.lim.CheckMessage(c.ctx(), c.id, size)
+	if !d.Allowed {
+		de := errorFromDecision(d)
+		de.room, de.ref = e.room, e.ref
+		return de, false
+	}
+	store := h.lim.Store()
+	now := h.cfg.Now()
+	// 4. The sender's rate in the room.
+	memberKey := limiter.Key{Kind: KindRoomMember, Scope: r.name, ID: c.client}
+	if !r.member.Unlimited() {
+		res, err := store.Take(c.ctx(), memberKey, r.member, now, 1)
+		if err != nil || !res.OK {
+			h.lim.RefundMessage(c.ctx(), c.id, size)
+			return c.roomDenied(e, err, r, r.member, res, now), false
+		}
+	}
+	// 5. The room's total rate.
+	if !r.total.Unlimited() {
+		res, err := store.Take(c.ctx(), limiter.Key{Kind: KindRoom, Scope: r.name}, r.total, now, 1)
+		if err != nil || !res.OK {
+			if !r.member.Unlimited() {
+				_ = store.Refund(c.ctx(), memberKey, r.member, now, 1)
+			}
+			h.lim.RefundMessage(c.ctx(), c.id, size)
+			return c.roomDenied(e, err, r, r.total, res, now), false
+		}
+	}
+	return e, true
+}
+
+// roomDenied reports a room-rate denial and returns its error frame.
+func (c *Conn) roomDenied(e errorInfo, err error, r *room, spec limiter.Spec, res limiter.Result, now time.Time) errorInfo {
+	h := c.h
+	if err != nil {
+		e.code = string(limiter.ReasonStoreUnavailable)
+		h.violate(limiter.Violation{Type: limiter.ViolationStoreUnavailable, Reason: limiter.ReasonStoreUnavailable,
+			Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Metadata: c.meta})
+		return e
+	}
+	e.code, e.retry, e.limit = string(limiter.ReasonRoomRateExceeded), res.RetryAfter, spec.Limit
+	h.violate(limiter.Violation{Type: limiter.ViolationRoomRate, Reason: limiter.ReasonRoomRateExceeded,
+		Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Limit: spec.Limit,
+		Remaining: res.Remaining, RetryAfter: res.RetryAfter, Metadata: c.meta})
+	return e
+}

@@ -1,0 +1,91 @@
+package wshandler
+
+import (
+	"github.com/gorilla/websocket"
+)
+
+// handleFrame runs one frame of the built-in room protocol.
+func (c *Conn) handleFrame(data []byte) {
+	h := c.h
+	f, err := decodeFrame(data)
+	if err != nil {
+		// A malformed frame still costs a message and its bytes.
+		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {
+			c.deny(errorFromDecision(d))
+			return
+		}
+		c.deny(errorInfo{code: CodeInvalidFrame})
+		return
+	}
+	switch f.Type {
+	case TypeJoin, TypeLeave, TypeMessage:
+	default:
+		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {
+			c.deny(errorFromDecision(d))
+			return
+		}
+		c.deny(errorInfo{code: CodeUnknownType, ref: f.ID})
+		return
+	}
+	if checkRoomName(f.Room, h.cfg.MaxRoomNameLength) != nil {
+		c.deny(errorInfo{code: CodeInvalidRoom, ref: f.ID})
+		return
+	}
+	switch f.Type {
+	case TypeJoin:
+		if !c.gate() {
+			return
+		}
+		d := h.lim.CheckMessage(c.ctx(), c.id, len(data))
+		if !d.Allowed {
+			e := errorFromDecision(d)
+			e.room, e.ref = f.Room, f.ID
+			c.deny(e)
+			return
+		}
+		if e, ok := c.join(f.Room, f.ID); !ok {
+			h.lim.RefundMessage(c.ctx(), c.id, len(data))
+			c.deny(e)
+			return
+		}
+		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: replyFrame(TypeJoined, f.Room, f.ID)})
+	case TypeLeave:
+		r := c.rooms[f.Room]
+		if r == nil {
+			c.deny(errorInfo{code: CodeNotMember, room: f.Room, ref: f.ID})
+			return
+		}
+		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {
+			e := errorFromDecision(d)
+			e.room, e.ref = f.Room, f.ID
+			c.deny(e)
+			return
+		}
+		c.leave(r)
+		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: replyFrame(TypeLeft, f.Room, f.ID)})
+	case TypeMessage:
+		r := c.rooms[f.Room]
+		if r == nil {
+			c.deny(errorInfo{code: CodeNotMember, room: f.Room, ref: f.ID})
+			return
+		}
+		if e, ok := c.roomMessage(r, len(data), f.ID); !ok {
+			if e.code != "" {
+				c.deny(e)
+			}
+			return
+		}
+		c.broadcast(r, messageFrame(r.nameJSON, c.idJSON, f.Data))
+	}
+}
+
+// broadcast delivers frame to the room's members on this node, in the
+// sender's order, and publishes it once for the other nodes.
+func (c *Conn) broadcast(r *room, frame []byte) {
+	r.deliver(frame)
+	if b := c.h.cfg.Broker; b != nil {
+		if err := b.Publish(c.ctx(), r.name, frame); err != nil {
+			c.h.publishErrors.Add(1)
+		}
+	}
+}
