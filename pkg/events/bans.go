@@ -164,6 +164,8 @@ type Bans struct {
 
 	invalid atomic.Uint64
 
+	watchCtx    context.Context
+	cancelWatch context.CancelFunc
 	notices map[string]notice // watch goroutine only
 
 	stop      chan struct{}
@@ -214,12 +216,17 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 		b.listeners[0] = listener{cfg.OnBan, cfg.OnUnban}
 		b.nextID = 1
 	}
-	w, err := kv.WatchAll(ctx)
+	// The watch lives as long as the Bans: its context is not ctx, which
+	// bounds only the start.
+	b.watchCtx, b.cancelWatch = context.WithCancel(context.Background())
+	w, err := kv.WatchAll(b.watchCtx)
 	if err != nil {
+		b.cancelWatch()
 		return nil, fmt.Errorf("events: watch ban bucket: %w", err)
 	}
 	if err := b.load(ctx, w); err != nil {
 		stopWatcher(w)
+		b.cancelWatch()
 		return nil, err
 	}
 	go b.run(w)
@@ -460,6 +467,7 @@ func (b *Bans) run(w jetstream.KeyWatcher) {
 			if w != nil {
 				stopWatcher(w)
 			}
+			b.cancelWatch()
 			return
 		case e, ok := <-updates:
 			switch {
@@ -471,9 +479,7 @@ func (b *Bans) run(w jetstream.KeyWatcher) {
 			}
 		case <-retry.C:
 			if w == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				nw, err := b.kv.WatchAll(ctx)
-				cancel()
+				nw, err := b.kv.WatchAll(b.watchCtx)
 				if err == nil {
 					w = nw
 				} else {

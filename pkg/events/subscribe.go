@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -122,7 +123,7 @@ func Subscribe(ctx context.Context, nc *nats.Conn, f Filter, fn func(Event)) (*S
 	}
 	// Make sure the server has the interest before returning, so that an
 	// event published after Subscribe returns is delivered.
-	if err := nc.FlushWithContext(ctx); err != nil {
+	if err := flush(ctx, nc); err != nil {
 		s.unsubscribe()
 		return nil, err
 	}
@@ -175,4 +176,13 @@ func (s *Subscription) Close() error {
 	s.once.Do(func() { close(s.stop) })
 	<-s.done
 	return nil
+}
+
+// flush waits for the server to process what nc has sent, for as long as
+// ctx allows, or 5 seconds if ctx has no deadline.
+func flush(ctx context.Context, nc *nats.Conn) error {
+	if _, ok := ctx.Deadline(); ok {
+		return nc.FlushWithContext(ctx)
+	}
+	return nc.FlushTimeout(5 * time.Second)
 }

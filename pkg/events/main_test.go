@@ -1,0 +1,109 @@
+package events_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/ratethrottle/ratethrottle/pkg/events"
+	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// waitFor polls cond every 5 ms until it holds or timeout passes, and fails
+// the test with msg if it never does.
+func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// startServer starts an embedded NATS server with JetStream on loopback and
+// shuts it down when the test ends.
+func startServer(t testing.TB) *kvstore.Server {
+	t.Helper()
+	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+// connect opens a NATS connection that reconnects quickly and forever, and
+// closes it when the test ends.
+func connect(t testing.TB, srv *kvstore.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts = append([]nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect(srv.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func newJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// collector gathers events from a handler for later inspection.
+type collector struct {
+	mu  sync.Mutex
+	evs []events.Event
+}
+
+func (c *collector) add(e events.Event) {
+	c.mu.Lock()
+	c.evs = append(c.evs, e)
+	c.mu.Unlock()
+}
+
+func (c *collector) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.evs)
+}
+
+func (c *collector) all() []events.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]events.Event(nil), c.evs...)
+}
+
+// find returns the first event that matches, if any.
+func (c *collector) find(match func(events.Event) bool) (events.Event, bool) {
+	for _, e := range c.all() {
+		if match(e) {
+			return e, true
+		}
+	}
+	return events.Event{}, false
+}
