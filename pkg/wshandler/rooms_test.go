@@ -334,7 +334,7 @@ func TestStalledReaderDoesNotDelayRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	h, err := New(Config{Limiter: l, KeyFunc: QueryParam("user", nil), SendQueueSize: 16, WriteTimeout: time.Minute})
+	h, err := New(Config{Limiter: l, KeyFunc: QueryParam("user", nil), SendQueueSize: 16, WriteTimeout: time.Minute, CloseTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

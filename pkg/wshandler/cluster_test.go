@@ -1,0 +1,200 @@
+package wshandler
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// natsServer is an embedded NATS server on a random loopback port. Room
+// fan-out needs core NATS only, so it runs without JetStream.
+type natsServer struct{ ns *server.Server }
+
+func (s natsServer) ClientURL() string { return s.ns.ClientURL() }
+
+// startNATS starts an embedded NATS server for the test.
+func startNATS(t testing.TB) natsServer {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return natsServer{ns}
+}
+
+// clusterNode starts a room node whose rooms fan out through NATS.
+func clusterNode(t testing.TB, s natsServer, id string, cfg Config) (*node, *nats.Conn) {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), nats.Name(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b, err := NewNATSBroker(NATSBrokerConfig{Conn: nc, NodeID: id, Prefix: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Broker, cfg.NodeID, cfg.KeyFunc = b, id, QueryParam("user", nil)
+	return newNode(t, cfg, limiter.Limits{}), nc
+}
+
+// TestClusterFanout: two nodes share NATS; two senders, one on each node,
+// send 100 messages each, concurrently, to a room with two members on each
+// node. Every member receives all 200, each exactly once, and each sender's
+// in the order sent.
+func TestClusterFanout(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	na, nca := clusterNode(t, s, "node-a", Config{})
+	nb, ncb := clusterNode(t, s, "node-b", Config{})
+
+	a1, a2 := dialAs(t, na, "a1"), dialAs(t, na, "a2")
+	b1, b2 := dialAs(t, nb, "b1"), dialAs(t, nb, "b2")
+	members := []*websocket.Conn{a1, a2, b1, b2}
+	if nca.NumSubscriptions() != 0 || ncb.NumSubscriptions() != 0 {
+		t.Fatal("subscribed before any member joined")
+	}
+	for _, c := range members {
+		join(t, c, "chat.*>") // a name that would break a raw subject
+	}
+	if nca.NumSubscriptions() != 1 || ncb.NumSubscriptions() != 1 {
+		t.Fatalf("subscriptions %d and %d, want one per node", nca.NumSubscriptions(), ncb.NumSubscriptions())
+	}
+
+	const perSender = 100
+	type got struct {
+		counts map[string]int
+		next   map[string]int
+		err    error
+	}
+	results := make([]got, len(members))
+	var wg sync.WaitGroup
+	for i, c := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g := got{counts: map[string]int{}, next: map[string]int{}}
+			defer func() { results[i] = g }()
+			for n := 0; n < 2*perSender; n++ {
+				_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+				var r struct {
+					Type string
+					Data struct {
+						S string
+						I int
+					}
+				}
+				if err := c.ReadJSON(&r); err != nil {
+					g.err = fmt.Errorf("after %d messages: %w", n, err)
+					return
+				}
+				if r.Type != TypeMessage {
+					g.err = fmt.Errorf("frame of type %q", r.Type)
+					return
+				}
+				if r.Data.I != g.next[r.Data.S] {
+					g.err = fmt.Errorf("from %s: got %d, want %d", r.Data.S, r.Data.I, g.next[r.Data.S])
+					return
+				}
+				g.next[r.Data.S]++
+				g.counts[r.Data.S]++
+			}
+		}()
+	}
+	var sends sync.WaitGroup
+	for _, sc := range []struct {
+		name string
+		c    *websocket.Conn
+	}{{"a1", a1}, {"b1", b1}} {
+		sends.Add(1)
+		go func() {
+			defer sends.Done()
+			for i := 0; i < perSender; i++ {
+				_ = sc.c.SetWriteDeadline(time.Now().Add(ioTimeout))
+				if err := sc.c.WriteJSON(msg("chat.*>", map[string]any{"s": sc.name, "i": i})); err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	sends.Wait()
+	wg.Wait()
+	for i, g := range results {
+		if g.err != nil {
+			t.Errorf("member %d: %v", i, g.err)
+			continue
+		}
+		if g.counts["a1"] != perSender || g.counts["b1"] != perSender {
+			t.Errorf("member %d got %v, want %d from each sender", i, g.counts, perSender)
+		}
+	}
+	// Nothing more arrives: no member got a duplicate.
+	for _, c := range members {
+		send(t, c, map[string]string{"type": "leave", "room": "chat.*>"})
+		if r := recv(t, c); r.Type != TypeLeft {
+			t.Errorf("after the messages: got %+v, want only the left frame", r)
+		}
+	}
+	waitFor(t, ioTimeout, "both nodes to unsubscribe", func() bool {
+		return nca.NumSubscriptions() == 0 && ncb.NumSubscriptions() == 0
+	})
+	if st := na.h.Stats(); st.Rooms != 0 || st.PublishErrors != 0 {
+		t.Errorf("node a: %+v", st)
+	}
+}
+
+// TestClusterJoinAfterMessages: a node subscribes only while it has
+// members, so a member that joins later does not get earlier messages, and
+// gets the next one.
+func TestClusterJoinAfterMessages(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	na, _ := clusterNode(t, s, "node-a", Config{})
+	nb, _ := clusterNode(t, s, "node-b", Config{})
+	a, b := dialAs(t, na, "a"), dialAs(t, nb, "b")
+	join(t, a, "r")
+	send(t, a, msg("r", "early"))
+	recv(t, a)
+	join(t, b, "r")
+	send(t, a, msg("r", "late"))
+	recv(t, a)
+	if r := recv(t, b); string(r.Data) != `"late"` {
+		t.Errorf("b got %s, want the late message only", r.Data)
+	}
+}
+
+func TestRoomSubject(t *testing.T) {
+	t.Parallel()
+	long := string(make([]byte, 100))
+	cases := map[string]string{
+		"lobby":   "p.rooms.bbG9iYnk",
+		"a.b *>":  "p.rooms.bYS5iICo-",
+		"ñ":       "p.rooms.bw7E",
+		long[:48]: "p.rooms.b" + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+	}
+	for room, want := range cases {
+		if got := RoomSubject("p", room); got != want {
+			t.Errorf("RoomSubject(%q) = %q, want %q", room, got, want)
+		}
+	}
+	h1, h2 := RoomToken(long), RoomToken(long[:99]+"x")
+	if h1[0] != 'h' || len(h1) != 44 || h1 == h2 {
+		t.Errorf("long names: %q %q", h1, h2)
+	}
+}
