@@ -166,7 +166,7 @@ type Bans struct {
 
 	watchCtx    context.Context
 	cancelWatch context.CancelFunc
-	notices map[string]notice // watch goroutine only
+	notices     map[string]notice // watch goroutine only
 
 	stop      chan struct{}
 	done      chan struct{}
