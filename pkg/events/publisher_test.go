@@ -241,10 +241,10 @@ func TestPublisherDuringOutage(t *testing.T) {
 		return time.Since(start)
 	}
 	baseline := deny()
-	waitFor(t, 10*time.Second, "baseline events delivered", func() bool {
-		s := pub.Stats()
-		return s.Queued == 0 && uint64(got.len()) == s.Published
-	})
+	waitFor(t, 10*time.Second, "publisher to drain its queue", func() bool { return pub.Stats().Queued == 0 })
+	if err := pubConn.Flush(); err != nil {
+		t.Fatal(err)
+	}
 
 	srv.Stop()
 	waitFor(t, 5*time.Second, "publisher connection to notice the outage", func() bool { return !pubConn.IsConnected() })

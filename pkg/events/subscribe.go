@@ -98,7 +98,9 @@ type Subscription struct {
 // decode as a version-1 event are skipped and counted (Invalid). The
 // subscription ends when ctx ends or Close is called.
 //
-// Core NATS subscriptions receive only what is published while they exist;
+// Up to 4096 messages wait for fn; beyond that the NATS client drops them
+// and reports a slow consumer to the connection's error handler. Core NATS
+// subscriptions receive only what is published while they exist;
 // use EnsureStream and SubscribeDurable to replay what was missed.
 func Subscribe(ctx context.Context, nc *nats.Conn, f Filter, fn func(Event)) (*Subscription, error) {
 	if nc == nil {
