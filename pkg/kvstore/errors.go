@@ -12,3 +12,15 @@ var ErrServerNotReady = errors.New("kvstore: NATS server not ready")
 
 // ErrServerClosed is returned by Restart after Shutdown.
 var ErrServerClosed = errors.New("kvstore: server shut down")
+
+// ErrJetStreamDisabled is returned by New when the NATS server has no
+// JetStream: start nats-server with -js (or JetStream in its config).
+var ErrJetStreamDisabled = errors.New("kvstore: JetStream is not enabled on the NATS server (start it with -js)")
+
+// ErrConflict is wrapped, with limiter.ErrUnavailable, by a Strict decision
+// that lost its compare-and-swap more than MaxRetries times.
+var ErrConflict = errors.New("kvstore: too many conflicting updates")
+
+// ErrDown is wrapped, with limiter.ErrUnavailable, by cross-node checks
+// denied while NATS is unreachable and the fail mode is FailClosed.
+var ErrDown = errors.New("kvstore: NATS unreachable")

@@ -1,0 +1,191 @@
+package kvstore
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// Mode is how the buckets of one limit kind agree across nodes.
+type Mode int
+
+const (
+	// Global decides locally and flushes consumption every SyncInterval in
+	// one batch per node; the other nodes apply it as debits from a KV
+	// watch. Each node spends only an allowance, its demand share of what
+	// is left. It is the zero Mode and the cluster default.
+	Global Mode = iota
+	// Local does not synchronise: each node limits alone.
+	Local
+	// Strict makes every decision a compare-and-swap on the bucket's KV
+	// entry: exact and slower, for low-rate rules such as connections per
+	// minute.
+	Strict
+)
+
+// String returns the mode's name.
+func (m Mode) String() string {
+	switch m {
+	case Global:
+		return "global"
+	case Local:
+		return "local"
+	case Strict:
+		return "strict"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// FailMode is what a node does with cross-node checks while NATS is
+// unreachable.
+type FailMode int
+
+const (
+	// FailOpenLocal lets each node enforce the full limit alone, from what
+	// it knew when NATS went away. It is the zero FailMode.
+	FailOpenLocal FailMode = iota
+	// FailLocalShare lets each node enforce the limit divided by the live
+	// nodes it last saw.
+	FailLocalShare
+	// FailClosed denies cross-node checks with limiter.ErrUnavailable.
+	FailClosed
+)
+
+// String returns the fail mode's name.
+func (f FailMode) String() string {
+	switch f {
+	case FailOpenLocal:
+		return "open-local"
+	case FailLocalShare:
+		return "local-share"
+	case FailClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("FailMode(%d)", int(f))
+}
+
+// KindSlots is the kind under which Config.Modes sets the mode of the
+// concurrent-connection counts (the Slots). Only Local and non-Local
+// differ: counts are always per-node entries with heartbeats.
+const KindSlots limiter.Kind = "slots"
+
+// Config configures a Store. Conn is required; zero fields get defaults.
+type Config struct {
+	// Conn is the NATS connection. The Store does not close it.
+	Conn *nats.Conn
+	// Bucket is the JetStream KV bucket. Empty means "ratethrottle".
+	Bucket string
+	// NodeID names this node. A node restarting under the same ID clears
+	// its own stale entries. Empty means a random ID.
+	NodeID string
+	// DefaultMode is the mode of kinds not in Modes. The zero value is
+	// Global.
+	DefaultMode Mode
+	// Modes sets the mode per limit kind, including KindSlots.
+	Modes map[limiter.Kind]Mode
+	// SyncInterval is the flush period of Global mode. Zero means 50 ms.
+	SyncInterval time.Duration
+	// HeartbeatInterval is the period of node heartbeats. Zero means 1 s.
+	HeartbeatInterval time.Duration
+	// DeadAfter is the number of heartbeat intervals after which a silent
+	// node is dead. Zero means 3.
+	DeadAfter int
+	// FailMode is the behaviour while NATS is unreachable. The zero value
+	// is FailOpenLocal.
+	FailMode FailMode
+	// Replicas is the bucket's replica count. Zero means 1.
+	Replicas int
+	// Storage is the bucket's storage. The zero value is file storage.
+	Storage jetstream.StorageType
+	// TTL is the bucket's MaxAge: an entry not written for TTL disappears.
+	// It must exceed the refill time of every synchronised bucket. Zero
+	// means 15 minutes. Live connection counts are rewritten well within
+	// it.
+	TTL time.Duration
+	// MaxRetries caps the compare-and-swap attempts of a Strict decision.
+	// Zero means 16.
+	MaxRetries int
+	// Timeout bounds each KV operation. Zero means 2 s.
+	Timeout time.Duration
+	// Now returns the current time for the background goroutines. Nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+var bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// withDefaults returns cfg with defaults filled in, or an error naming the
+// first invalid field.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Conn == nil {
+		return cfg, fmt.Errorf("%w: Conn is nil", ErrInvalidConfig)
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = "ratethrottle"
+	}
+	if !bucketName.MatchString(cfg.Bucket) {
+		return cfg, fmt.Errorf("%w: Bucket %q must match %s", ErrInvalidConfig, cfg.Bucket, bucketName)
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = "node-" + randomToken()
+	}
+	def := func(d *time.Duration, name string, v time.Duration) error {
+		if *d < 0 {
+			return fmt.Errorf("%w: %s %v is negative", ErrInvalidConfig, name, *d)
+		}
+		if *d == 0 {
+			*d = v
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		d    *time.Duration
+		name string
+		v    time.Duration
+	}{
+		{&cfg.SyncInterval, "SyncInterval", 50 * time.Millisecond},
+		{&cfg.HeartbeatInterval, "HeartbeatInterval", time.Second},
+		{&cfg.TTL, "TTL", 15 * time.Minute},
+		{&cfg.Timeout, "Timeout", 2 * time.Second},
+	} {
+		if err := def(f.d, f.name, f.v); err != nil {
+			return cfg, err
+		}
+	}
+	switch {
+	case cfg.DeadAfter < 0:
+		return cfg, fmt.Errorf("%w: DeadAfter %d is negative", ErrInvalidConfig, cfg.DeadAfter)
+	case cfg.Replicas < 0 || cfg.Replicas > 5:
+		return cfg, fmt.Errorf("%w: Replicas %d must be 0 to 5", ErrInvalidConfig, cfg.Replicas)
+	case cfg.MaxRetries < 0:
+		return cfg, fmt.Errorf("%w: MaxRetries %d is negative", ErrInvalidConfig, cfg.MaxRetries)
+	case cfg.FailMode < FailOpenLocal || cfg.FailMode > FailClosed:
+		return cfg, fmt.Errorf("%w: FailMode %d is unknown", ErrInvalidConfig, int(cfg.FailMode))
+	case cfg.DefaultMode < Global || cfg.DefaultMode > Strict:
+		return cfg, fmt.Errorf("%w: DefaultMode %d is unknown", ErrInvalidConfig, int(cfg.DefaultMode))
+	case cfg.Storage != jetstream.FileStorage && cfg.Storage != jetstream.MemoryStorage:
+		return cfg, fmt.Errorf("%w: Storage %d is unknown", ErrInvalidConfig, int(cfg.Storage))
+	}
+	for k, m := range cfg.Modes {
+		if m < Global || m > Strict {
+			return cfg, fmt.Errorf("%w: Modes[%q] %d is unknown", ErrInvalidConfig, k, int(m))
+		}
+	}
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter = 3
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = 16
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg, nil
+}

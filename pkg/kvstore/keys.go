@@ -1,0 +1,68 @@
+package kvstore
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// maxRawToken is the longest input encoded verbatim; longer inputs are
+// hashed. 48 bytes encode to 64 characters.
+const maxRawToken = 48
+
+// token encodes any string as one KV key and subject token. Short inputs
+// are "v" + base64url (so "" is "v"); long ones are "h" + base64url of
+// their SHA-256. The two prefixes keep the forms apart, so distinct inputs
+// never share a token (up to SHA-256 collisions). The result holds only
+// [A-Za-z0-9_-].
+func token(s string) string {
+	if len(s) <= maxRawToken {
+		return "v" + base64.RawURLEncoding.EncodeToString([]byte(s))
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "h" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func join(parts ...string) string { return strings.Join(parts, ".") }
+
+// bucketKey is the KV key prefix shared by every node's counter of one
+// Global bucket: "b.<kind>.<scope>.<id>".
+func bucketKey(k limiter.Key) string {
+	return join("b", token(string(k.Kind)), token(k.Scope), token(k.ID))
+}
+
+// counterKey is the KV key of one node's counter of a Global bucket.
+func counterKey(base, nodeTok string) string { return join(base, nodeTok) }
+
+// strictKey is the KV key of a Strict bucket: "s.<kind>.<scope>.<id>".
+func strictKey(k limiter.Key) string {
+	return join("s", token(string(k.Kind)), token(k.Scope), token(k.ID))
+}
+
+// connKey is the KV key of one node's connection count for a client:
+// "c.<client>.<node>".
+func connKey(clientTok, nodeTok string) string { return join("c", clientTok, nodeTok) }
+
+// nodeKey is the KV key of a node's heartbeat: "n.<node>".
+func nodeKey(nodeTok string) string { return join("n", nodeTok) }
+
+// kvSubject is the subject a KV key is stored under.
+func kvSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
+
+// Filters of the watch every node runs.
+const (
+	watchCounters = "b.>"
+	watchConns    = "c.>"
+	watchNodes    = "n.>"
+)
+
+// splitLast splits key at its last dot.
+func splitLast(key string) (head, last string, ok bool) {
+	i := strings.LastIndexByte(key, '.')
+	if i < 0 {
+		return "", "", false
+	}
+	return key[:i], key[i+1:], true
+}

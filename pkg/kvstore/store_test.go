@@ -1,0 +1,306 @@
+package kvstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/stretchr/testify/require"
+)
+
+func startServer(t *testing.T, cfg ServerConfig) *Server {
+	t.Helper()
+	s, err := StartServer(cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func dial(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(25*time.Millisecond),
+		nats.RetryOnFailedConnect(true))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// newNode starts a Store on its own connection to url.
+func newNode(t *testing.T, url string, cfg Config) *Store {
+	t.Helper()
+	cfg.Conn = dial(t, url)
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 200 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := New(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConfigInvalid(t *testing.T) {
+	ctx := context.Background()
+	_, err := New(ctx, Config{})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.Contains(t, err.Error(), "Conn")
+	srv := startServer(t, ServerConfig{})
+	nc := dial(t, srv.ClientURL())
+	for field, cfg := range map[string]Config{
+		"Bucket":       {Conn: nc, Bucket: "a.b"},
+		"SyncInterval": {Conn: nc, SyncInterval: -1},
+		"Replicas":     {Conn: nc, Replicas: 7},
+		"FailMode":     {Conn: nc, FailMode: 9},
+		"Modes":        {Conn: nc, Modes: map[limiter.Kind]Mode{limiter.KindBytes: 5}},
+	} {
+		_, err := New(ctx, cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig, field)
+		require.Contains(t, err.Error(), field)
+	}
+}
+
+func TestJetStreamDisabled(t *testing.T) {
+	srv := startServer(t, ServerConfig{NoJetStream: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := New(ctx, Config{Conn: dial(t, srv.ClientURL()), Timeout: 500 * time.Millisecond})
+	require.ErrorIs(t, err, ErrJetStreamDisabled)
+}
+
+func TestBucketSettings(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	s := newNode(t, srv.ClientURL(), Config{Bucket: "settings", TTL: time.Hour, Storage: jetstream.MemoryStorage})
+	st, err := s.kv.Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, int64(1), st.History())
+	require.Equal(t, time.Hour, st.TTL())
+	require.Equal(t, "settings", st.Bucket())
+	require.Equal(t, jetstream.MemoryStorage, st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage)
+}
+
+// takeUntil offers one token per node in turn until deadline or max
+// attempts, and returns what each node admitted.
+func takeRounds(t *testing.T, nodes []*Store, key limiter.Key, spec limiter.Spec, rounds int) []int64 {
+	t.Helper()
+	got := make([]int64, len(nodes))
+	for range rounds {
+		for i, s := range nodes {
+			r, err := s.Take(context.Background(), key, spec, time.Now(), 1)
+			require.NoError(t, err)
+			if r.OK {
+				got[i]++
+			}
+		}
+	}
+	return got
+}
+
+func sum(xs []int64) (n int64) {
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+func TestGlobalClientLimitedAcrossThreeNodes(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	var nodes []*Store
+	for i := range 3 {
+		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("n%d", i), Storage: jetstream.MemoryStorage}))
+	}
+	for _, s := range nodes {
+		waitFor(t, 5*time.Second, "all nodes live", func() bool { return s.LiveNodes() == 3 })
+	}
+	// 60 tokens an hour: refill over the test (well under 1 s) is < 0.02.
+	spec := limiter.Spec{Limit: 60, Per: time.Hour}
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "alice"}
+	var total int64
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		total += sum(takeRounds(t, nodes, key, spec, 20))
+		time.Sleep(spec.Per / 1e6) // a few ms between rounds: let flushes run
+	}
+	// Cold burst across three nodes: within 10% of the burst, never 3x.
+	require.LessOrEqual(t, total, int64(66), "admitted %d of burst 60", total)
+	require.GreaterOrEqual(t, total, int64(54), "admitted %d of burst 60", total)
+	for _, s := range nodes {
+		require.NoError(t, s.Flush(context.Background()))
+	}
+	for _, s := range nodes {
+		waitFor(t, 3*time.Second, "every node to see the spent bucket", func() bool {
+			return s.Tokens(key, spec, time.Now()) < 1
+		})
+	}
+}
+
+func TestStrictExactAcrossNodes(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	modes := map[limiter.Kind]Mode{limiter.KindConnectionRate: Strict}
+	var nodes []*Store
+	for i := range 3 {
+		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("s%d", i), Modes: modes}))
+	}
+	spec := limiter.Spec{Limit: 25, Per: time.Hour}
+	key := limiter.Key{Kind: limiter.KindConnectionRate, ID: "bob"}
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for _, s := range nodes {
+		for range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 12 {
+					r, err := s.Take(context.Background(), key, spec, time.Now(), 1)
+					if err == nil && r.OK {
+						admitted.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	require.Equal(t, int64(25), admitted.Load())
+	var conflicts int64
+	for _, s := range nodes {
+		conflicts += s.Stats().Conflicts
+	}
+	t.Logf("strict: 108 takes from 9 goroutines on 3 nodes, %d conflicts", conflicts)
+	// Refund gives a token back cluster-wide.
+	require.NoError(t, nodes[0].Refund(context.Background(), key, spec, time.Now(), 1))
+	r, err := nodes[2].Take(context.Background(), key, spec, time.Now(), 1)
+	require.NoError(t, err)
+	require.True(t, r.OK)
+}
+
+func TestConcurrentCapAcrossNodes(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "a"})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "b"})
+	ctx := context.Background()
+	for range 2 {
+		_, ok, err := a.Acquire(ctx, "carol", 3)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	waitFor(t, 3*time.Second, "b to see a's 2 connections", func() bool {
+		n, _ := b.Count(ctx, "carol")
+		return n == 2
+	})
+	n, ok, err := b.Acquire(ctx, "carol", 3)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, int64(3), n)
+	waitFor(t, 3*time.Second, "a to see 3", func() bool {
+		n, _ := a.Count(ctx, "carol")
+		return n == 3
+	})
+	n, ok, err = a.Acquire(ctx, "carol", 3)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Equal(t, int64(3), n)
+	require.NoError(t, b.Release(ctx, "carol"))
+	waitFor(t, 3*time.Second, "a to see the release", func() bool {
+		_, ok, err := a.Acquire(ctx, "carol", 3)
+		return err == nil && ok
+	})
+}
+
+func TestDeadNodeReclaimAndRestart(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	ctx := context.Background()
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "survivor"})
+	// The victim heartbeats every 200 ms and is dead after 3 silent beats.
+	victimConn := dial(t, srv.ClientURL())
+	victim, err := New(ctx, Config{Conn: victimConn, NodeID: "victim", HeartbeatInterval: 200 * time.Millisecond})
+	require.NoError(t, err)
+	for range 2 {
+		_, ok, err := victim.Acquire(ctx, "dave", 0)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	waitFor(t, 3*time.Second, "survivor to see 2", func() bool { n, _ := b.Count(ctx, "dave"); return n == 2 })
+
+	// Crash: the connection drops before the store can clean up.
+	victimConn.Close()
+	victim.Close()
+	crashed := time.Now()
+	waitFor(t, 3*time.Second, "reclaim of the dead node's connections", func() bool {
+		n, _ := b.Count(ctx, "dave")
+		return n == 0
+	})
+	t.Logf("reclaimed %v after the crash", time.Since(crashed).Round(time.Millisecond))
+	kv := b.kv
+	waitFor(t, 3*time.Second, "purge of the dead node's entries", func() bool {
+		_, err := kv.Get(ctx, connKey(token("dave"), token("victim")))
+		return err != nil
+	})
+
+	// A crash and a restart under the same ID within the dead window: the
+	// restarted node clears its stale counts at once.
+	c2 := dial(t, srv.ClientURL())
+	v2, err := New(ctx, Config{Conn: c2, NodeID: "victim", HeartbeatInterval: 200 * time.Millisecond})
+	require.NoError(t, err)
+	_, _, err = v2.Acquire(ctx, "erin", 0)
+	require.NoError(t, err)
+	waitFor(t, 3*time.Second, "survivor to see erin", func() bool { n, _ := b.Count(ctx, "erin"); return n == 1 })
+	c2.Close()
+	v2.Close()
+	v3 := newNode(t, srv.ClientURL(), Config{NodeID: "victim"})
+	require.Equal(t, "victim", v3.NodeID())
+	start := time.Now()
+	waitFor(t, time.Second, "restart to clear its stale count", func() bool { n, _ := b.Count(ctx, "erin"); return n == 0 })
+	require.Less(t, time.Since(start), 600*time.Millisecond, "cleared by the restart, not by dead-node reclaim")
+}
+
+func TestHostileClientIDs(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "a"})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Modes: map[limiter.Kind]Mode{limiter.KindConnectionRate: Strict}})
+	ids := []string{"", ".", "..", "a.b", "*", ">", "a.*.>", " ", "a b", "::1", "[2001:db8::1]:443", "ünïcødé 🚀",
+		"$KV.ratethrottle.x", "\x00\xff", strings.Repeat("x", 10<<10), strings.Repeat("x", 10<<10-1) + "y",
+		"dmE", "v", "h" + strings.Repeat("A", 43)}
+	seen := map[string]string{}
+	for _, id := range ids {
+		tok := token(id)
+		require.Regexp(t, `^[A-Za-z0-9_-]+$`, tok)
+		require.LessOrEqual(t, len(tok), 65)
+		prev, dup := seen[tok]
+		require.False(t, dup, "%q and %q share a token", prev, id)
+		seen[tok] = id
+	}
+	ctx := context.Background()
+	spec := limiter.Spec{Limit: 2, Per: time.Hour}
+	for _, id := range ids {
+		// Strict: exactly the burst of 2 per ID, so no two IDs share a key.
+		key := limiter.Key{Kind: limiter.KindConnectionRate, Scope: id, ID: id}
+		for i := range 3 {
+			r, err := b.Take(ctx, key, spec, time.Now(), 1)
+			require.NoError(t, err, "id %q", id)
+			require.Equal(t, i < 2, r.OK, "id %q take %d", id, i)
+		}
+		// Global: one token, within b's half of the burst.
+		r, err := b.Take(ctx, limiter.Key{Kind: limiter.KindMessages, Scope: id, ID: id}, spec, time.Now(), 1)
+		require.NoError(t, err)
+		require.True(t, r.OK, "id %q", id)
+		_, ok, err := b.Acquire(ctx, id, 1)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	require.NoError(t, b.Flush(ctx))
+	for _, id := range ids {
+		key := limiter.Key{Kind: limiter.KindMessages, Scope: id, ID: id}
+		waitFor(t, 3*time.Second, "a to see "+fmt.Sprintf("%.20q", id), func() bool {
+			a.Take(ctx, key, spec, time.Now(), 0)
+			return a.Tokens(key, spec, time.Now()) < 1.01
+		})
+		waitFor(t, 3*time.Second, "a to count the connection", func() bool { n, _ := a.Count(ctx, id); return n == 1 })
+	}
+}

@@ -1,0 +1,430 @@
+package kvstore
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// errDown is returned by cross-node calls failing closed.
+var errDown = fmt.Errorf("%w: %w", limiter.ErrUnavailable, ErrDown)
+
+type gshard struct {
+	mu    sync.Mutex
+	m     map[limiter.Key]*gentry
+	dirty []*gentry // entries with something to flush
+	spare []*gentry // the other dirty buffer, reused
+	_     [40]byte
+}
+
+// gentry is one Global bucket on this node. Requires the shard's mu held.
+type gentry struct {
+	key     limiter.Key
+	spec    limiter.Spec
+	base    string // bucketKey(key)
+	subj    string // subject of this node's counter
+	created int64
+	touched int64 // UnixNano of the last Take
+
+	b    limiter.Bucket // the cluster bucket as this node sees it
+	own  limiter.Bucket // this node's consumption alone
+	fail limiter.Bucket // FailLocalShare bucket while NATS is down
+
+	taken   int64 // cumulative consumption this epoch
+	flushed int64 // taken as of the last flush sent
+
+	allow   float64 // tokens this node may still spend before syncing
+	allowAt int64
+	share   float64
+	gen     uint64
+
+	demand     float64 // tokens requested since the last flush
+	demandRate float64 // requested tokens per second, smoothed
+	flushedAt  int64
+
+	remote map[string]*remoteSeen // node token → what has been applied
+	dirty  bool
+	dead   bool // removed from the shard by sweep
+}
+
+// remoteSeen is what this node has applied of another node's counter.
+type remoteSeen struct {
+	epoch  uint64
+	cum    int64
+	demand float64
+	at     int64 // local UnixNano of receipt
+}
+
+// indexMap finds Global entries by their KV key, for the watch, and holds
+// counters of buckets this node has not used yet.
+type indexMap struct {
+	mu      sync.Mutex
+	m       map[string]*gentry
+	pending map[string]map[string]pendingCounter
+}
+
+type pendingCounter struct {
+	c    counter
+	recv int64
+}
+
+func (ix *indexMap) init() {
+	ix.m = make(map[string]*gentry)
+	ix.pending = make(map[string]map[string]pendingCounter)
+}
+
+func (s *Store) markDirty(sh *gshard, e *gentry) {
+	if !e.dirty {
+		e.dirty = true
+		sh.dirty = append(sh.dirty, e)
+	}
+}
+
+// newEntry creates the entry of key, adopting counters the watch has
+// already seen for it. Requires sh.mu held.
+func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now time.Time) *gentry {
+	e := &gentry{key: key, spec: spec, base: bucketKey(key), created: now.UnixNano(), gen: s.gen.Load() - 1}
+	e.subj = kvSubject(s.cfg.Bucket, counterKey(e.base, s.nodeTok))
+	s.index.mu.Lock()
+	if p := s.index.pending[e.base]; p != nil {
+		delete(s.index.pending, e.base)
+		for node, pc := range p {
+			s.applyRemote(e, node, &pc.c, now, pc.recv)
+		}
+	}
+	s.index.m[e.base] = e
+	s.index.mu.Unlock()
+	sh.m[key] = e
+	return e
+}
+
+// globalTake decides locally. Requires no I/O and, for an existing entry,
+// allocates nothing.
+func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n int64) (limiter.Result, error) {
+	down := s.down.Load()
+	if down && s.cfg.FailMode == FailClosed {
+		return limiter.Result{}, errDown
+	}
+	sh := s.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[key]
+	if e == nil {
+		e = s.newEntry(sh, key, spec, now)
+	}
+	t := now.UnixNano()
+	e.spec = spec
+	e.touched = t
+	e.demand += float64(n)
+	var r limiter.Result
+	switch {
+	case down && s.cfg.FailMode == FailLocalShare:
+		r = e.fail.TakeAt(shareSpec(spec, s.live.Load()), now, n)
+		if r.OK {
+			e.b.DebitAt(spec, now, float64(n))
+		}
+	case down:
+		r = e.b.TakeAt(spec, now, n)
+	default:
+		s.refreshAllowance(e, spec, now)
+		if float64(n) > e.allow+1e-9 {
+			r = s.allowanceDenial(e, spec, now, n)
+			break
+		}
+		if r = e.b.TakeAt(spec, now, n); r.OK {
+			e.allow -= float64(n)
+		}
+	}
+	if r.OK {
+		e.taken += n
+		e.own.DebitAt(spec, now, float64(n))
+	}
+	s.markDirty(sh, e)
+	return r, nil
+}
+
+// refreshAllowance renews e's allowance: at every flush generation it is
+// this node's share of the tokens left; in between it grows by its share of
+// the refill, up to its share of the burst.
+func (s *Store) refreshAllowance(e *gentry, spec limiter.Spec, now time.Time) {
+	t := now.UnixNano()
+	capacity := float64(spec.Capacity())
+	if g := s.gen.Load(); e.gen != g {
+		e.gen = g
+		e.share = s.share(e, t)
+		e.allowAt = t
+		tokens := e.b.TokensAt(spec, now)
+		if e.share*capacity < 1 {
+			// A bucket too small to split: spend from the bucket itself.
+			e.allow = max(tokens, 0)
+			return
+		}
+		e.allow = e.share * max(tokens, 0)
+		return
+	}
+	if t > e.allowAt {
+		e.allow += e.share * rate(spec) * float64(t-e.allowAt)
+		e.allowAt = t
+		if c := max(e.share*capacity, 1); e.allow > c {
+			e.allow = c
+		}
+	}
+}
+
+// share returns this node's share of e's tokens: 1 alone; an even split
+// while the bucket is young and no other node has shown demand; else its
+// demand over the fresh demand of all nodes.
+func (s *Store) share(e *gentry, t int64) float64 {
+	live := s.live.Load()
+	if live <= 1 {
+		return 1
+	}
+	interval := int64(s.cfg.SyncInterval)
+	fresh := t - 3*interval
+	var rem float64
+	for _, r := range e.remote {
+		if r.at >= fresh {
+			rem += r.demand
+		}
+	}
+	if rem == 0 {
+		if t-e.created < 2*interval {
+			return 1 / float64(live)
+		}
+		return 1
+	}
+	own := max(e.demandRate, e.demand/s.cfg.SyncInterval.Seconds())
+	return max(own/(own+rem), 0.01)
+}
+
+// allowanceDenial is the result of a Take that the bucket may allow but
+// this node's allowance does not. The wait is the time for the allowance to
+// grow to n at this node's share of the refill. If tokens are left beyond
+// the allowance, it asks for an early flush, which renews allowances.
+func (s *Store) allowanceDenial(e *gentry, spec limiter.Spec, now time.Time, n int64) limiter.Result {
+	tokens := e.b.TokensAt(spec, now)
+	r := limiter.Result{Remaining: int64(max(min(e.allow, tokens), 0))}
+	if float64(n) > float64(spec.Capacity()) {
+		r.RetryAfter = limiter.Never
+		return r
+	}
+	need := max(float64(n)-e.allow, float64(n)-tokens, 0)
+	perNs := rate(spec) * max(e.share, 1e-3)
+	ns := math.Ceil(need / perNs)
+	switch {
+	case ns >= float64(limiter.Never):
+		r.RetryAfter = limiter.Never
+	case time.Duration(ns) > s.cfg.SyncInterval && tokens >= float64(n):
+		r.RetryAfter = s.cfg.SyncInterval // the next flush renews the allowance
+	default:
+		r.RetryAfter = time.Duration(ns)
+	}
+	if tokens >= float64(n)+1 {
+		s.kickFlush()
+	}
+	return r
+}
+
+func shareSpec(spec limiter.Spec, live int64) limiter.Spec {
+	if live <= 1 {
+		return spec
+	}
+	out := limiter.Spec{Limit: max(spec.Limit/live, 1), Per: spec.Per}
+	out.Burst = max(spec.Capacity()/live, 1)
+	return out
+}
+
+// globalRefund gives tokens back locally; a refund of consumption already
+// flushed stays counted by the other nodes.
+func (s *Store) globalRefund(key limiter.Key, spec limiter.Spec, now time.Time, n int64) {
+	sh := s.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[key]
+	if e == nil {
+		return
+	}
+	e.b.RefundAt(spec, now, n)
+	e.own.RefundAt(spec, now, n)
+	e.fail.RefundAt(shareSpec(spec, s.live.Load()), now, n)
+	e.taken = max(e.taken-n, e.flushed)
+	e.allow += float64(n)
+}
+
+type flushItem struct {
+	e    *gentry
+	sh   *gshard
+	data []byte
+	fut  jetstream.PubAckFuture
+}
+
+// flush sends the counters of every dirty entry in one asynchronous batch
+// and waits for the acknowledgements; entries whose write failed stay
+// dirty. It advances the allowance generation.
+func (s *Store) flush(ctx context.Context) error {
+	defer s.gen.Add(1)
+	now := s.now()
+	t := now.UnixNano()
+	var items []flushItem
+	for i := range s.gsh {
+		sh := &s.gsh[i]
+		sh.mu.Lock()
+		list := sh.dirty
+		sh.dirty = sh.spare[:0]
+		for j, e := range list {
+			list[j] = nil
+			e.dirty = false
+			if e.dead {
+				continue
+			}
+			if e.flushedAt > 0 && t > e.flushedAt {
+				inst := e.demand / time.Duration(t-e.flushedAt).Seconds()
+				e.demandRate = 0.5*e.demandRate + 0.5*inst
+			} else {
+				e.demandRate = e.demand / s.cfg.SyncInterval.Seconds()
+			}
+			e.demand = 0
+			e.flushedAt = t
+			c := counter{epoch: s.epoch, cum: e.taken, at: t, demand: e.demandRate, spec: e.spec,
+				unrefilled: max(float64(e.spec.Capacity())-e.own.TokensAt(e.spec, now), 0)}
+			e.flushed = e.taken
+			items = append(items, flushItem{e: e, sh: sh, data: c.marshal(make([]byte, 0, counterSize))})
+		}
+		sh.spare = list[:0]
+		sh.mu.Unlock()
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	s.stats.flushes.Add(1)
+	var firstErr error
+	for i := range items {
+		it := &items[i]
+		f, err := s.js.PublishAsync(it.e.subj, it.data)
+		if err != nil {
+			firstErr = err
+			break
+		}
+		it.fut = f
+	}
+	ok := 0
+	for i := range items {
+		it := &items[i]
+		if it.fut != nil {
+			select {
+			case <-it.fut.Ok():
+				ok++
+				continue
+			case err := <-it.fut.Err():
+				if firstErr == nil {
+					firstErr = err
+				}
+			case <-ctx.Done():
+				if firstErr == nil {
+					firstErr = ctx.Err()
+				}
+			}
+		}
+		it.sh.mu.Lock()
+		if !it.e.dead {
+			s.markDirty(it.sh, it.e)
+		}
+		it.sh.mu.Unlock()
+	}
+	s.stats.kvWrites.Add(int64(ok))
+	if firstErr != nil {
+		s.stats.writeErrors.Add(int64(len(items) - ok))
+		return fmt.Errorf("kvstore: flush: %w", firstErr)
+	}
+	return nil
+}
+
+// applyCounter applies another node's counter of the bucket base, or keeps
+// it for when this node first uses the bucket.
+func (s *Store) applyCounter(base, nodeTok string, c *counter) {
+	now := s.now()
+	t := now.UnixNano()
+	if lag := t - c.at; lag >= 0 {
+		s.stats.syncLag.Store(lag)
+	}
+	s.stats.remoteUpdates.Add(1)
+	for range 8 {
+		s.index.mu.Lock()
+		e := s.index.m[base]
+		if e == nil {
+			p := s.index.pending[base]
+			if p == nil {
+				p = make(map[string]pendingCounter)
+				s.index.pending[base] = p
+			}
+			if old, ok := p[nodeTok]; !ok || old.c.epoch != c.epoch || old.c.cum <= c.cum {
+				p[nodeTok] = pendingCounter{c: *c, recv: t}
+			}
+			s.index.mu.Unlock()
+			return
+		}
+		s.index.mu.Unlock()
+		sh := s.shardOf(e.key)
+		sh.mu.Lock()
+		if !e.dead {
+			s.applyRemote(e, nodeTok, c, now, t)
+			sh.mu.Unlock()
+			return
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// applyRemote debits e with what it has not yet applied of a node's
+// counter: the growth within an epoch, or on first sight the writer's
+// consumption that has not yet refilled. Requires the entry's shard mu held.
+func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time, recv int64) {
+	if e.remote == nil {
+		e.remote = make(map[string]*remoteSeen)
+	}
+	r := e.remote[nodeTok]
+	if r == nil {
+		r = &remoteSeen{}
+		e.remote[nodeTok] = r
+	}
+	spec := e.spec
+	var debit float64
+	switch {
+	case r.epoch != c.epoch:
+		debit = c.unrefilled - rate(c.spec)*float64(now.UnixNano()-c.at)
+		r.epoch, r.cum = c.epoch, c.cum
+		r.demand, r.at = c.demand, recv
+	case c.cum > r.cum:
+		debit = float64(c.cum - r.cum)
+		r.cum = c.cum
+		r.demand, r.at = c.demand, recv
+	case c.cum == r.cum && recv > r.at:
+		r.demand, r.at = c.demand, recv
+	}
+	if debit > 0 {
+		e.b.DebitAt(spec, now, debit)
+	}
+}
+
+// sweepPending drops kept counters whose consumption has refilled and
+// whose demand is stale.
+func (s *Store) sweepPending(t int64) {
+	s.index.mu.Lock()
+	defer s.index.mu.Unlock()
+	for base, p := range s.index.pending {
+		for node, pc := range p {
+			left := pc.c.unrefilled - rate(pc.c.spec)*float64(t-pc.c.at)
+			if left <= 0 && t-pc.recv > int64(10*s.cfg.SyncInterval) {
+				delete(p, node)
+			}
+		}
+		if len(p) == 0 {
+			delete(s.index.pending, base)
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package kvstore
+
+import (
+	"encoding/binary"
+	"math"
+	"time"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+const valueVersion = 1
+
+// counter is the value of one node's counter of a Global bucket: a
+// grow-only cumulative consumption within the writer's epoch (a process
+// start), with what the reader needs to debit it on first sight.
+type counter struct {
+	epoch      uint64
+	cum        int64   // tokens consumed by the writer in this epoch
+	at         int64   // writer's UnixNano at the write
+	unrefilled float64 // writer's own consumption not yet refilled at `at`
+	demand     float64 // writer's requested tokens per second, smoothed
+	spec       limiter.Spec
+}
+
+const counterSize = 1 + 8*8
+
+func (c *counter) marshal(b []byte) []byte {
+	b = append(b[:0], valueVersion)
+	b = binary.LittleEndian.AppendUint64(b, c.epoch)
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.cum))
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.at))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.unrefilled))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.demand))
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Limit))
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Per))
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Burst))
+	return b
+}
+
+func (c *counter) unmarshal(b []byte) bool {
+	if len(b) != counterSize || b[0] != valueVersion {
+		return false
+	}
+	u := func(i int) uint64 { return binary.LittleEndian.Uint64(b[1+8*i:]) }
+	c.epoch = u(0)
+	c.cum = int64(u(1))
+	c.at = int64(u(2))
+	c.unrefilled = math.Float64frombits(u(3))
+	c.demand = math.Float64frombits(u(4))
+	c.spec = limiter.Spec{Limit: int64(u(5)), Per: time.Duration(u(6)), Burst: int64(u(7))}
+	return c.cum >= 0 && !math.IsNaN(c.unrefilled) && !math.IsNaN(c.demand) && c.spec.Validate() == nil
+}
+
+// marshalInt encodes a version byte and one int64: heartbeats (UnixNano),
+// connection counts, Strict buckets (the UnixNano at which they are full).
+func marshalInt(v int64) []byte {
+	return binary.LittleEndian.AppendUint64([]byte{valueVersion}, uint64(v))
+}
+
+func unmarshalInt(b []byte) (int64, bool) {
+	if len(b) != 9 || b[0] != valueVersion {
+		return 0, false
+	}
+	return int64(binary.LittleEndian.Uint64(b[1:])), true
+}
+
+// rate returns the spec's refill in tokens per nanosecond.
+func rate(s limiter.Spec) float64 {
+	per := s.Per
+	if per <= 0 {
+		per = time.Minute
+	}
+	return float64(s.Limit) / float64(per)
+}

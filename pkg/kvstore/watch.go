@@ -1,0 +1,103 @@
+package kvstore
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// watchLoop runs the KV watch of counters, connection counts and
+// heartbeats, and re-establishes it after an outage. ready is closed once
+// the initial values are applied.
+func (s *Store) watchLoop(ready chan struct{}) {
+	defer s.wg.Done()
+	var once sync.Once
+	markReady := func() { once.Do(func() { close(ready) }) }
+	for {
+		ctx, cancel := context.WithCancel(context.Background())
+		w, err := s.kv.WatchFiltered(ctx, []string{watchCounters, watchConns, watchNodes})
+		if err == nil {
+			err = s.consume(w, markReady)
+			_ = w.Stop()
+		}
+		cancel()
+		if err == errStopped {
+			return
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-s.rewatch:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+type stopErr struct{}
+
+func (stopErr) Error() string { return "kvstore: stopped" }
+
+var errStopped error = stopErr{}
+
+// consume applies updates until the store stops (errStopped), a rewatch
+// is asked for, or the watch ends (nil).
+func (s *Store) consume(w jetstream.KeyWatcher, markReady func()) error {
+	for {
+		select {
+		case <-s.stop:
+			return errStopped
+		case <-s.rewatch:
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				markReady()
+				continue
+			}
+			s.apply(e)
+		}
+	}
+}
+
+// apply routes one KV update to the state it belongs to.
+func (s *Store) apply(e jetstream.KeyValueEntry) {
+	key := e.Key()
+	removed := e.Operation() != jetstream.KeyValuePut
+	switch {
+	case strings.HasPrefix(key, "b."):
+		head, nodeTok, ok := splitLast(key)
+		if !ok || nodeTok == s.nodeTok || removed {
+			return
+		}
+		var c counter
+		if c.unmarshal(e.Value()) {
+			s.applyCounter(head, nodeTok, &c)
+		}
+	case strings.HasPrefix(key, "c."):
+		head, nodeTok, ok := splitLast(key)
+		if !ok || nodeTok == s.nodeTok {
+			return
+		}
+		var n int64
+		if !removed {
+			if n, ok = unmarshalInt(e.Value()); !ok {
+				return
+			}
+		}
+		s.applyConn(strings.TrimPrefix(head, "c."), nodeTok, n)
+	case strings.HasPrefix(key, "n."):
+		var at int64
+		if !removed {
+			at, _ = unmarshalInt(e.Value())
+		}
+		s.applyNode(strings.TrimPrefix(key, "n."), at)
+	}
+}
