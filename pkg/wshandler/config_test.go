@@ -1,0 +1,76 @@
+package wshandler
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		cfg   Config
+		field string
+	}{
+		{Config{SendQueueSize: -1}, "SendQueueSize"},
+		{Config{MaxRoomsPerConn: -1}, "MaxRoomsPerConn"},
+		{Config{MaxRoomsPerNode: -2}, "MaxRoomsPerNode"},
+		{Config{MaxRoomNameLength: 5000}, "MaxRoomNameLength"},
+		{Config{DenialWindow: -time.Second}, "DenialWindow"},
+		{Config{WriteTimeout: -1}, "WriteTimeout"},
+		{Config{CloseTimeout: -1}, "CloseTimeout"},
+		{Config{DefaultRoom: RoomLimits{MaxMembers: -1}}, "DefaultRoom.MaxMembers"},
+		{Config{DefaultRoom: RoomLimits{MessageBurst: 3}}, "DefaultRoom.MessageBurst"},
+		{Config{Rooms: map[string]RoomLimits{"a": {MemberMessageBurst: 2}}}, `Rooms["a"].MemberMessageBurst`},
+		{Config{Rooms: map[string]RoomLimits{"": {}}}, `Rooms[""]`},
+		{Config{RoomPatterns: []RoomPattern{{Pattern: ""}}}, "RoomPatterns[0].Pattern"},
+		{Config{RoomPatterns: []RoomPattern{{Pattern: "g-*", Limits: RoomLimits{MaxMessageSize: -5}}}}, "RoomPatterns[0].Limits.MaxMessageSize"},
+	}
+	for _, tc := range cases {
+		_, err := New(tc.cfg)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%+v: got %v, want a FieldError for %s", tc.cfg, err, tc.field)
+		}
+	}
+	if _, err := NewNATSBroker(NATSBrokerConfig{}); err == nil {
+		t.Error("NewNATSBroker without a connection")
+	}
+}
+
+func TestRoomLimitsResolution(t *testing.T) {
+	t.Parallel()
+	cfg := Config{
+		Rooms: map[string]RoomLimits{"game-vip": {MaxMembers: 2}},
+		RoomPatterns: []RoomPattern{
+			{Pattern: "game-*", Limits: RoomLimits{MaxMembers: 10}},
+			{Pattern: "*-support-*", Limits: RoomLimits{MaxMembers: 3}},
+		},
+		DefaultRoom: RoomLimits{MaxMembers: 100},
+	}
+	for room, want := range map[string]int64{
+		"game-vip": 2, "game-1": 10, "game-": 10, "en-support-1": 3, "lobby": 100, "gam": 100,
+	} {
+		if got := cfg.limitsFor(room).MaxMembers; got != want {
+			t.Errorf("%q: MaxMembers %d, want %d", room, got, want)
+		}
+	}
+}
+
+func TestMatchPattern(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		p, s string
+		want bool
+	}{
+		{"*", "", true}, {"*", "abc", true}, {"a*", "abc", true}, {"a*", "ba", false},
+		{"*c", "abc", true}, {"a*c", "ac", true}, {"a*c", "abcbd", false}, {"a*b*c", "axxbyyc", true},
+		{"abc", "abc", true}, {"abc", "abcd", false}, {"**", "x", true}, {"a?c", "abc", false},
+		{"*aaaaab", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false},
+	}
+	for _, tc := range cases {
+		if got := matchPattern(tc.p, tc.s); got != tc.want {
+			t.Errorf("matchPattern(%q, %q) = %v", tc.p, tc.s, got)
+		}
+	}
+}
