@@ -7,38 +7,24 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-// natsServer is an embedded NATS server on a random loopback port. Room
-// fan-out needs core NATS only, so it runs without JetStream.
-type natsServer struct{ ns *server.Server }
-
-func (s natsServer) ClientURL() string { return s.ns.ClientURL() }
-
-// startNATS starts an embedded NATS server for the test.
-func startNATS(t testing.TB) natsServer {
+// startNATS starts an embedded NATS server on a random loopback port.
+func startNATS(t testing.TB) *kvstore.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	s, err := kvstore.StartServer(kvstore.ServerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return natsServer{ns}
+	t.Cleanup(s.Shutdown)
+	return s
 }
 
 // clusterNode starts a room node whose rooms fan out through NATS.
-func clusterNode(t testing.TB, s natsServer, id string, cfg Config) (*node, *nats.Conn) {
+func clusterNode(t testing.TB, s *kvstore.Server, id string, cfg Config) (*node, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL(), nats.Name(id))
 	if err != nil {
