@@ -123,11 +123,12 @@ func TestGlobalClientLimitedAcrossThreeNodes(t *testing.T) {
 	spec := limiter.Spec{Limit: 60, Per: time.Hour}
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "alice"}
 	var total int64
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(1500 * time.Millisecond)
 	for time.Now().Before(deadline) {
 		total += sum(takeRounds(t, nodes, key, spec, 20))
 		time.Sleep(spec.Per / 1e6) // a few ms between rounds: let flushes run
 	}
+	t.Logf("admitted %d against a burst of 60", total)
 	// Cold burst across three nodes: within 10% of the burst, never 3x.
 	require.LessOrEqual(t, total, int64(66), "admitted %d of burst 60", total)
 	require.GreaterOrEqual(t, total, int64(54), "admitted %d of burst 60", total)

@@ -38,10 +38,11 @@ type gentry struct {
 	taken   int64 // cumulative consumption this epoch
 	flushed int64 // taken as of the last flush sent
 
-	allow   float64 // tokens this node may still spend before syncing
-	allowAt int64
-	share   float64
-	gen     uint64
+	allow    float64 // tokens this node may still spend before syncing
+	allowAt  int64
+	share    float64
+	gen      uint64
+	renewals int
 
 	demand     float64 // tokens requested since the last flush
 	demandRate float64 // requested tokens per second, smoothed
@@ -54,10 +55,11 @@ type gentry struct {
 
 // remoteSeen is what this node has applied of another node's counter.
 type remoteSeen struct {
-	epoch  uint64
-	cum    int64
-	demand float64
-	at     int64 // local UnixNano of receipt
+	epoch    uint64
+	cum      int64
+	demand   float64
+	reserved float64
+	at       int64 // local UnixNano of receipt
 }
 
 // indexMap finds Global entries by their KV key, for the watch, and holds
@@ -155,16 +157,7 @@ func (s *Store) refreshAllowance(e *gentry, spec limiter.Spec, now time.Time) {
 	t := now.UnixNano()
 	capacity := float64(spec.Capacity())
 	if g := s.gen.Load(); e.gen != g {
-		e.gen = g
-		e.share = s.share(e, t)
-		e.allowAt = t
-		tokens := e.b.TokensAt(spec, now)
-		if e.share*capacity < 1 {
-			// A bucket too small to split: spend from the bucket itself.
-			e.allow = max(tokens, 0)
-			return
-		}
-		e.allow = e.share * max(tokens, 0)
+		s.renew(e, spec, now, g)
 		return
 	}
 	if t > e.allowAt {
@@ -174,6 +167,39 @@ func (s *Store) refreshAllowance(e *gentry, spec limiter.Spec, now time.Time) {
 			e.allow = c
 		}
 	}
+}
+
+// renew sets e's allowance to this node's share of the tokens left once
+// the allowances the other nodes hold are set aside. Requires the entry's
+// shard mu held.
+func (s *Store) renew(e *gentry, spec limiter.Spec, now time.Time, gen uint64) {
+	t := now.UnixNano()
+	e.gen = gen
+	e.share = s.share(e, t)
+	e.allowAt = t
+	tokens := e.b.TokensAt(spec, now)
+	if e.share*float64(spec.Capacity()) < 1 {
+		// A bucket too small to split: spend from the bucket itself.
+		e.allow = max(tokens, 0)
+		return
+	}
+	fresh := t - 3*int64(s.cfg.SyncInterval)
+	known := int64(0)
+	for _, r := range e.remote {
+		if r.at >= fresh {
+			tokens -= r.reserved
+			known++
+		}
+	}
+	// A young bucket's first allowance is an even split. At its next
+	// renewals, live nodes not heard from yet may still be spending their
+	// split: set it aside.
+	live := s.live.Load()
+	if e.renewals > 0 && t-e.created < 2*int64(s.cfg.SyncInterval) && live-1 > known {
+		tokens -= float64(live-1-known) * float64(spec.Capacity()) / float64(live)
+	}
+	e.renewals++
+	e.allow = e.share * max(tokens, 0)
 }
 
 // share returns this node's share of e's tokens: 1 alone; an even split
@@ -290,7 +316,8 @@ func (s *Store) flush(ctx context.Context) error {
 			}
 			e.demand = 0
 			e.flushedAt = t
-			c := counter{epoch: s.epoch, cum: e.taken, at: t, demand: e.demandRate, spec: e.spec,
+			s.renew(e, e.spec, now, s.gen.Load()+1)
+			c := counter{epoch: s.epoch, cum: e.taken, at: t, demand: e.demandRate, spec: e.spec, reserved: e.allow,
 				unrefilled: max(float64(e.spec.Capacity())-e.own.TokensAt(e.spec, now), 0)}
 			e.flushed = e.taken
 			items = append(items, flushItem{e: e, sh: sh, data: c.marshal(make([]byte, 0, counterSize))})
@@ -398,13 +425,13 @@ func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time
 	case r.epoch != c.epoch:
 		debit = c.unrefilled - rate(c.spec)*float64(now.UnixNano()-c.at)
 		r.epoch, r.cum = c.epoch, c.cum
-		r.demand, r.at = c.demand, recv
+		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
 	case c.cum > r.cum:
 		debit = float64(c.cum - r.cum)
 		r.cum = c.cum
-		r.demand, r.at = c.demand, recv
+		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
 	case c.cum == r.cum && recv > r.at:
-		r.demand, r.at = c.demand, recv
+		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
 	}
 	if debit > 0 {
 		e.b.DebitAt(spec, now, debit)

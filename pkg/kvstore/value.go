@@ -19,10 +19,11 @@ type counter struct {
 	at         int64   // writer's UnixNano at the write
 	unrefilled float64 // writer's own consumption not yet refilled at `at`
 	demand     float64 // writer's requested tokens per second, smoothed
+	reserved   float64 // allowance the writer holds and may still spend
 	spec       limiter.Spec
 }
 
-const counterSize = 1 + 8*8
+const counterSize = 1 + 9*8
 
 func (c *counter) marshal(b []byte) []byte {
 	b = append(b[:0], valueVersion)
@@ -31,6 +32,7 @@ func (c *counter) marshal(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.at))
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.unrefilled))
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.demand))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.reserved))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Limit))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Per))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Burst))
@@ -47,8 +49,10 @@ func (c *counter) unmarshal(b []byte) bool {
 	c.at = int64(u(2))
 	c.unrefilled = math.Float64frombits(u(3))
 	c.demand = math.Float64frombits(u(4))
-	c.spec = limiter.Spec{Limit: int64(u(5)), Per: time.Duration(u(6)), Burst: int64(u(7))}
-	return c.cum >= 0 && !math.IsNaN(c.unrefilled) && !math.IsNaN(c.demand) && c.spec.Validate() == nil
+	c.reserved = math.Float64frombits(u(5))
+	c.spec = limiter.Spec{Limit: int64(u(6)), Per: time.Duration(u(7)), Burst: int64(u(8))}
+	return c.cum >= 0 && !math.IsNaN(c.unrefilled) && !math.IsNaN(c.demand) && !math.IsNaN(c.reserved) &&
+		c.spec.Validate() == nil
 }
 
 // marshalInt encodes a version byte and one int64: heartbeats (UnixNano),
