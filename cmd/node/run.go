@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+)
+
+// node is one running node: its NATS connection, its HTTP server and,
+// once NATS and the KV buckets are ready, its limiter stack.
+type node struct {
+	cfg    *Config
+	id     string
+	log    *slog.Logger
+	start  time.Time
+	srv    *kvstore.Server // embedded NATS; nil with an external cluster
+	nc     *nats.Conn
+	stack  atomic.Pointer[stack]
+	recent *recentViolations
+	// stopping is closed when shutdown begins; dashboards watch it.
+	stopping chan struct{}
+	// dashboards counts the open dashboard WebSockets, which the HTTP
+	// server does not track once hijacked.
+	dashboards tracker
+}
+
+// run runs a node until ctx ends, with the command-line args (without the
+// program name), the environment env as KEY=VALUE strings, and writes its
+// logs and the address to open to stdout. It returns an error for an
+// invalid configuration or a failed start.
+func run(ctx context.Context, args, env []string, stdout io.Writer) error {
+	cfg, err := loadConfig(args, env, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), stopping: make(chan struct{})}
+	return n.run(ctx, stdout)
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func (n *node) run(ctx context.Context, stdout io.Writer) error {
+	cfg := n.cfg
+	if cfg.EmbeddedNATS() {
+		if err := n.startEmbedded(); err != nil {
+			return err
+		}
+		defer func() {
+			n.srv.Shutdown()
+			n.log.Info("embedded NATS server stopped")
+		}()
+	}
+	nc, err := n.connect()
+	if err != nil {
+		return err
+	}
+	n.nc = nc
+	defer nc.Close()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return &ConfigError{Key: "listen", Value: cfg.Listen, Reason: err.Error()}
+	}
+	hs := &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	fmt.Fprintf(stdout, "RateThrottle node %s: open http://%s/ (dashboard http://%s/dashboard)\n",
+		n.id, browserAddr(ln.Addr()), browserAddr(ln.Addr()))
+	n.log.Info("listening", "addr", ln.Addr().String(), "node", n.id, "nats", nc.ConnectedUrlRedacted())
+
+	upCtx, cancelUp := context.WithCancel(ctx)
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		n.bringUp(upCtx)
+	}()
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		cancelUp()
+		<-upDone
+		n.shutdownStack(context.Background())
+		return fmt.Errorf("http server: %w", err)
+	}
+	n.log.Info("shutting down")
+	close(n.stopping)
+	cancelUp()
+	<-upDone
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if s := n.stack.Load(); s != nil {
+		if err := s.handler.Shutdown(sctx); err != nil {
+			n.log.Warn("websocket shutdown", "err", err)
+		}
+	}
+	if err := hs.Shutdown(sctx); err != nil {
+		n.log.Warn("http shutdown", "err", err)
+		_ = hs.Close()
+	}
+	n.dashboards.closeAndWait()
+	n.shutdownStack(sctx)
+	if err := nc.FlushTimeout(2 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		n.log.Warn("nats flush", "err", err)
+	}
+	n.log.Info("stopped")
+	return nil
+}
+
+// bringUp builds the limiter stack, retrying until it succeeds or ctx ends:
+// JetStream in a cluster of embedded servers is ready only once a quorum of
+// nodes runs.
+func (n *node) bringUp(ctx context.Context) {
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		s, err := newStack(ctx, n)
+		if err == nil {
+			n.stack.Store(s)
+			n.log.Info("ready", "node", n.id, "kv_replicas", n.cfg.Replicas())
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Info("waiting for NATS and JetStream", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+func (n *node) shutdownStack(ctx context.Context) {
+	if s := n.stack.Swap(nil); s != nil {
+		s.close(ctx, n.log)
+	}
+}
+
+// startEmbedded starts the embedded NATS server with JetStream.
+func (n *node) startEmbedded() error {
+	cfg := n.cfg
+	host, port, _ := parseHostPort(cfg.Embedded.Listen)
+	sc := kvstore.ServerConfig{
+		Name:         n.id,
+		Host:         host,
+		Port:         port,
+		StoreDir:     filepath.Join(cfg.DataDir, n.id),
+		ReadyTimeout: 30 * time.Second,
+	}
+	if sc.Host == "" {
+		sc.Host = "0.0.0.0"
+	}
+	if cfg.Clustered() {
+		chost, cport, _ := parseHostPort(cfg.Embedded.ClusterListen)
+		if chost == "" {
+			chost = "0.0.0.0"
+		}
+		sc.ClusterName = cfg.Embedded.ClusterName
+		sc.ClusterHost = chost
+		sc.ClusterPort = cport
+		for _, r := range cfg.Embedded.Routes {
+			if !sameHostPort(r, cfg.Embedded.ClusterListen) {
+				sc.Routes = append(sc.Routes, r)
+			}
+		}
+	}
+	srv, err := kvstore.StartServer(sc)
+	if err != nil {
+		return fmt.Errorf("embedded NATS server (nats.listen %q, data_dir %q): %w", cfg.Embedded.Listen, cfg.DataDir, err)
+	}
+	n.srv = srv
+	n.log.Info("embedded NATS server started", "url", srv.ClientURL(), "cluster", srv.ClusterURL(), "store_dir", sc.StoreDir)
+	return nil
+}
+
+// connect opens the node's NATS connection. It keeps retrying in the
+// background when the servers are not reachable yet.
+func (n *node) connect() (*nats.Conn, error) {
+	c := n.cfg.NATS
+	urls := c.URLs
+	if n.srv != nil {
+		urls = []string{n.srv.ClientURL()}
+	}
+	opts := []nats.Option{
+		nats.Name("ratethrottle-node " + n.id),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			n.log.Warn("NATS disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			n.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if c.User != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.Token != "" {
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.Creds != "" {
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if c.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCA))
+	}
+	if c.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
+	}
+	nc, err := nats.Connect(joinURLs(urls), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS (nats.url %q): %w", joinURLs(urls), err)
+	}
+	return nc, nil
+}
+
+func joinURLs(urls []string) string {
+	s := ""
+	for i, u := range urls {
+		if i > 0 {
+			s += ","
+		}
+		s += u
+	}
+	return s
+}
+
+// browserAddr returns host:port to print for a listen address, with
+// "localhost" for an unspecified host.
+func browserAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		return fmt.Sprintf("localhost:%d", tcp.Port)
+	}
+	return tcp.AddrPort().String()
+}

@@ -1,0 +1,541 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
+)
+
+// envPrefix starts the name of every environment variable the node reads.
+const envPrefix = "RATETHROTTLE_"
+
+// setting is one configuration value. Its key is the YAML key (dots nest);
+// the flag is the key with dots and underscores turned into dashes unless
+// flag says otherwise, and the environment variable is envPrefix and the key
+// in upper case with dots turned into underscores.
+type setting struct {
+	key   string
+	flag  string
+	def   string
+	usage string
+	// secret hides the value in error messages.
+	secret bool
+	set    func(c *Config, v string) error
+}
+
+// Flag returns the setting's command-line flag name.
+func (s setting) Flag() string {
+	if s.flag != "" {
+		return s.flag
+	}
+	return strings.NewReplacer(".", "-", "_", "-").Replace(s.key)
+}
+
+// Env returns the setting's environment variable.
+func (s setting) Env() string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(s.key, ".", "_"))
+}
+
+// settings declares every setting of the node once.
+var settings = buildSettings()
+
+func buildSettings() []setting {
+	s := []setting{
+		str("listen", ":8080", "HTTP listen address (chat page, /ws, /metrics, /stats, /dashboard)", func(c *Config) *string { return &c.Listen }),
+		str("node_id", "", "node ID, unique in the cluster (default: host name and HTTP port)", func(c *Config) *string { return &c.NodeID }),
+		str("data_dir", "./data", "directory of the embedded NATS server's JetStream data (one subdirectory per node ID)", func(c *Config) *string { return &c.DataDir }),
+		dur("shutdown_timeout", "10s", "how long a graceful shutdown may take", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+
+		list("nats.url", "", "external NATS server URLs, comma-separated; empty starts an embedded server", func(c *Config) *[]string { return &c.NATS.URLs }),
+		str("nats.user", "", "NATS user name", func(c *Config) *string { return &c.NATS.User }),
+		secret(str("nats.password", "", "NATS password", func(c *Config) *string { return &c.NATS.Password })),
+		secret(str("nats.token", "", "NATS authentication token", func(c *Config) *string { return &c.NATS.Token })),
+		str("nats.creds", "", "NATS credentials file (JWT and NKey seed)", func(c *Config) *string { return &c.NATS.Creds }),
+		str("nats.tls_ca", "", "CA certificate file that signs the NATS servers' certificates", func(c *Config) *string { return &c.NATS.TLSCA }),
+		str("nats.tls_cert", "", "client certificate file for NATS TLS", func(c *Config) *string { return &c.NATS.TLSCert }),
+		str("nats.tls_key", "", "client key file for NATS TLS", func(c *Config) *string { return &c.NATS.TLSKey }),
+
+		hostPort("nats.listen", "127.0.0.1:4222", "client address of the embedded NATS server (port 0: any free port)", func(c *Config) *string { return &c.Embedded.Listen }),
+		str("cluster.name", "ratethrottle", "cluster name of the embedded NATS servers", func(c *Config) *string { return &c.Embedded.ClusterName }),
+		withFlag("cluster-listen", hostPort("cluster.listen", "", "route address of the embedded NATS server; set it to cluster nodes", func(c *Config) *string { return &c.Embedded.ClusterListen })),
+		withFlag("routes", list("cluster.routes", "", "routes to the other nodes' embedded servers, comma-separated (nats-route://host:port)", func(c *Config) *[]string { return &c.Embedded.Routes })),
+
+		str("kv.bucket", "ratethrottle", "JetStream KV bucket of the limiter's shared state", func(c *Config) *string { return &c.KVBucket }),
+		num("kv.replicas", "0", "KV replicas (0: 1, or up to 3 with an embedded cluster)", func(c *Config) *int { return &c.KVReplicas }),
+
+		{key: "limits.preset", def: "moderate", usage: "limits preset: default, strict, moderate or generous", set: func(c *Config, v string) error {
+			if _, ok := limiter.Preset(v); !ok {
+				return errors.New("unknown preset (want default, strict, moderate or generous)")
+			}
+			c.Preset = v
+			return nil
+		}},
+		{key: "limits.message_scope", def: "connection", usage: "message and byte buckets per connection or per client", set: func(c *Config, v string) error {
+			switch v {
+			case "connection":
+				c.MessageScope = limiter.PerConnection
+			case "client":
+				c.MessageScope = limiter.PerClient
+			default:
+				return errors.New("want connection or client")
+			}
+			return nil
+		}},
+		{key: "rooms", def: "*:member_messages_per_minute=30,member_message_burst=10", usage: "room limits: PATTERN:FIELD=N,FIELD=N;PATTERN:... ('*' alone: every other room; fields: " + strings.Join(roomFieldNames(), ", ") + ")", set: setRooms},
+
+		{key: "consistency", def: "auto", usage: "cluster consistency of shared buckets: auto, local, global or strict (auto: local for a lone embedded node, else global)", set: func(c *Config, v string) error {
+			if v == "auto" {
+				c.ConsistencyAuto = true
+				return nil
+			}
+			m, err := parseMode(v)
+			c.Consistency, c.ConsistencyAuto = m, false
+			return err
+		}},
+		{key: "consistency_connections", def: "", usage: "consistency of the connection-rate buckets: local, global or strict (empty: as consistency)", set: func(c *Config, v string) error {
+			if v == "" {
+				c.ConsistencyConnections = nil
+				return nil
+			}
+			m, err := parseMode(v)
+			c.ConsistencyConnections = &m
+			return err
+		}},
+		{key: "fail_mode", def: "open", usage: "while NATS is unreachable: open (each node enforces the full limit), share (limit divided by live nodes) or closed (deny)", set: func(c *Config, v string) error {
+			switch v {
+			case "open":
+				c.FailMode = kvstore.FailOpenLocal
+			case "share":
+				c.FailMode = kvstore.FailLocalShare
+			case "closed":
+				c.FailMode = kvstore.FailClosed
+			default:
+				return errors.New("want open, share or closed")
+			}
+			return nil
+		}},
+		dur("sync_interval", "50ms", "how often global-mode consumption is flushed to the cluster", func(c *Config) *time.Duration { return &c.SyncInterval }),
+
+		str("events.prefix", "ratethrottle", "subject prefix of violation events, bans, room messages and stats requests", func(c *Config) *string { return &c.EventPrefix }),
+		secret(str("admin_token", "", "bearer token of the admin API (/admin/bans); empty disables the API", func(c *Config) *string { return &c.AdminToken })),
+
+		num64("autoban.threshold", "0", "violations within autoban.window that ban a client (0: no automatic bans)", func(c *Config) *int64 { return &c.AutoBanThreshold }),
+		dur("autoban.window", "1m", "window of autoban.threshold", func(c *Config) *time.Duration { return &c.AutoBanWindow }),
+		dur("autoban.duration", "10m", "how long an automatic ban lasts", func(c *Config) *time.Duration { return &c.AutoBanDuration }),
+
+		boolean("reject_with_close", "true", "refuse connections by upgrading and closing with 1008 and the reason (browsers cannot read a 429)", func(c *Config) *bool { return &c.RejectWithClose }),
+		{key: "max_denials", def: "0", usage: "denials within a minute after which a connection is closed (0: 10, negative: never)", set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return errors.New("not an integer")
+			}
+			c.MaxDenials = n
+			return nil
+		}},
+		{key: "trusted_proxies", def: "", usage: "networks (CIDR, comma-separated) whose X-Forwarded-For is believed", set: func(c *Config, v string) error {
+			c.TrustedProxies = nil
+			for _, p := range splitList(v) {
+				pfx, err := netip.ParsePrefix(p)
+				if err != nil {
+					return fmt.Errorf("%q is not a CIDR network", p)
+				}
+				c.TrustedProxies = append(c.TrustedProxies, pfx)
+			}
+			return nil
+		}},
+
+		enum("log.level", "info", "log level", []string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel }),
+		enum("log.format", "text", "log format", []string{"text", "json"}, func(c *Config) *string { return &c.LogFormat }),
+	}
+	for _, lf := range limitFields {
+		name := lf.name
+		s = append(s, setting{key: "limits." + name, usage: lf.usage + " (default: the preset's)", set: func(c *Config, v string) error {
+			if v == "" {
+				delete(c.LimitFields, name)
+				return nil
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return errors.New("not an integer")
+			}
+			if n < 0 {
+				return errors.New("must not be negative (0 means unlimited)")
+			}
+			c.LimitFields[name] = n
+			return nil
+		}})
+	}
+	return s
+}
+
+func str(key, def, usage string, p func(*Config) *string) setting {
+	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error { *p(c) = v; return nil }}
+}
+
+func secret(s setting) setting { s.secret = true; return s }
+
+func withFlag(name string, s setting) setting { s.flag = name; return s }
+
+func enum(key, def, usage string, values []string, p func(*Config) *string) setting {
+	return setting{key: key, def: def, usage: usage + ": " + strings.Join(values, ", "), set: func(c *Config, v string) error {
+		for _, ok := range values {
+			if v == ok {
+				*p(c) = v
+				return nil
+			}
+		}
+		return fmt.Errorf("want one of %s", strings.Join(values, ", "))
+	}}
+}
+
+func hostPort(key, def, usage string, p func(*Config) *string) setting {
+	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+		if v != "" {
+			if _, _, err := parseHostPort(v); err != nil {
+				return err
+			}
+		}
+		*p(c) = v
+		return nil
+	}}
+}
+
+func num(key, def, usage string, p func(*Config) *int) setting {
+	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		if n < 0 {
+			return errors.New("must not be negative")
+		}
+		*p(c) = n
+		return nil
+	}}
+}
+
+func num64(key, def, usage string, p func(*Config) *int64) setting {
+	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		if n < 0 {
+			return errors.New("must not be negative")
+		}
+		*p(c) = n
+		return nil
+	}}
+}
+
+func dur(key, def, usage string, p func(*Config) *time.Duration) setting {
+	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return errors.New("not a duration (such as 500ms, 10s, 5m)")
+		}
+		if d < 0 {
+			return errors.New("must not be negative")
+		}
+		*p(c) = d
+		return nil
+	}}
+}
+
+func boolean(key, def, usage string, p func(*Config) *bool) setting {
+	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		*p(c) = b
+		return nil
+	}}
+}
+
+func list(key, def, usage string, p func(*Config) *[]string) setting {
+	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+		*p(c) = splitList(v)
+		return nil
+	}}
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func parseMode(v string) (kvstore.Mode, error) {
+	switch v {
+	case "local":
+		return kvstore.Local, nil
+	case "global":
+		return kvstore.Global, nil
+	case "strict":
+		return kvstore.Strict, nil
+	}
+	return 0, errors.New("want local, global or strict")
+}
+
+// roomFields are the fields of a room rule.
+var roomFields = []struct {
+	name string
+	p    func(*wshandler.RoomLimits) *int64
+}{
+	{"max_members", func(l *wshandler.RoomLimits) *int64 { return &l.MaxMembers }},
+	{"messages_per_minute", func(l *wshandler.RoomLimits) *int64 { return &l.MessagesPerMinute }},
+	{"message_burst", func(l *wshandler.RoomLimits) *int64 { return &l.MessageBurst }},
+	{"member_messages_per_minute", func(l *wshandler.RoomLimits) *int64 { return &l.MemberMessagesPerMinute }},
+	{"member_message_burst", func(l *wshandler.RoomLimits) *int64 { return &l.MemberMessageBurst }},
+	{"max_message_size", func(l *wshandler.RoomLimits) *int64 { return &l.MaxMessageSize }},
+}
+
+func roomFieldNames() []string {
+	names := make([]string, len(roomFields))
+	for i, f := range roomFields {
+		names[i] = f.name
+	}
+	return names
+}
+
+// setRooms parses PATTERN:FIELD=N,FIELD=N;PATTERN:... into room rules.
+func setRooms(c *Config, v string) error {
+	c.Rooms = nil
+	for _, rule := range strings.Split(v, ";") {
+		rule = strings.TrimSpace(rule)
+		if rule == "" {
+			continue
+		}
+		i := strings.LastIndex(rule, ":")
+		if i <= 0 {
+			return fmt.Errorf("rule %q: want PATTERN:FIELD=N,...", rule)
+		}
+		r := RoomRule{Pattern: strings.TrimSpace(rule[:i])}
+		for _, kv := range splitList(rule[i+1:]) {
+			name, val, ok := strings.Cut(kv, "=")
+			if !ok {
+				return fmt.Errorf("rule %q: %q is not FIELD=N", rule, kv)
+			}
+			var p *int64
+			for _, f := range roomFields {
+				if f.name == strings.TrimSpace(name) {
+					p = f.p(&r.Limits)
+				}
+			}
+			if p == nil {
+				return fmt.Errorf("rule %q: unknown field %q (want %s)", rule, name, strings.Join(roomFieldNames(), ", "))
+			}
+			n, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("rule %q: %s=%q is not a non-negative integer", rule, name, val)
+			}
+			*p = n
+		}
+		c.Rooms = append(c.Rooms, r)
+	}
+	return nil
+}
+
+// loader resolves the configuration from, in increasing precedence,
+// the defaults, a YAML file, the environment and the command line, and
+// remembers where each value came from.
+type loader struct {
+	cfg    Config
+	source map[string]string
+}
+
+// loadConfig returns the configuration of args and env (KEY=VALUE strings).
+// It returns flag.ErrHelp when help was asked for, after printing usage to
+// out.
+func loadConfig(args, env []string, out io.Writer) (*Config, error) {
+	l := &loader{cfg: Config{LimitFields: map[string]int64{}}, source: map[string]string{}}
+	byKey := map[string]setting{}
+	for _, s := range settings {
+		byKey[s.key] = s
+		if err := s.set(&l.cfg, s.def); err != nil {
+			panic(fmt.Sprintf("default of %s: %v", s.key, err))
+		}
+	}
+
+	// The command line is parsed first, to find --config, and applied last.
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var configPath string
+	fs.StringVar(&configPath, "config", "", "YAML configuration file (env "+envPrefix+"CONFIG)")
+	type flagValue struct{ key, flag, value string }
+	var flagValues []flagValue
+	for _, s := range settings {
+		s := s
+		usage := fmt.Sprintf("%s (env %s, yaml %s)", s.usage, s.Env(), s.key)
+		if s.def != "" && !s.secret {
+			usage += fmt.Sprintf(" (default %q)", s.def)
+		}
+		fs.Func(s.Flag(), usage, func(v string) error {
+			flagValues = append(flagValues, flagValue{s.key, s.Flag(), v})
+			return nil
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, &ConfigError{Key: "arguments", Value: strings.Join(fs.Args(), " "), Reason: "the node takes no positional arguments"}
+	}
+
+	envMap := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, envPrefix) {
+			envMap[k] = v
+		}
+	}
+	if configPath == "" {
+		configPath = envMap[envPrefix+"CONFIG"]
+	}
+	if configPath != "" {
+		if err := l.loadYAML(configPath, byKey); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range settings {
+		if v, ok := envMap[s.Env()]; ok {
+			if err := l.apply(s, v, "env "+s.Env()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for k := range envMap {
+		if k == envPrefix+"CONFIG" {
+			continue
+		}
+		known := false
+		for _, s := range settings {
+			known = known || s.Env() == k
+		}
+		if !known {
+			return nil, &ConfigError{Key: k, Source: "env", Value: envMap[k], Reason: "unknown environment variable"}
+		}
+	}
+	for _, fv := range flagValues {
+		if err := l.apply(byKey[fv.key], fv.value, "flag --"+fv.flag); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.cfg.validate(func(key string) string { return l.source[key] }); err != nil {
+		return nil, err
+	}
+	return &l.cfg, nil
+}
+
+func (l *loader) apply(s setting, v, source string) error {
+	if err := s.set(&l.cfg, v); err != nil {
+		shown := v
+		if s.secret {
+			shown = "(hidden)"
+		}
+		return &ConfigError{Key: s.key, Source: source, Value: shown, Reason: err.Error()}
+	}
+	l.source[s.key] = source
+	return nil
+}
+
+// loadYAML applies a YAML file. Mappings nest keys with dots; a sequence
+// of scalars is a comma-separated list; the rooms setting also takes a
+// mapping of patterns to mappings of fields.
+func (l *loader) loadYAML(path string, byKey map[string]setting) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return &ConfigError{Key: "config", Value: path, Reason: err.Error()}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return &ConfigError{Key: "config", Value: path, Reason: err.Error()}
+	}
+	if len(doc.Content) == 0 {
+		return nil
+	}
+	source := "yaml " + path
+	var walk func(prefix string, n *yaml.Node) error
+	walk = func(prefix string, n *yaml.Node) error {
+		if n.Kind != yaml.MappingNode {
+			return &ConfigError{Key: strings.TrimSuffix(prefix, "."), Source: source, Value: n.Value, Reason: "want a mapping"}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := prefix + n.Content[i].Value
+			val := n.Content[i+1]
+			s, ok := byKey[key]
+			if !ok {
+				if val.Kind == yaml.MappingNode {
+					if err := walk(key+".", val); err != nil {
+						return err
+					}
+					continue
+				}
+				return &ConfigError{Key: key, Source: source, Value: val.Value, Reason: fmt.Sprintf("unknown setting (line %d)", n.Content[i].Line)}
+			}
+			text, err := yamlText(s, val)
+			if err != nil {
+				return &ConfigError{Key: key, Source: source, Value: val.Value, Reason: err.Error()}
+			}
+			if err := l.apply(s, text, source); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk("", doc.Content[0])
+}
+
+// yamlText turns a YAML value into the text form the setting parses.
+func yamlText(s setting, n *yaml.Node) (string, error) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return "", nil
+		}
+		return n.Value, nil
+	case yaml.SequenceNode:
+		parts := make([]string, 0, len(n.Content))
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				return "", errors.New("want a list of scalars")
+			}
+			parts = append(parts, c.Value)
+		}
+		return strings.Join(parts, ","), nil
+	case yaml.MappingNode:
+		if s.key != "rooms" {
+			return "", errors.New("want a scalar or a list")
+		}
+		var rules []string
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			fields := n.Content[i+1]
+			if fields.Kind != yaml.MappingNode {
+				return "", fmt.Errorf("room %q: want a mapping of fields", n.Content[i].Value)
+			}
+			var kv []string
+			for j := 0; j+1 < len(fields.Content); j += 2 {
+				kv = append(kv, fields.Content[j].Value+"="+fields.Content[j+1].Value)
+			}
+			rules = append(rules, n.Content[i].Value+":"+strings.Join(kv, ","))
+		}
+		return strings.Join(rules, ";"), nil
+	}
+	return "", errors.New("unsupported YAML value")
+}

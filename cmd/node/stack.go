@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratethrottle/ratethrottle/pkg/events"
+	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
+)
+
+// stack is the part of a node that needs NATS and JetStream: the cluster
+// stores, the ban list, the event publisher, the limiter and the WebSocket
+// handler.
+type stack struct {
+	store     *kvstore.Store
+	roomStore *kvstore.Store
+	bans      *events.Bans
+	pub       *events.Publisher
+	autoban   *events.AutoBan
+	lim       *limiter.Limiter
+	handler   *wshandler.Handler
+	statsSub  *nats.Subscription
+	eventsSub *events.Subscription
+	unnotify  func()
+}
+
+// newStack builds the stack. On error it closes what it built.
+func newStack(ctx context.Context, n *node) (_ *stack, err error) {
+	cfg := n.cfg
+	s := &stack{}
+	defer func() {
+		if err != nil {
+			s.close(context.Background(), n.log)
+		}
+	}()
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		return nil, err
+	}
+	opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	def, modes := cfg.Modes()
+	kc := kvstore.Config{
+		Conn:         n.nc,
+		Bucket:       cfg.KVBucket,
+		NodeID:       n.id,
+		DefaultMode:  def,
+		Modes:        modes,
+		SyncInterval: cfg.SyncInterval,
+		FailMode:     cfg.FailMode,
+		Replicas:     cfg.Replicas(),
+	}
+	if s.store, err = kvstore.New(opCtx, kc); err != nil {
+		return nil, fmt.Errorf("kv bucket %q: %w", cfg.KVBucket, err)
+	}
+	kc.Bucket = cfg.KVBucket + "_rooms"
+	if s.roomStore, err = kvstore.New(opCtx, kc); err != nil {
+		return nil, fmt.Errorf("kv bucket %q: %w", kc.Bucket, err)
+	}
+	if s.bans, err = events.NewBans(opCtx, events.BansConfig{
+		JetStream: js,
+		Bucket:    cfg.KVBucket + "_bans",
+		Prefix:    cfg.EventPrefix,
+		Node:      n.id,
+		Replicas:  cfg.Replicas(),
+	}); err != nil {
+		return nil, fmt.Errorf("ban bucket: %w", err)
+	}
+	if s.pub, err = events.NewPublisher(events.PublisherConfig{Conn: n.nc, Prefix: cfg.EventPrefix, Node: n.id}); err != nil {
+		return nil, err
+	}
+	sinks := []limiter.ViolationSink{s.pub}
+	if cfg.AutoBanThreshold > 0 {
+		if s.autoban, err = events.NewAutoBan(events.AutoBanConfig{
+			Bans:      s.bans,
+			Store:     s.store,
+			Threshold: cfg.AutoBanThreshold,
+			Window:    cfg.AutoBanWindow,
+			Duration:  cfg.AutoBanDuration,
+		}); err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, s.autoban)
+	}
+	sink := events.Sinks(sinks...)
+	if s.lim, err = limiter.New(limiter.Config{
+		Limits: cfg.Limits(),
+		Store:  s.store,
+		Slots:  s.store,
+		Gate:   s.bans,
+		Sink:   sink,
+	}); err != nil {
+		return nil, err
+	}
+	broker, err := wshandler.NewNATSBroker(wshandler.NATSBrokerConfig{Conn: n.nc, Prefix: cfg.EventPrefix, NodeID: n.id})
+	if err != nil {
+		return nil, err
+	}
+	hc := wshandler.Config{
+		Limiter:         s.lim,
+		TrustedProxies:  cfg.TrustedProxies,
+		Gate:            s.bans,
+		Sink:            sink,
+		RejectWithClose: cfg.RejectWithClose,
+		MaxDenials:      cfg.MaxDenials,
+		RoomSlots:       s.roomStore,
+		Broker:          broker,
+		NodeID:          n.id,
+		Rooms:           map[string]wshandler.RoomLimits{},
+		Upgrader:        &websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096},
+	}
+	for _, r := range cfg.Rooms {
+		switch {
+		case r.Pattern == "*":
+			hc.DefaultRoom = r.Limits
+		case strings.Contains(r.Pattern, "*"):
+			hc.RoomPatterns = append(hc.RoomPatterns, wshandler.RoomPattern{Pattern: r.Pattern, Limits: r.Limits})
+		default:
+			hc.Rooms[r.Pattern] = r.Limits
+		}
+	}
+	if s.handler, err = wshandler.New(hc); err != nil {
+		return nil, err
+	}
+	h := s.handler
+	s.unnotify = s.bans.Notify(func(b events.Ban) {
+		if k := h.CloseClient(b.Client, websocket.ClosePolicyViolation, string(limiter.ReasonBanned)); k > 0 {
+			n.log.Info("closed banned client's connections", "client", b.Client, "connections", k)
+		}
+	}, nil)
+	if s.statsSub, err = n.serveStatsRequests(s); err != nil {
+		return nil, err
+	}
+	if s.eventsSub, err = events.Subscribe(context.Background(), n.nc, events.Filter{Prefix: cfg.EventPrefix}, n.recent.add); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// close releases the stack in dependency order. It tolerates a partly
+// built stack.
+func (s *stack) close(ctx context.Context, log *slog.Logger) {
+	if s.handler != nil {
+		if err := s.handler.Shutdown(ctx); err != nil {
+			log.Warn("websocket shutdown", "err", err)
+		}
+	}
+	if s.statsSub != nil {
+		_ = s.statsSub.Unsubscribe()
+	}
+	if s.eventsSub != nil {
+		_ = s.eventsSub.Close()
+	}
+	if s.unnotify != nil {
+		s.unnotify()
+	}
+	if s.autoban != nil {
+		_ = s.autoban.Close()
+	}
+	if s.lim != nil {
+		_ = s.lim.Close()
+	}
+	if s.pub != nil {
+		if err := s.pub.Close(); err != nil {
+			log.Warn("event flush", "err", err)
+		}
+	}
+	if s.bans != nil {
+		_ = s.bans.Close()
+	}
+	for _, st := range []*kvstore.Store{s.roomStore, s.store} {
+		if st != nil {
+			if err := st.Close(); err != nil {
+				log.Warn("kv flush", "err", err)
+			}
+		}
+	}
+}

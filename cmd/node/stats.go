@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ratethrottle/ratethrottle/pkg/events"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// statsSubject returns the subject on which every node answers requests
+// for its statistics.
+func statsSubject(prefix string) string { return prefix + ".node.stats" }
+
+// NodeStats is the JSON statistics of one node.
+type NodeStats struct {
+	Node              string           `json:"node"`
+	Time              time.Time        `json:"time"`
+	UptimeSeconds     float64          `json:"uptime_seconds"`
+	Ready             bool             `json:"ready"`
+	ActiveConnections int              `json:"active_connections"`
+	UniqueClients     int              `json:"unique_clients"`
+	TotalMessages     int64            `json:"total_messages"`
+	TotalBytes        int64            `json:"total_bytes"`
+	Denied            map[string]int64 `json:"denied"`
+	Rooms             int              `json:"rooms"`
+	RejectedConns     int64            `json:"rejected_connections"`
+	Limits            LimitsJSON       `json:"limits"`
+	LiveNodes         int              `json:"live_nodes"`
+	StoreDown         bool             `json:"store_down"`
+	SyncLagMS         float64          `json:"sync_lag_ms"`
+	KVWrites          int64            `json:"kv_writes"`
+	KVWriteErrors     int64            `json:"kv_write_errors"`
+	EventsPublished   uint64           `json:"events_published"`
+	EventsDropped     uint64           `json:"events_dropped"`
+	Bans              int              `json:"bans"`
+}
+
+// LimitsJSON is limiter.Limits with the setting names as JSON keys.
+type LimitsJSON struct {
+	ConnectionsPerMinute     int64  `json:"connections_per_minute"`
+	ConnectionBurst          int64  `json:"connection_burst"`
+	MessagesPerMinute        int64  `json:"messages_per_minute"`
+	MessageBurst             int64  `json:"message_burst"`
+	BytesPerMinute           int64  `json:"bytes_per_minute"`
+	ByteBurst                int64  `json:"byte_burst"`
+	MaxConcurrentConnections int64  `json:"max_concurrent_connections"`
+	MaxMessageSize           int64  `json:"max_message_size"`
+	MessageScope             string `json:"message_scope"`
+}
+
+// ClusterStats is the JSON answer of /stats?scope=cluster.
+type ClusterStats struct {
+	Time time.Time `json:"time"`
+	// Nodes are the answers of every node that replied in time.
+	Nodes []NodeStats `json:"nodes"`
+	// Total sums the nodes' counters; unique_clients is a sum of per-node
+	// counts, so a client on two nodes counts twice.
+	Total NodeStats `json:"total"`
+}
+
+// localStats returns this node's statistics.
+func (n *node) localStats() NodeStats {
+	now := time.Now()
+	st := NodeStats{Node: n.id, Time: now.UTC(), UptimeSeconds: now.Sub(n.start).Seconds(), Denied: map[string]int64{}}
+	s := n.stack.Load()
+	if s == nil {
+		st.Limits = limitsJSON(n.cfg.Limits())
+		return st
+	}
+	ls := s.lim.Statistics()
+	hs := s.handler.Stats()
+	ks := s.store.Stats()
+	ps := s.pub.Stats()
+	st.Ready = true
+	st.ActiveConnections = ls.ActiveConnections
+	st.UniqueClients = ls.UniqueClients
+	st.TotalMessages = ls.TotalMessages
+	st.TotalBytes = ls.TotalBytes
+	for r, v := range ls.Denied {
+		if v > 0 {
+			st.Denied[string(r)] = v
+		}
+	}
+	st.Rooms = hs.Rooms
+	st.RejectedConns = hs.Rejected
+	st.Limits = limitsJSON(ls.Limits)
+	st.LiveNodes = ks.LiveNodes
+	st.StoreDown = ks.Down
+	st.SyncLagMS = float64(ks.SyncLag) / float64(time.Millisecond)
+	st.KVWrites = ks.KVWrites
+	st.KVWriteErrors = ks.WriteErrors
+	st.EventsPublished = ps.Published
+	st.EventsDropped = ps.Dropped
+	st.Bans = len(s.bans.List())
+	return st
+}
+
+func limitsJSON(l limiter.Limits) LimitsJSON {
+	return LimitsJSON{
+		ConnectionsPerMinute: l.ConnectionsPerMinute, ConnectionBurst: l.ConnectionBurst,
+		MessagesPerMinute: l.MessagesPerMinute, MessageBurst: l.MessageBurst,
+		BytesPerMinute: l.BytesPerMinute, ByteBurst: l.ByteBurst,
+		MaxConcurrentConnections: l.MaxConcurrentConnections, MaxMessageSize: l.MaxMessageSize,
+		MessageScope: l.MessageScope.String(),
+	}
+}
+
+// serveStatsRequests answers cluster statistics requests with this node's
+// statistics.
+func (n *node) serveStatsRequests(s *stack) (*nats.Subscription, error) {
+	sub, err := n.nc.Subscribe(statsSubject(n.cfg.EventPrefix), func(m *nats.Msg) {
+		b, err := json.Marshal(n.localStats())
+		if err == nil {
+			_ = m.Respond(b)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sub, n.nc.Flush()
+}
+
+// clusterStats asks every node for its statistics and waits until as many
+// nodes as this node knows to be alive have answered, or timeout passes.
+func (n *node) clusterStats(ctx context.Context, timeout time.Duration) (ClusterStats, error) {
+	want := 1
+	if s := n.stack.Load(); s != nil {
+		want = max(s.store.LiveNodes(), 1)
+	}
+	inbox := n.nc.NewRespInbox()
+	replies := make(chan *nats.Msg, 64)
+	sub, err := n.nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return ClusterStats{}, err
+	}
+	defer sub.Unsubscribe()
+	if err := n.nc.PublishRequest(statsSubject(n.cfg.EventPrefix), inbox, nil); err != nil {
+		return ClusterStats{}, err
+	}
+	out := ClusterStats{Time: time.Now().UTC(), Total: NodeStats{Node: "*", Denied: map[string]int64{}}}
+	seen := map[string]bool{}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for len(seen) < want {
+		select {
+		case m := <-replies:
+			var st NodeStats
+			if json.Unmarshal(m.Data, &st) != nil || seen[st.Node] {
+				continue
+			}
+			seen[st.Node] = true
+			out.Nodes = append(out.Nodes, st)
+		case <-timer.C:
+			want = 0
+		case <-ctx.Done():
+			want = 0
+		}
+	}
+	t := &out.Total
+	t.Time = out.Time
+	t.Ready = len(out.Nodes) > 0
+	for _, st := range out.Nodes {
+		t.Ready = t.Ready && st.Ready
+		t.ActiveConnections += st.ActiveConnections
+		t.UniqueClients += st.UniqueClients
+		t.TotalMessages += st.TotalMessages
+		t.TotalBytes += st.TotalBytes
+		for r, v := range st.Denied {
+			t.Denied[r] += v
+		}
+		t.Rooms += st.Rooms
+		t.RejectedConns += st.RejectedConns
+		t.KVWrites += st.KVWrites
+		t.KVWriteErrors += st.KVWriteErrors
+		t.EventsPublished += st.EventsPublished
+		t.EventsDropped += st.EventsDropped
+		t.SyncLagMS = max(t.SyncLagMS, st.SyncLagMS)
+		t.LiveNodes = max(t.LiveNodes, st.LiveNodes)
+		t.Bans = max(t.Bans, st.Bans)
+		t.Limits = st.Limits
+	}
+	return out, nil
+}
+
+// recentViolations keeps the last events seen on the cluster's event
+// subjects, newest last.
+type recentViolations struct {
+	mu     sync.Mutex
+	events []events.Event
+	size   int
+	total  uint64
+}
+
+func newRecentViolations(size int) *recentViolations {
+	return &recentViolations{size: size}
+}
+
+func (r *recentViolations) add(e events.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.total++
+	if len(r.events) == r.size {
+		copy(r.events, r.events[1:])
+		r.events = r.events[:r.size-1]
+	}
+	r.events = append(r.events, e)
+}
+
+// snapshot returns the events kept, newest first, and the number seen.
+func (r *recentViolations) snapshot() ([]events.Event, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]events.Event, len(r.events))
+	for i, e := range r.events {
+		out[len(out)-1-i] = e
+	}
+	return out, r.total
+}
