@@ -39,6 +39,9 @@ type Conn struct {
 	closeCode  int
 	closeText  string
 	aborted    atomic.Bool
+	wake       chan struct{} // capacity 1: the queue has frames
+	wmu        sync.Mutex    // held while writing queued frames
+	handling   atomic.Bool   // the read goroutine is handling a message
 
 	// Owned by the read goroutine.
 	denials limiter.Bucket
@@ -60,7 +63,8 @@ func (c *Conn) Metadata() map[string]string { return c.meta }
 
 // Send queues a text message for the connection. It never waits: when the
 // send queue is full the connection is aborted and Send returns
-// ErrQueueFull. data is copied.
+// ErrQueueFull. data is copied. Frames queued while the connection's own
+// OnMessage runs are written as soon as it returns.
 func (c *Conn) Send(data []byte) error {
 	return c.SendMessage(websocket.TextMessage, data)
 }
@@ -101,13 +105,20 @@ func (c *Conn) enqueue(f outFrame) error {
 	}
 	select {
 	case c.out <- f:
-		return nil
 	default:
 		if c.abort() {
 			c.h.overflows.Add(1)
 		}
 		return ErrQueueFull
 	}
+	// While the read goroutine handles a message it writes the queue when
+	// done (flushAfterRead), so the writer need not wake. handling is
+	// loaded after the frame is queued and cleared before the queue is
+	// checked, so a frame is never left without a writer.
+	if !c.handling.Load() {
+		c.signal()
+	}
+	return nil
 }
 
 // isClosing reports whether a close was requested.
@@ -133,6 +144,10 @@ func cutReason(s string) string {
 }
 
 // writeLoop writes queued frames and pings until the connection closes.
+// Queued frames are written by whoever holds wmu: this goroutine when woken,
+// or the read goroutine right after it has handled a message (which saves
+// a wake-up on the common request-reply path). Either way the frames leave
+// in queue order.
 func (c *Conn) writeLoop() {
 	defer close(c.writerDone)
 	cfg := &c.h.cfg
@@ -144,10 +159,16 @@ func (c *Conn) writeLoop() {
 	}
 	for {
 		select {
-		case f := <-c.out:
-			if err := c.write(f); err != nil {
+		case <-c.wake:
+			c.wmu.Lock()
+			err := c.flushLocked()
+			c.wmu.Unlock()
+			if err != nil {
 				c.abort()
 				return
+			}
+			if len(c.out) > 0 {
+				c.signal()
 			}
 		case <-tick:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
@@ -159,11 +180,12 @@ func (c *Conn) writeLoop() {
 				return
 			}
 			// Flush what was queued before the close, then say goodbye.
-			for n := len(c.out); n > 0; n-- {
-				if err := c.write(<-c.out); err != nil {
-					c.abort()
-					return
-				}
+			c.wmu.Lock()
+			err := c.flushLocked()
+			c.wmu.Unlock()
+			if err != nil {
+				c.abort()
+				return
 			}
 			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
 			if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout)); err != nil {
@@ -179,11 +201,60 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-func (c *Conn) write(f outFrame) error {
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
-		return err
+// signal wakes the writer goroutine without waiting.
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
-	return c.ws.WriteMessage(f.typ, f.data)
+}
+
+// flushLocked writes at most one queue's worth of queued frames; requires
+// c.wmu held. Each write has WriteTimeout; the deadline is renewed every
+// 16 frames rather than for each one.
+func (c *Conn) flushLocked() error {
+	var deadline time.Time
+	for i := 0; i < cap(c.out); i++ {
+		var f outFrame
+		select {
+		case f = <-c.out:
+		default:
+			return nil
+		}
+		if i%16 == 0 {
+			deadline = time.Now().Add(c.h.cfg.WriteTimeout)
+			if err := c.ws.SetWriteDeadline(deadline); err != nil {
+				return err
+			}
+		}
+		if err := c.ws.WriteMessage(f.typ, f.data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flushAfterRead writes what the read goroutine's handling of a message
+// queued, on the read goroutine, if the writer is not busy; otherwise it
+// leaves the frames to the writer.
+func (c *Conn) flushAfterRead() {
+	c.handling.Store(false)
+	if len(c.out) == 0 {
+		return
+	}
+	if !c.wmu.TryLock() {
+		c.signal()
+		return
+	}
+	err := c.flushLocked()
+	c.wmu.Unlock()
+	if err != nil {
+		c.abort()
+		return
+	}
+	if len(c.out) > 0 {
+		c.signal()
+	}
 }
 
 // serve runs the connection on the calling goroutine until it ends.
@@ -241,20 +312,28 @@ func (c *Conn) readLoop() error {
 		if c.isClosing() {
 			continue // draining until the client's close frame
 		}
-		data := c.rbuf.Bytes()
-		if h.cfg.OnMessage != nil {
-			if !c.gate() {
-				continue
-			}
-			if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
-				c.deny(errorFromDecision(d))
-				continue
-			}
-			h.cfg.OnMessage(c, mt, data)
-			continue
-		}
-		c.handleFrame(data)
+		c.handling.Store(true)
+		c.handle(mt, c.rbuf.Bytes())
+		c.flushAfterRead()
 	}
+}
+
+// handle runs one message through the limits and to OnMessage or the room
+// protocol.
+func (c *Conn) handle(mt int, data []byte) {
+	h := c.h
+	if h.cfg.OnMessage == nil {
+		c.handleFrame(data)
+		return
+	}
+	if !c.gate() {
+		return
+	}
+	if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
+		c.deny(errorFromDecision(d))
+		return
+	}
+	h.cfg.OnMessage(c, mt, data)
 }
 
 // gate reports whether the client may still send; a banned client's

@@ -130,6 +130,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		closing:    make(chan struct{}),
 		dead:       make(chan struct{}),
 		writerDone: make(chan struct{}),
+		wake:       make(chan struct{}, 1),
 		rooms:      make(map[string]*room),
 	}
 	if !h.track(c) {
