@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"go.uber.org/goleak"
 )
 
@@ -22,4 +24,13 @@ func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func dialBench(b *testing.B, url string) *nats.Conn {
+	b.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return nc
 }

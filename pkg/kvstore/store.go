@@ -255,7 +255,6 @@ func (s *Store) shardOf(k limiter.Key) *gshard {
 	if k.Scope != "" {
 		h ^= maphash.String(s.seed, k.Scope) * 31
 	}
-	h ^= maphash.String(s.seed, string(k.Kind)) * 17
 	return &s.gsh[h%shards]
 }
 

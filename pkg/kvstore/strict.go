@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -185,6 +186,11 @@ func (s *Store) cas(ctx context.Context, k string, spec limiter.Spec, now time.T
 			s.stats.conflicts.Add(1)
 			s.stats.retries.Add(1)
 			cached = false
+			// Spread the retries of racing writers: a random pause
+			// growing with the attempt, at most a few milliseconds.
+			if err := pause(ctx, time.Duration(rand.Int64N(int64(attempt+1)*int64(250*time.Microsecond)))); err != nil {
+				return limiter.Result{}, fmt.Errorf("kvstore: write %s: %w", k, err)
+			}
 		default:
 			s.stats.writeErrors.Add(1)
 			s.strict.forget(k)
@@ -213,5 +219,17 @@ func (s *Store) flushStrictDebt(ctx context.Context) {
 		if err != nil {
 			s.strict.owe(k, st.spec, st.owed)
 		}
+	}
+}
+
+// pause waits d or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
