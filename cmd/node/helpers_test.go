@@ -1,0 +1,357 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// nodeBinary is the node built once for the tests that run it as a
+// subprocess; buildOnce builds it.
+var (
+	buildOnce  sync.Once
+	nodeBinary string
+	buildErr   error
+	buildDir   string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// binary returns the path of the node binary, building it on first use.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "ratethrottle-node-bin-")
+		if buildErr != nil {
+			return
+		}
+		nodeBinary = filepath.Join(buildDir, "node")
+		cmd := exec.Command("go", "build", "-o", nodeBinary, ".")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return nodeBinary
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and many readers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+var openLine = regexp.MustCompile(`open http://([^/\s]+)/`)
+
+// waitAddr waits until out holds the line that names the HTTP address.
+func waitAddr(t *testing.T, out *syncBuffer, exited <-chan struct{}) string {
+	t.Helper()
+	var addr string
+	waitFor(t, 30*time.Second, "the node to print its address", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("node exited early:\n%s", out.String())
+		default:
+		}
+		if m := openLine.FindStringSubmatch(out.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	return addr
+}
+
+// waitFor polls cond every 20 ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// proc is a node started as a subprocess.
+type proc struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	addr   string
+	exited chan struct{}
+	err    error
+}
+
+// cleanEnv returns the environment without RATETHROTTLE_ variables, plus
+// extra.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, envPrefix) {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// startProc starts the node binary in dir with args and env (added to a
+// clean environment) and waits for its address. The process is stopped at
+// cleanup: SIGTERM, then SIGKILL if it has not exited within 15 seconds.
+func startProc(t *testing.T, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{out: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(binary(t), args...)
+	p.cmd.Dir = dir
+	p.cmd.Env = cleanEnv(env...)
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() { p.stop(t) })
+	p.addr = waitAddr(t, p.out, p.exited)
+	return p
+}
+
+// stop sends SIGTERM and waits for the process, killing it after a
+// deadline. It is idempotent.
+func (p *proc) stop(t *testing.T) error {
+	select {
+	case <-p.exited:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		t.Errorf("node did not stop on SIGTERM within 15s:\n%s", p.out.String())
+	}
+	return p.err
+}
+
+// inProc is a node run in the test process through run.
+type inProc struct {
+	out  *syncBuffer
+	addr string
+	done chan error
+}
+
+// startInProcess runs the node with args in the test's process, in a
+// temporary working directory for its data, until cleanup.
+func startInProcess(t *testing.T, args ...string) *inProc {
+	t.Helper()
+	dir := t.TempDir()
+	args = append([]string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, args...)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &inProc{out: &syncBuffer{}, done: make(chan error, 1)}
+	exited := make(chan struct{})
+	go func() {
+		n.done <- run(ctx, args, nil, n.out)
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-n.done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("run did not return within 20s of cancel:\n%s", n.out.String())
+		}
+	})
+	n.addr = waitAddr(t, n.out, exited)
+	return n
+}
+
+// httpGet returns the status and body of GET url.
+func httpGet(t *testing.T, url string, header ...string) (int, string) {
+	t.Helper()
+	return httpDo(t, http.MethodGet, url, "", header...)
+}
+
+func httpDo(t *testing.T, method, url, body string, header ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitReady polls /readyz until it answers 200.
+func waitReady(t *testing.T, addr string, timeout time.Duration) {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second}
+	waitFor(t, timeout, addr+" to be ready", func() bool {
+		resp, err := c.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// wsClient is a test client of the room protocol.
+type wsClient struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+// dialWS opens /ws on addr. It returns the close error instead of failing
+// when the server refuses the connection with a close frame.
+func dialWS(t *testing.T, addr string) (*wsClient, error) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	ws, resp, err := d.Dial("ws://"+addr+"/ws", nil)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial: HTTP %d", resp.StatusCode)
+		}
+		return nil, err
+	}
+	t.Cleanup(func() { ws.Close() })
+	return &wsClient{t: t, ws: ws}, nil
+}
+
+func (c *wsClient) send(v any) error {
+	b, _ := json.Marshal(v)
+	_ = c.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+// read returns the next frame, decoded, or the error that ended the
+// connection (a *websocket.CloseError for a close frame).
+func (c *wsClient) read(timeout time.Duration) (map[string]any, error) {
+	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
+	_, b, err := c.ws.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("frame %q: %v", b, err)
+	}
+	return m, nil
+}
+
+// join joins room and waits for the joined frame.
+func (c *wsClient) join(room string) {
+	c.t.Helper()
+	if err := c.send(map[string]any{"type": "join", "room": room}); err != nil {
+		c.t.Fatal(err)
+	}
+	c.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "joined" && f["room"] == room })
+}
+
+// expect reads frames until match accepts one, failing on timeout or a
+// closed connection.
+func (c *wsClient) expect(timeout time.Duration, match func(map[string]any) bool) map[string]any {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			c.t.Fatal("timed out waiting for a frame")
+		}
+		f, err := c.read(left)
+		if err != nil {
+			c.t.Fatalf("waiting for a frame: %v", err)
+		}
+		if match(f) {
+			return f
+		}
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// lines returns the lines of s that contain sub.
+func lines(s, sub string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), sub) {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
+}
+
+// runBinary runs the node binary with args in a temporary directory until
+// it exits, for at most 20 seconds, and returns its output.
+func runBinary(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), args...)
+	cmd.Dir = t.TempDir()
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
