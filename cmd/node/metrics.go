@@ -20,6 +20,7 @@ type metrics struct {
 	n         *node
 	decisions *prometheus.Desc
 	ready     *prometheus.Desc
+	violation *prometheus.Desc
 	list      []metric
 }
 
@@ -28,6 +29,8 @@ func newMetrics(n *node) *metrics {
 		n: n,
 		decisions: prometheus.NewDesc("ratethrottle_decisions_total",
 			"Limiter decisions on this node by reason; reason=\"ok\" counts allowed messages.", []string{"reason"}, nil),
+		violation: prometheus.NewDesc("ratethrottle_violations_total",
+			"Violations on this node by type, room layers included.", []string{"type"}, nil),
 		ready: prometheus.NewDesc("ratethrottle_ready", "1 once NATS and the KV buckets are ready.", nil, nil),
 	}
 	add := func(name, help string, typ prometheus.ValueType, read func(s *stack) float64) {
@@ -77,6 +80,7 @@ func b2f(b bool) float64 {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.decisions
 	ch <- m.ready
+	ch <- m.violation
 	for _, x := range m.list {
 		ch <- x.desc
 	}
@@ -97,6 +101,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			v = float64(st.TotalMessages)
 		}
 		ch <- prometheus.MustNewConstMetric(m.decisions, prometheus.CounterValue, v, string(r))
+	}
+	for i, t := range violationTypes {
+		ch <- prometheus.MustNewConstMetric(m.violation, prometheus.CounterValue, float64(s.counter.counts[i].Load()), string(t))
 	}
 	for _, x := range m.list {
 		ch <- prometheus.MustNewConstMetric(x.desc, x.typ, x.read(s))

@@ -77,11 +77,11 @@ func TestBinaryDefaults(t *testing.T) {
 		t.Errorf("flood ended with %v, want close 1008 too_many_denials", closeErr)
 	}
 	_, stats := httpGet(t, base+"/stats")
-	if !strings.Contains(stats, `"room_rate_exceeded"`) && !strings.Contains(stats, `"rate_limit_exceeded"`) {
-		t.Logf("stats: %s", stats)
+	if !strings.Contains(stats, `"room_rate"`) {
+		t.Errorf("/stats does not count the room_rate violations: %s", stats)
 	}
 	_, metrics := httpGet(t, base+"/metrics")
-	for _, m := range []string{"ratethrottle_decisions_total{reason=\"ok\"}", "ratethrottle_connections ", "ratethrottle_events_published_total", "ratethrottle_kv_writes_total", "ratethrottle_sync_lag_seconds"} {
+	for _, m := range []string{"ratethrottle_decisions_total{reason=\"ok\"}", "ratethrottle_connections ", "ratethrottle_events_published_total", "ratethrottle_kv_writes_total", "ratethrottle_sync_lag_seconds", `ratethrottle_violations_total{type="room_rate"}`} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %s", m)
 		}

@@ -31,6 +31,7 @@ type stack struct {
 	statsSub  *nats.Subscription
 	eventsSub *events.Subscription
 	unnotify  func()
+	counter   *violationCounter
 }
 
 // newStack builds the stack. On error it closes what it built.
@@ -78,7 +79,8 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	if s.pub, err = events.NewPublisher(events.PublisherConfig{Conn: n.nc, Prefix: cfg.EventPrefix, Node: n.id}); err != nil {
 		return nil, err
 	}
-	sinks := []limiter.ViolationSink{s.pub}
+	s.counter = &violationCounter{}
+	sinks := []limiter.ViolationSink{s.counter, s.pub}
 	if cfg.AutoBanThreshold > 0 {
 		if s.autoban, err = events.NewAutoBan(events.AutoBanConfig{
 			Bans:      s.bans,

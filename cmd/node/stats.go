@@ -27,17 +27,19 @@ type NodeStats struct {
 	TotalMessages     int64            `json:"total_messages"`
 	TotalBytes        int64            `json:"total_bytes"`
 	Denied            map[string]int64 `json:"denied"`
-	Rooms             int              `json:"rooms"`
-	RejectedConns     int64            `json:"rejected_connections"`
-	Limits            LimitsJSON       `json:"limits"`
-	LiveNodes         int              `json:"live_nodes"`
-	StoreDown         bool             `json:"store_down"`
-	SyncLagMS         float64          `json:"sync_lag_ms"`
-	KVWrites          int64            `json:"kv_writes"`
-	KVWriteErrors     int64            `json:"kv_write_errors"`
-	EventsPublished   uint64           `json:"events_published"`
-	EventsDropped     uint64           `json:"events_dropped"`
-	Bans              int              `json:"bans"`
+	// Violations counts violations by type, the room layers' included.
+	Violations      map[string]int64 `json:"violations"`
+	Rooms           int              `json:"rooms"`
+	RejectedConns   int64            `json:"rejected_connections"`
+	Limits          LimitsJSON       `json:"limits"`
+	LiveNodes       int              `json:"live_nodes"`
+	StoreDown       bool             `json:"store_down"`
+	SyncLagMS       float64          `json:"sync_lag_ms"`
+	KVWrites        int64            `json:"kv_writes"`
+	KVWriteErrors   int64            `json:"kv_write_errors"`
+	EventsPublished uint64           `json:"events_published"`
+	EventsDropped   uint64           `json:"events_dropped"`
+	Bans            int              `json:"bans"`
 }
 
 // LimitsJSON is limiter.Limits with the setting names as JSON keys.
@@ -77,6 +79,7 @@ func (n *node) localStats() NodeStats {
 	ks := s.store.Stats()
 	ps := s.pub.Stats()
 	st.Ready = true
+	st.Violations = s.counter.snapshot()
 	st.ActiveConnections = ls.ActiveConnections
 	st.UniqueClients = ls.UniqueClients
 	st.TotalMessages = ls.TotalMessages
@@ -142,7 +145,7 @@ func (n *node) clusterStats(ctx context.Context, timeout time.Duration) (Cluster
 	if err := n.nc.PublishRequest(statsSubject(n.cfg.EventPrefix), inbox, nil); err != nil {
 		return ClusterStats{}, err
 	}
-	out := ClusterStats{Time: time.Now().UTC(), Total: NodeStats{Node: "*", Denied: map[string]int64{}}}
+	out := ClusterStats{Time: time.Now().UTC(), Total: NodeStats{Node: "*", Denied: map[string]int64{}, Violations: map[string]int64{}}}
 	seen := map[string]bool{}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -172,6 +175,9 @@ func (n *node) clusterStats(ctx context.Context, timeout time.Duration) (Cluster
 		t.TotalBytes += st.TotalBytes
 		for r, v := range st.Denied {
 			t.Denied[r] += v
+		}
+		for r, v := range st.Violations {
+			t.Violations[r] += v
 		}
 		t.Rooms += st.Rooms
 		t.RejectedConns += st.RejectedConns

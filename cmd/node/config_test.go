@@ -1,0 +1,257 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
+)
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(nil, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":8080" || c.DataDir != "./data" || c.Embedded.Listen != "127.0.0.1:4222" || !c.EmbeddedNATS() {
+		t.Errorf("defaults: listen %q data %q nats %q embedded %v", c.Listen, c.DataDir, c.Embedded.Listen, c.EmbeddedNATS())
+	}
+	if got, want := c.Limits(), limiter.Moderate(); got != want {
+		t.Errorf("limits %+v, want the moderate preset %+v", got, want)
+	}
+	if def, _ := c.Modes(); def != kvstore.Local {
+		t.Errorf("a lone embedded node's mode is %v, want local", def)
+	}
+	if c.Replicas() != 1 || c.AdminToken != "" || !c.RejectWithClose || c.EventPrefix != "ratethrottle" {
+		t.Errorf("replicas %d token %q reject %v prefix %q", c.Replicas(), c.AdminToken, c.RejectWithClose, c.EventPrefix)
+	}
+	want := []RoomRule{{Pattern: "*", Limits: wshandler.RoomLimits{MemberMessagesPerMinute: 30, MemberMessageBurst: 10}}}
+	if len(c.Rooms) != 1 || c.Rooms[0] != want[0] {
+		t.Errorf("rooms %+v, want %+v", c.Rooms, want)
+	}
+}
+
+// TestConfigPrecedence sets each value in several places: the flag beats
+// the environment, which beats the YAML file, which beats the default.
+func TestConfigPrecedence(t *testing.T) {
+	t.Parallel()
+	yml := writeFile(t, "node.yaml", `
+listen: 127.0.0.1:9001
+node_id: from-yaml
+limits:
+  preset: strict
+  messages_per_minute: 70
+  max_message_size: 2048
+events:
+  prefix: yaml.prefix
+fail_mode: closed
+sync_interval: 200ms
+rooms:
+  lobby: {max_members: 50, messages_per_minute: 600}
+  "game-*": {member_messages_per_minute: 20}
+nats:
+  url: [nats://a:4222, nats://b:4222]
+`)
+	env := []string{
+		"RATETHROTTLE_NODE_ID=from-env",
+		"RATETHROTTLE_LIMITS_MESSAGES_PER_MINUTE=80",
+		"RATETHROTTLE_EVENTS_PREFIX=env.prefix",
+		"RATETHROTTLE_CONFIG=" + yml,
+		"UNRELATED=1",
+	}
+	args := []string{"--node-id", "from-flag", "--limits-messages-per-minute", "90", "--consistency", "strict"}
+	c, err := loadConfig(args, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen (yaml over default)", c.Listen, "127.0.0.1:9001"},
+		{"node_id (flag over env over yaml)", c.NodeID, "from-flag"},
+		{"messages_per_minute (flag)", c.Limits().MessagesPerMinute, int64(90)},
+		{"max_message_size (yaml field over preset)", c.Limits().MaxMessageSize, int64(2048)},
+		{"connections_per_minute (preset from yaml)", c.Limits().ConnectionsPerMinute, limiter.Strict().ConnectionsPerMinute},
+		{"events.prefix (env over yaml)", c.EventPrefix, "env.prefix"},
+		{"fail_mode (yaml)", c.FailMode, kvstore.FailClosed},
+		{"sync_interval (yaml)", c.SyncInterval, 200 * time.Millisecond},
+		{"nats.url (yaml list)", strings.Join(c.NATS.URLs, ","), "nats://a:4222,nats://b:4222"},
+		{"rooms (yaml mapping)", len(c.Rooms), 2},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if def, _ := c.Modes(); def != kvstore.Strict {
+		t.Errorf("consistency = %v, want strict", def)
+	}
+	rooms := map[string]wshandler.RoomLimits{}
+	for _, r := range c.Rooms {
+		rooms[r.Pattern] = r.Limits
+	}
+	if rooms["lobby"].MaxMembers != 50 || rooms["lobby"].MessagesPerMinute != 600 || rooms["game-*"].MemberMessagesPerMinute != 20 {
+		t.Errorf("rooms = %+v", rooms)
+	}
+
+	// Without the flag the environment wins, without both the YAML file.
+	c, err = loadConfig([]string{"--config", yml}, env[:2], io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeID != "from-env" || c.Limits().MessagesPerMinute != 80 {
+		t.Errorf("env: node_id %q messages %d", c.NodeID, c.Limits().MessagesPerMinute)
+	}
+	c, err = loadConfig([]string{"--config", yml}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeID != "from-yaml" || c.Limits().MessagesPerMinute != 70 {
+		t.Errorf("yaml: node_id %q messages %d", c.NodeID, c.Limits().MessagesPerMinute)
+	}
+}
+
+// TestConfigDerived checks the values computed from several settings.
+func TestConfigDerived(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig([]string{"--listen", "127.0.0.1:8081", "--cluster-listen", "127.0.0.1:6222",
+		"--routes", "nats-route://127.0.0.1:6222,nats-route://127.0.0.1:6223,nats-route://localhost:6224",
+		"--consistency-connections", "strict"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Clustered() || c.Replicas() != 3 {
+		t.Errorf("clustered %v replicas %d, want true 3", c.Clustered(), c.Replicas())
+	}
+	def, modes := c.Modes()
+	if def != kvstore.Global || modes[limiter.KindConnectionRate] != kvstore.Strict {
+		t.Errorf("modes %v %v, want global with strict connections", def, modes)
+	}
+	if id := c.ResolvedNodeID(); !strings.HasSuffix(id, "-8081") || sanitizeID(id) != id {
+		t.Errorf("node ID %q, want the host name and -8081", id)
+	}
+	if _, err := loadConfig([]string{"-help"}, nil, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-help: %v, want flag.ErrHelp", err)
+	}
+}
+
+// TestConfigErrors covers every validation error: each names the setting,
+// the value and where it came from.
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	badYAML := writeFile(t, "bad.yaml", "limits: [1, 2\n")
+	unknownYAML := writeFile(t, "unknown.yaml", "limits:\n  messages_per_hour: 5\n")
+	typeYAML := writeFile(t, "type.yaml", "limits:\n  max_message_size: big\n")
+	scalarYAML := writeFile(t, "scalar.yaml", "nats: 5\n")
+	cert := writeFile(t, "cert.pem", "x")
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		want []string // substrings of the error
+	}{
+		{"not an integer", []string{"--limits-messages-per-minute", "lots"}, nil, []string{"limits.messages_per_minute", `"lots"`, "flag --limits-messages-per-minute", "not an integer"}},
+		{"negative limit", []string{"--limits-max-message-size", "-1"}, nil, []string{"limits.max_message_size", `"-1"`, "negative"}},
+		{"burst without rate", []string{"--limits-preset", "default", "--limits-bytes-per-minute", "0", "--limits-byte-burst", "5"}, nil, []string{"limits.byte_burst", `"5"`}},
+		{"unknown preset", nil, []string{"RATETHROTTLE_LIMITS_PRESET=lenient"}, []string{"limits.preset", `"lenient"`, "env RATETHROTTLE_LIMITS_PRESET", "unknown preset"}},
+		{"message scope", []string{"--limits-message-scope", "room"}, nil, []string{"limits.message_scope", `"room"`}},
+		{"consistency", []string{"--consistency", "eventual"}, nil, []string{"consistency", `"eventual"`, "local, global or strict"}},
+		{"consistency connections", []string{"--consistency-connections", "fast"}, nil, []string{"consistency_connections", `"fast"`}},
+		{"fail mode", []string{"--fail-mode", "panic"}, nil, []string{"fail_mode", `"panic"`, "open, share or closed"}},
+		{"duration", []string{"--sync-interval", "soon"}, nil, []string{"sync_interval", `"soon"`, "duration"}},
+		{"negative duration", []string{"--shutdown-timeout", "-1s"}, nil, []string{"shutdown_timeout", `"-1s"`, "negative"}},
+		{"listen address", []string{"--nats-listen", "4222"}, nil, []string{"nats.listen", `"4222"`, "host:port"}},
+		{"port range", []string{"--cluster-listen", "127.0.0.1:70000"}, nil, []string{"cluster.listen", `"127.0.0.1:70000"`, "0 to 65535"}},
+		{"replicas", []string{"--kv-replicas", "-3"}, nil, []string{"kv.replicas", `"-3"`}},
+		{"boolean", []string{"--reject-with-close", "maybe"}, nil, []string{"reject_with_close", `"maybe"`, "true or false"}},
+		{"max denials", []string{"--max-denials", "x"}, nil, []string{"max_denials", `"x"`}},
+		{"proxy", []string{"--trusted-proxies", "10.0.0.0/8,proxy"}, nil, []string{"trusted_proxies", `"proxy"`, "CIDR"}},
+		{"log level", []string{"--log-level", "loud"}, nil, []string{"log.level", `"loud"`}},
+		{"log format", []string{"--log-format", "xml"}, nil, []string{"log.format", `"xml"`}},
+		{"autoban threshold", []string{"--autoban-threshold", "many"}, nil, []string{"autoban.threshold", `"many"`}},
+		{"autoban window", []string{"--autoban-threshold", "5", "--autoban-window", "0s"}, nil, []string{"autoban.window", `"0s"`}},
+		{"room rule syntax", []string{"--rooms", "lobby"}, nil, []string{"rooms", `"lobby"`, "PATTERN:FIELD=N"}},
+		{"room field", []string{"--rooms", "lobby:max_people=5"}, nil, []string{"rooms", "max_people"}},
+		{"room value", []string{"--rooms", "lobby:max_members=-5"}, nil, []string{"rooms", "max_members"}},
+		{"node id", []string{"--node-id", "a.b"}, nil, []string{"node_id", `"a.b"`}},
+		{"event prefix", []string{"--events-prefix", "a.>"}, nil, []string{"events.prefix", `"a.>"`}},
+		{"routes without listen", []string{"--routes", "nats-route://127.0.0.1:6222"}, nil, []string{"cluster.routes", "cluster.listen"}},
+		{"cluster with external", []string{"--nats-url", "nats://x:4222", "--cluster-listen", "127.0.0.1:6222"}, nil, []string{"cluster.listen", "nats.url"}},
+		{"routes with external", []string{"--nats-url", "nats://x:4222", "--routes", "nats-route://a:1"}, nil, []string{"cluster.routes", "nats.url"}},
+		{"cert without key", []string{"--nats-tls-cert", cert}, nil, []string{"nats.tls_key", "without"}},
+		{"key without cert", []string{"--nats-tls-key", cert}, nil, []string{"nats.tls_cert", "without"}},
+		{"password without user", []string{"--nats-password", "pw"}, nil, []string{"nats.user", "nats.password"}},
+		{"token and user", []string{"--nats-user", "u", "--nats-token", "tok"}, nil, []string{"nats.token"}},
+		{"missing file", []string{"--nats-creds", missing}, nil, []string{"nats.creds", missing, "cannot read"}},
+		{"missing CA", []string{"--nats-tls-ca", missing}, nil, []string{"nats.tls_ca", missing}},
+		{"config file missing", []string{"--config", missing}, nil, []string{"config", missing}},
+		{"config file syntax", []string{"--config", badYAML}, nil, []string{"config", badYAML}},
+		{"config file unknown key", []string{"--config", unknownYAML}, nil, []string{"limits.messages_per_hour", "unknown setting"}},
+		{"config file bad value", []string{"--config", typeYAML}, nil, []string{"limits.max_message_size", `"big"`, "yaml " + typeYAML}},
+		{"config file shape", []string{"--config", scalarYAML}, nil, []string{"nats", `"5"`}},
+		{"unknown env", nil, []string{"RATETHROTTLE_LIMIT_PRESET=strict"}, []string{"RATETHROTTLE_LIMIT_PRESET", `"strict"`, "unknown environment variable"}},
+		{"positional argument", []string{"serve"}, nil, []string{"arguments", `"serve"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(tt.args, tt.env, io.Discard)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v is not a *ConfigError", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+	// A secret's value is not repeated.
+	_, err := loadConfig([]string{"--nats-user", "u", "--nats-token", "s3cret"}, nil, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error %v shows the token", err)
+	}
+}
+
+// TestSettingsDeclaredOnce checks that flags and environment variables
+// are unique and that every setting's default parses.
+func TestSettingsDeclaredOnce(t *testing.T) {
+	t.Parallel()
+	flags, envs := map[string]bool{}, map[string]bool{}
+	for _, s := range settings {
+		if flags[s.Flag()] || envs[s.Env()] {
+			t.Errorf("setting %s: duplicate flag or env", s.key)
+		}
+		flags[s.Flag()], envs[s.Env()] = true, true
+		if s.usage == "" {
+			t.Errorf("setting %s has no usage", s.key)
+		}
+	}
+	for _, f := range []string{"cluster-listen", "routes", "nats-url", "admin-token", "limits-preset", "fail-mode", "events-prefix", "node-id", "rooms", "consistency"} {
+		if !flags[f] {
+			t.Errorf("no flag --%s", f)
+		}
+	}
+}
