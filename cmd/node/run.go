@@ -122,7 +122,18 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 		_ = hs.Close()
 	}
 	n.dashboards.closeAndWait()
-	n.shutdownStack(sctx)
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		n.shutdownStack(sctx)
+	}()
+	select {
+	case <-closed:
+	case <-sctx.Done():
+		// Without a quorum of the cluster, KV operations wait for their
+		// timeouts; stop anyway rather than hang.
+		n.log.Warn("shutdown timed out flushing to the cluster; stopping anyway", "timeout", cfg.ShutdownTimeout)
+	}
 	if err := nc.FlushTimeout(2 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		n.log.Warn("nats flush", "err", err)
 	}

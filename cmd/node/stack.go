@@ -47,7 +47,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	opCtx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	def, modes := cfg.Modes()
 	kc := kvstore.Config{
