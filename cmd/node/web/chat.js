@@ -136,7 +136,7 @@
     const t = $("text").value.trim();
     if (t) { send(t); $("text").value = ""; }
   });
-  $("flood-btn").addEventListener("click", () => { for (let i = 1; i <= 25; i++) send("flood " + i); });
+  $("flood-btn").addEventListener("click", () => { for (let i = 1; i <= 15; i++) send("flood " + i); });
   const q = new URLSearchParams(location.search);
   $("name").value = q.get("name") || localStorage.getItem("rt-name") || "";
   if (q.get("room")) $("room").value = q.get("room");

@@ -17,7 +17,7 @@
     const t = c.total;
     const cards = [
       ["Nodes", (c.nodes || []).length], ["Connections", t.active_connections], ["Clients", t.unique_clients],
-      ["Rooms", t.rooms], ["Messages", t.total_messages], ["Denied", sum(t.denied)],
+      ["Rooms", t.rooms], ["Messages", t.total_messages], ["Violations", sum(t.violations)],
       ["Rejected connections", t.rejected_connections], ["Bans", t.bans], ["Events published", t.events_published],
     ];
     fill("totals", cards.map(([k, v]) => {
@@ -28,11 +28,11 @@
     }));
     fill("nodes", (c.nodes || []).slice().sort((a, b) => a.node.localeCompare(b.node)).map((n) => row([
       n.node + (n.node === f.node.node ? " (this)" : ""), n.ready ? "yes" : "no", fmt(n.active_connections), fmt(n.unique_clients),
-      fmt(n.rooms), fmt(n.total_messages), fmt(sum(n.denied)), (n.sync_lag_ms || 0).toFixed(1) + " ms", fmt(n.kv_writes),
+      fmt(n.rooms), fmt(n.total_messages), fmt(sum(n.violations)), (n.sync_lag_ms || 0).toFixed(1) + " ms", fmt(n.kv_writes),
       fmt(n.events_published) + (n.events_dropped ? " (" + fmt(n.events_dropped) + " dropped)" : ""),
     ])));
-    const denied = Object.entries(t.denied || {}).sort((a, b) => b[1] - a[1]);
-    fill("denied", denied.length ? denied.map(([r, v]) => row([r, fmt(v)])) : [row(["none yet", ""])]);
+    const byType = Object.entries(t.violations || {}).sort((a, b) => b[1] - a[1]);
+    fill("denied", byType.length ? byType.map(([r, v]) => row([r, fmt(v)])) : [row(["none yet", ""])]);
     $("seen").textContent = "(" + fmt(f.violations_seen) + " seen by this node)";
     const vs = f.violations || [];
     fill("violations", vs.length ? vs.map((e) => row([
