@@ -176,6 +176,13 @@ func SubscribeDurable(ctx context.Context, js jetstream.JetStream, cfg DurableCo
 		}
 		cc.Stop()
 		<-cc.Closed()
+		// Make sure the server has seen the unsubscribe before Close
+		// returns: a pull request it still thought live would take the
+		// next events and hold them for AckWait, away from the durable's
+		// next subscriber.
+		if nc := js.Conn(); nc != nil {
+			_ = nc.FlushTimeout(ackTimeout)
+		}
 	}()
 	return s, nil
 }

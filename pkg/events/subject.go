@@ -1,53 +1,26 @@
 package events
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"strings"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 // DefaultPrefix is the subject prefix used when a Config leaves it empty.
 const DefaultPrefix = "ratethrottle"
 
-// maxRawClient is the longest client ID, in bytes, that ClientToken encodes
-// as it is; longer IDs are hashed so that every token stays short.
-const maxRawClient = 48
-
-// hashMark starts a token that is not the plain base64url form of its
-// input: the empty ID, a hashed long ID, or an encoded unusual type. It is
-// not in the base64url alphabet, so the forms never collide.
-const hashMark = "="
-
-// ClientToken returns the subject token and KV key for a client ID. Client
-// IDs are client input and may hold '.', '*', '>', spaces, colons or any
-// unicode, so they never reach a subject raw:
-//
-//   - an ID of at most 48 bytes is encoded as base64url without padding;
-//   - a longer ID is "=" followed by the base64url SHA-256 of the ID;
-//   - the empty ID is "=".
-//
-// The token is deterministic, so any service can compute the subject of a
-// client's events; it is at most 64 characters long, and it is a valid NATS
-// subject token and a valid JetStream KV key.
-func ClientToken(client string) string {
-	if client == "" {
-		return hashMark
-	}
-	if len(client) <= maxRawClient {
-		return base64.RawURLEncoding.EncodeToString([]byte(client))
-	}
-	sum := sha256.Sum256([]byte(client))
-	return hashMark + base64.RawURLEncoding.EncodeToString(sum[:])
-}
+// ClientToken returns the subject token and KV key of a client ID:
+// limiter.Token(client). The raw ID is always in the event's client field.
+func ClientToken(client string) string { return limiter.Token(client) }
 
 // typeToken returns the subject token of an event type: the type itself
 // when it is made of [a-z0-9_-] (every type this package defines is), else
-// "=" and its base64url form.
+// "=" and limiter.Token of it.
 func typeToken(t Type) string {
 	if t != "" && safeToken(string(t)) {
 		return string(t)
 	}
-	return hashMark + base64.RawURLEncoding.EncodeToString([]byte(t))
+	return "=" + limiter.Token(string(t)) // "=" keeps it apart from plain types
 }
 
 func safeToken(s string) bool {

@@ -1,29 +1,13 @@
 package kvstore
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"strings"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-// maxRawToken is the longest input encoded verbatim; longer inputs are
-// hashed. 48 bytes encode to 64 characters.
-const maxRawToken = 48
-
-// token encodes any string as one KV key and subject token. Short inputs
-// are "v" + base64url (so "" is "v"); long ones are "h" + base64url of
-// their SHA-256. The two prefixes keep the forms apart, so distinct inputs
-// never share a token (up to SHA-256 collisions). The result holds only
-// [A-Za-z0-9_-].
-func token(s string) string {
-	if len(s) <= maxRawToken {
-		return "v" + base64.RawURLEncoding.EncodeToString([]byte(s))
-	}
-	sum := sha256.Sum256([]byte(s))
-	return "h" + base64.RawURLEncoding.EncodeToString(sum[:])
-}
+// token encodes any string as one KV key and subject token.
+func token(s string) string { return limiter.Token(s) }
 
 func join(parts ...string) string { return strings.Join(parts, ".") }
 

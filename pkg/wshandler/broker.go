@@ -2,13 +2,12 @@ package wshandler
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 // Broker carries room messages between the nodes of a cluster. The Handler
@@ -40,21 +39,9 @@ const HeaderOrigin = "Ratethrottle-Origin"
 // DefaultSubjectPrefix is the prefix of NATSBroker subjects.
 const DefaultSubjectPrefix = "ratethrottle"
 
-// maxPlainToken is the longest room name RoomToken encodes whole.
-const maxPlainToken = 48
-
 // RoomToken returns the NATS subject token and key fragment of a room name:
-// "b" followed by the name in unpadded base64url for names up to 48 bytes,
-// otherwise "h" followed by the unpadded base64url SHA-256 of the name. The
-// token holds only [A-Za-z0-9_-], so no name can break a subject, and the
-// two forms cannot collide.
-func RoomToken(room string) string {
-	if len(room) <= maxPlainToken {
-		return "b" + base64.RawURLEncoding.EncodeToString([]byte(room))
-	}
-	sum := sha256.Sum256([]byte(room))
-	return "h" + base64.RawURLEncoding.EncodeToString(sum[:])
-}
+// limiter.Token(room), which no name can break.
+func RoomToken(room string) string { return limiter.Token(room) }
 
 // RoomSubject returns the subject of a room's messages: prefix + ".rooms." +
 // RoomToken(room).
