@@ -30,7 +30,6 @@ type Conn struct {
 	meta   map[string]string
 	idJSON []byte
 
-	out        chan outFrame
 	closing    chan struct{} // closed when a close is requested
 	dead       chan struct{} // closed when the read loop has ended
 	writerDone chan struct{}
@@ -42,6 +41,15 @@ type Conn struct {
 	wake       chan struct{} // capacity 1: the queue has frames
 	wmu        sync.Mutex    // held while writing queued frames
 	handling   atomic.Bool   // the read goroutine is handling a message
+
+	// The send queue is a slice that grows with what is queued, up to
+	// SendQueueSize frames, rather than a channel of that capacity: a
+	// channel's buffer is allocated whole (8 KB at the default size) by
+	// every connection, idle or not. The writer takes the whole queue at
+	// once and hands its emptied batch back as the next queue.
+	qmu   sync.Mutex
+	queue []outFrame // guarded by qmu; oldest first
+	spare []outFrame // guarded by wmu: the last batch's array, for reuse
 
 	// Owned by the read goroutine.
 	denials limiter.Bucket
@@ -103,14 +111,16 @@ func (c *Conn) enqueue(f outFrame) error {
 		return ErrClosed
 	default:
 	}
-	select {
-	case c.out <- f:
-	default:
+	c.qmu.Lock()
+	if len(c.queue) >= c.h.cfg.SendQueueSize {
+		c.qmu.Unlock()
 		if c.abort() {
 			c.h.overflows.Add(1)
 		}
 		return ErrQueueFull
 	}
+	c.queue = append(c.queue, f)
+	c.qmu.Unlock()
 	// While the read goroutine handles a message it writes the queue when
 	// done (flushAfterRead), so the writer need not wake. handling is
 	// loaded after the frame is queued and cleared before the queue is
@@ -167,7 +177,7 @@ func (c *Conn) writeLoop() {
 				c.abort()
 				return
 			}
-			if len(c.out) > 0 {
+			if c.queued() > 0 {
 				c.signal()
 			}
 		case <-tick:
@@ -209,29 +219,43 @@ func (c *Conn) signal() {
 	}
 }
 
-// flushLocked writes at most one queue's worth of queued frames; requires
-// c.wmu held. Each write has WriteTimeout; the deadline is renewed every
-// 16 frames rather than for each one.
+// queued returns the number of frames waiting in the send queue.
+func (c *Conn) queued() int {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return len(c.queue)
+}
+
+// maxSpare is the largest batch array a connection keeps for reuse; a
+// connection that once queued more gives the larger array back, so an idle
+// connection holds at most this many frame headers.
+const maxSpare = 16
+
+// flushLocked writes the frames queued when it is called (at most one
+// queue's worth); requires c.wmu held. Each write has WriteTimeout; the
+// deadline is renewed every 16 frames rather than for each one.
 func (c *Conn) flushLocked() error {
-	var deadline time.Time
-	for i := 0; i < cap(c.out); i++ {
-		var f outFrame
-		select {
-		case f = <-c.out:
-		default:
-			return nil
-		}
+	c.qmu.Lock()
+	batch := c.queue
+	c.queue = c.spare
+	c.qmu.Unlock()
+	c.spare = nil
+	var err error
+	for i, f := range batch {
 		if i%16 == 0 {
-			deadline = time.Now().Add(c.h.cfg.WriteTimeout)
-			if err := c.ws.SetWriteDeadline(deadline); err != nil {
-				return err
+			if err = c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
+				break
 			}
 		}
-		if err := c.ws.WriteMessage(f.typ, f.data); err != nil {
-			return err
+		if err = c.ws.WriteMessage(f.typ, f.data); err != nil {
+			break
 		}
 	}
-	return nil
+	clear(batch) // drop the references to the frames' data
+	if cap(batch) <= maxSpare {
+		c.spare = batch[:0]
+	}
+	return err
 }
 
 // flushAfterRead writes what the read goroutine's handling of a message
@@ -239,7 +263,7 @@ func (c *Conn) flushLocked() error {
 // leaves the frames to the writer.
 func (c *Conn) flushAfterRead() {
 	c.handling.Store(false)
-	if len(c.out) == 0 {
+	if c.queued() == 0 {
 		return
 	}
 	if !c.wmu.TryLock() {
@@ -252,7 +276,7 @@ func (c *Conn) flushAfterRead() {
 		c.abort()
 		return
 	}
-	if len(c.out) > 0 {
+	if c.queued() > 0 {
 		c.signal()
 	}
 }

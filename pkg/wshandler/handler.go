@@ -126,7 +126,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &Conn{
 		h: h, ws: ws, id: id, client: client, meta: meta,
 		idJSON:     appendJSONString(nil, id),
-		out:        make(chan outFrame, h.cfg.SendQueueSize),
 		closing:    make(chan struct{}),
 		dead:       make(chan struct{}),
 		writerDone: make(chan struct{}),

@@ -1,6 +1,7 @@
 package wshandler
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,10 +30,15 @@ type room struct {
 
 	refs int // joins in progress plus members; guarded by hub.mu
 
-	mu      sync.Mutex // guards members and unsub
+	mu      sync.Mutex // guards members; never held across I/O
 	members map[*Conn]struct{}
-	unsub   func() error
-	subbed  bool
+
+	// subMu guards unsub and subbed. It is held while the Broker
+	// subscribes, so that every joiner waits until the subscription is in
+	// place, but it guards nothing a member's message or leave needs.
+	subMu  sync.Mutex
+	unsub  func() error
+	subbed bool
 
 	snap atomic.Pointer[[]*Conn] // members, copied on write
 }
@@ -87,21 +93,45 @@ func (h *Handler) acquireRoom(name string) *room {
 }
 
 // releaseRoom drops a reference to r, and r itself with its subscription
-// when that was the last.
+// when that was the last. With no reference left no join is in progress,
+// so r.subMu is free.
 func (h *Handler) releaseRoom(r *room) {
 	h.hub.mu.Lock()
 	r.refs--
-	var unsub func() error
-	if r.refs == 0 {
+	last := r.refs == 0
+	if last {
 		delete(h.hub.rooms, r.name)
-		r.mu.Lock()
-		unsub, r.unsub = r.unsub, nil
-		r.mu.Unlock()
 	}
 	h.hub.mu.Unlock()
+	if !last {
+		return
+	}
+	r.subMu.Lock()
+	unsub := r.unsub
+	r.unsub = nil
+	r.subMu.Unlock()
 	if unsub != nil {
 		_ = unsub()
 	}
+}
+
+// subscribe subscribes r to b once; later callers wait until the first
+// subscription is in place.
+func (r *room) subscribe(ctx context.Context, b Broker) error {
+	if b == nil {
+		return nil
+	}
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
+	if r.subbed {
+		return nil
+	}
+	unsub, err := b.Subscribe(ctx, r.name, r.deliver)
+	if err != nil {
+		return err
+	}
+	r.unsub, r.subbed = unsub, true
+	return nil
 }
 
 // join adds c to the room name. It returns the error frame of a refusal,
@@ -122,46 +152,44 @@ func (c *Conn) join(name, ref string) (e errorInfo, ok bool) {
 		e.code, e.limit = CodeTooManyRooms, int64(h.cfg.MaxRoomsPerNode)
 		return e, false
 	}
-	r.mu.Lock()
-	if h.cfg.Broker != nil && !r.subbed {
-		unsub, err := h.cfg.Broker.Subscribe(c.ctx(), name, r.deliver)
+	if err := r.subscribe(c.ctx(), h.cfg.Broker); err != nil {
+		h.releaseRoom(r)
+		e.code = CodeUnavailable
+		return e, false
+	}
+	// The member cap. Shared slots are counted without r.mu held: their
+	// Acquire may be a network round trip.
+	max := r.limits.MaxMembers
+	slots := h.cfg.RoomSlots
+	var n int64
+	full := false
+	if max > 0 && slots != nil {
+		count, got, err := slots.Acquire(c.ctx(), r.slotKey, max)
 		if err != nil {
-			r.mu.Unlock()
 			h.releaseRoom(r)
-			e.code = CodeUnavailable
+			e.code = string(limiter.ReasonStoreUnavailable)
 			return e, false
 		}
-		r.unsub, r.subbed = unsub, true
+		n, full = count, !got
 	}
-	if max := r.limits.MaxMembers; max > 0 {
-		var n int64
-		full := false
-		if s := h.cfg.RoomSlots; s != nil {
-			count, got, err := s.Acquire(c.ctx(), r.slotKey, max)
-			if err != nil {
-				r.mu.Unlock()
-				h.releaseRoom(r)
-				e.code = string(limiter.ReasonStoreUnavailable)
-				return e, false
-			}
-			n, full = count, !got
-		} else {
-			n = int64(len(r.members))
-			full = n >= max
-		}
-		if full {
-			r.mu.Unlock()
-			h.releaseRoom(r)
-			h.violate(limiter.Violation{Type: limiter.ViolationRoomFull, Reason: limiter.ReasonRoomFull,
-				Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: name, Limit: max, Current: n,
-				Metadata: c.meta})
-			e.code, e.limit = string(limiter.ReasonRoomFull), max
-			return e, false
-		}
+	r.mu.Lock()
+	if max > 0 && slots == nil {
+		n = int64(len(r.members))
+		full = n >= max
 	}
-	r.members[c] = struct{}{}
-	r.publishSnap()
+	if !full {
+		r.members[c] = struct{}{}
+		r.publishSnap()
+	}
 	r.mu.Unlock()
+	if full {
+		h.releaseRoom(r)
+		h.violate(limiter.Violation{Type: limiter.ViolationRoomFull, Reason: limiter.ReasonRoomFull,
+			Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: name, Limit: max, Current: n,
+			Metadata: c.meta})
+		e.code, e.limit = string(limiter.ReasonRoomFull), max
+		return e, false
+	}
 	c.rooms[name] = r
 	return e, true
 }

@@ -418,3 +418,66 @@ func TestStalledReaderDoesNotDelayRoom(t *testing.T) {
 }
 
 var _ http.Handler = (*Handler)(nil)
+
+// slowSlots is a limiter.Slots whose Acquire, once armed, reports that it
+// has started and then waits for release: a store round trip that hangs.
+type slowSlots struct {
+	*limiter.MemoryStore
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowSlots) Acquire(ctx context.Context, client string, max int64) (int64, bool, error) {
+	if s.armed.Load() {
+		s.entered <- struct{}{}
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		}
+	}
+	return s.MemoryStore.Acquire(ctx, client, max)
+}
+
+// A join waiting on the shared member count must not hold up the room's
+// members: they keep sending and can leave.
+func TestSlowJoinDoesNotBlockMembers(t *testing.T) {
+	t.Parallel()
+	slots := &slowSlots{
+		MemoryStore: limiter.NewMemoryStore(limiter.MemoryStoreConfig{SweepInterval: -1}),
+		entered:     make(chan struct{}, 1),
+		release:     make(chan struct{}),
+	}
+	defer slots.Close()
+	n, _ := roomNode(t, Config{RoomSlots: slots, DefaultRoom: RoomLimits{MaxMembers: 10}}, limiter.Limits{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(slots.release) }) }
+	t.Cleanup(unblock) // before the node's Shutdown, should the test fail
+	a, b, late := dialAs(t, n, "alice"), dialAs(t, n, "bob"), dialAs(t, n, "late")
+	join(t, a, "r")
+	join(t, b, "r")
+	slots.armed.Store(true)
+	send(t, late, map[string]string{"type": "join", "room": "r"})
+	select {
+	case <-slots.entered:
+	case <-time.After(ioTimeout):
+		t.Fatal("the late join never reached Acquire")
+	}
+	// While it hangs, alice's message reaches bob and bob can leave.
+	send(t, a, msg("r", "hi"))
+	if r := recv(t, a); r.Type != TypeMessage {
+		t.Fatalf("alice got %+v", r)
+	}
+	if r := recv(t, b); r.Type != TypeMessage || string(r.Data) != `"hi"` {
+		t.Fatalf("bob got %+v", r)
+	}
+	send(t, b, map[string]string{"type": "leave", "room": "r"})
+	if r := recv(t, b); r.Type != TypeLeft {
+		t.Fatalf("bob's leave: %+v", r)
+	}
+	unblock()
+	if r := recv(t, late); r.Type != TypeJoined {
+		t.Fatalf("late join: %+v", r)
+	}
+}
