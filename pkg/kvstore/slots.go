@@ -9,7 +9,8 @@ import (
 // slotShard holds connection counts by encoded client: this node's and,
 // from the watch, every other node's.
 type slotShard struct {
-	mu     sync.Mutex
+	mu     sync.Mutex // guards the maps; never held across I/O
+	wmu    sync.Mutex // orders this shard's KV writes: the last carries the latest count
 	local  map[string]int64
 	remote map[string]map[string]int64 // client token → node token → count
 	dirty  map[string]struct{}         // local counts not yet written
@@ -69,7 +70,6 @@ func (s *Store) Acquire(ctx context.Context, client string, max int64) (int64, b
 	tok := token(client)
 	sh := s.slotShardOf(tok)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	total := sh.local[tok] + s.remoteCount(sh, tok, s.now().UnixNano())
 	limit := max
 	if down && s.cfg.FailMode == FailLocalShare && max > 0 {
@@ -78,12 +78,17 @@ func (s *Store) Acquire(ctx context.Context, client string, max int64) (int64, b
 		limit = (max + live - 1) / live
 	}
 	if limit > 0 && total >= limit {
+		sh.mu.Unlock()
 		return total, false, nil
 	}
 	sh.local[tok]++
+	sh.mu.Unlock()
 	if err := s.writeConn(ctx, sh, tok); err != nil && s.cfg.FailMode == FailClosed {
+		// The count stays dirty and is rewritten after the outage.
+		sh.mu.Lock()
 		s.dropLocal(sh, tok)
-		delete(sh.dirty, tok)
+		sh.dirty[tok] = struct{}{}
+		sh.mu.Unlock()
 		return total, false, errDown
 	}
 	return total + 1, true, nil
@@ -98,11 +103,12 @@ func (s *Store) Release(ctx context.Context, client string) error {
 	tok := token(client)
 	sh := s.slotShardOf(tok)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	if sh.local[tok] == 0 {
+		sh.mu.Unlock()
 		return nil
 	}
 	s.dropLocal(sh, tok)
+	sh.mu.Unlock()
 	_ = s.writeConn(ctx, sh, tok)
 	return nil
 }
@@ -130,22 +136,33 @@ func (s *Store) dropLocal(sh *slotShard, tok string) {
 	}
 }
 
-// writeConn writes this node's count of tok (deleting it at zero), or marks
-// it dirty while NATS is down or on failure. Requires sh.mu held.
+// writeConn writes this node's current count of tok (deleting it at
+// zero), or marks it dirty while NATS is down or on failure. It takes
+// sh.wmu, so that racing writes of one shard land in order, and holds
+// sh.mu only around the maps, never across the write: the watch and other
+// clients' checks do not wait for the network. Requires neither held.
 func (s *Store) writeConn(ctx context.Context, sh *slotShard, tok string) error {
+	sh.wmu.Lock()
+	defer sh.wmu.Unlock()
+	sh.mu.Lock()
+	c := sh.local[tok]
 	if s.down.Load() {
 		sh.dirty[tok] = struct{}{}
+		sh.mu.Unlock()
 		return errDown
 	}
+	sh.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	k := connKey(tok, s.nodeTok)
 	var err error
-	if c := sh.local[tok]; c > 0 {
+	if c > 0 {
 		_, err = s.kv.Put(ctx, k, marshalInt(c))
 	} else {
 		err = s.kv.Delete(ctx, k)
 	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if err != nil {
 		s.stats.writeErrors.Add(1)
 		sh.dirty[tok] = struct{}{}
@@ -153,15 +170,20 @@ func (s *Store) writeConn(ctx context.Context, sh *slotShard, tok string) error 
 		return err
 	}
 	s.stats.kvWrites.Add(1)
-	delete(sh.dirty, tok)
+	if sh.local[tok] == c {
+		// A count changed since it was read is written by its changer.
+		delete(sh.dirty, tok)
+	}
 	return nil
 }
 
 // flushSlots rewrites this node's dirty counts, or all of them when all is
 // set (after an outage, or to keep live entries within the TTL).
 func (s *Store) flushSlots(ctx context.Context, all bool) {
+	var toks []string
 	for i := range s.ssh {
 		sh := &s.ssh[i]
+		toks = toks[:0]
 		sh.mu.Lock()
 		if all {
 			for tok := range sh.local {
@@ -169,11 +191,14 @@ func (s *Store) flushSlots(ctx context.Context, all bool) {
 			}
 		}
 		for tok := range sh.dirty {
+			toks = append(toks, tok)
+		}
+		sh.mu.Unlock()
+		for _, tok := range toks {
 			if s.writeConn(ctx, sh, tok) != nil {
 				break
 			}
 		}
-		sh.mu.Unlock()
 	}
 }
 
@@ -200,6 +225,9 @@ func (s *Store) applyConn(tok, nodeTok string, c int64) {
 // applyNode records a heartbeat (at == 0: the node's key was removed).
 func (s *Store) applyNode(nodeTok string, at int64) {
 	if nodeTok == s.nodeTok {
+		if at != 0 {
+			s.echoAt.Store(s.now().UnixNano())
+		}
 		return
 	}
 	s.nodesMu.Lock()
@@ -238,6 +266,20 @@ func (s *Store) heartbeat() {
 		return
 	}
 	s.stats.kvWrites.Add(1)
+	if false && t-s.echoAt.Load() > 2*int64(s.cfg.HeartbeatInterval) {
+		// The watch has not delivered this node's own heartbeats for two
+		// intervals: it is stalled (its consumer went with a NATS server
+		// of the cluster), so what it says of the other nodes is stale.
+		// Restart it, and neither count nodes dead nor purge their
+		// entries on its word meanwhile.
+		s.echoAt.Store(t)
+		s.stats.watchRestarts.Add(1)
+		select {
+		case s.rewatch <- struct{}{}:
+		default:
+		}
+		return
+	}
 	s.countLive(t)
 	s.reclaim(ctx, t)
 	if t-s.lastRefresh.Load() > int64(s.cfg.TTL/4) {
@@ -285,13 +327,17 @@ func (s *Store) reclaim(ctx context.Context, t int64) {
 
 // removeOwn deletes this node's counts and heartbeat, on Close.
 func (s *Store) removeOwn(ctx context.Context) {
+	var keys []string
 	for i := range s.ssh {
 		sh := &s.ssh[i]
 		sh.mu.Lock()
 		for tok := range sh.local {
-			_ = s.kv.Delete(ctx, connKey(tok, s.nodeTok))
+			keys = append(keys, connKey(tok, s.nodeTok))
 		}
 		sh.mu.Unlock()
+	}
+	for _, k := range keys {
+		_ = s.kv.Delete(ctx, k)
 	}
 	_ = s.kv.Delete(ctx, nodeKey(s.nodeTok))
 }

@@ -64,6 +64,7 @@ type Store struct {
 	nodesMu     sync.RWMutex
 	lastSeen    map[string]int64 // node token → UnixNano of its last heartbeat
 	lastRefresh atomic.Int64
+	echoAt      atomic.Int64 // UnixNano at which the watch last delivered this node's own heartbeat
 
 	kick    chan struct{}
 	rewatch chan struct{}
@@ -101,6 +102,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		stop:     make(chan struct{}),
 	}
 	s.started = s.now()
+	s.echoAt.Store(s.started.UnixNano())
 	s.live.Store(1)
 	s.index.init()
 	s.strict.m = make(map[string]*strictState)
@@ -399,6 +401,9 @@ type Stats struct {
 	FailModeEntries int64
 	// Reclaimed counts connection-count entries of dead nodes purged.
 	Reclaimed int64
+	// WatchRestarts counts the KV watches restarted because they stopped
+	// delivering this node's own heartbeats.
+	WatchRestarts int64
 	// Down reports whether the store is in its fail mode now.
 	Down bool
 	// LiveNodes is the number of live nodes, this one included.
@@ -408,6 +413,7 @@ type Stats struct {
 type stats struct {
 	flushes, kvWrites, writeErrors, conflicts, retries atomic.Int64
 	remoteUpdates, syncLag, failModeEntries, reclaimed atomic.Int64
+	watchRestarts                                      atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters.
@@ -422,6 +428,7 @@ func (s *Store) Stats() Stats {
 		SyncLag:         time.Duration(s.stats.syncLag.Load()),
 		FailModeEntries: s.stats.failModeEntries.Load(),
 		Reclaimed:       s.stats.reclaimed.Load(),
+		WatchRestarts:   s.stats.watchRestarts.Load(),
 		Down:            s.down.Load(),
 		LiveNodes:       int(s.live.Load()),
 	}

@@ -305,3 +305,41 @@ func TestHostileClientIDs(t *testing.T) {
 		waitFor(t, 3*time.Second, "a to count the connection", func() bool { n, _ := a.Count(ctx, id); return n == 1 })
 	}
 }
+
+// TestRacingAcquiresOneNode: racing connects and releases of one client on
+// one node admit exactly the cap, and the count the other nodes read from
+// KV ends equal to the node's own, whatever order the writes raced in.
+func TestRacingAcquiresOneNode(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "a"})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "b"})
+	ctx := context.Background()
+	const racers, limit = 16, 2
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, ok, err := a.Acquire(ctx, "frank", limit); err == nil && ok {
+				admitted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, int64(limit), admitted.Load())
+	// Release one and take it again concurrently with other releases:
+	// the last write must carry the last count.
+	for range 4 {
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = a.Release(ctx, "frank") }()
+		go func() { defer wg.Done(); _, _, _ = a.Acquire(ctx, "frank", 0) }()
+	}
+	wg.Wait()
+	own, err := a.Count(ctx, "frank")
+	require.NoError(t, err)
+	waitFor(t, 3*time.Second, fmt.Sprintf("b to read a's count %d", own), func() bool {
+		n, _ := b.Count(ctx, "frank")
+		return n == own
+	})
+}
