@@ -266,7 +266,7 @@ func (s *Store) heartbeat() {
 		return
 	}
 	s.stats.kvWrites.Add(1)
-	if false && t-s.echoAt.Load() > 2*int64(s.cfg.HeartbeatInterval) {
+	if t-s.echoAt.Load() > 2*int64(s.cfg.HeartbeatInterval) {
 		// The watch has not delivered this node's own heartbeats for two
 		// intervals: it is stalled (its consumer went with a NATS server
 		// of the cluster), so what it says of the other nodes is stale.
