@@ -289,3 +289,22 @@ func TestPublisherDuringOutage(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// TestHandleViolationAllocatesNothing backs the claim on Publisher: handing
+// it a violation converts and queues it without allocating. The queue is
+// large enough that no run fills it.
+func TestHandleViolationAllocatesNothing(t *testing.T) {
+	srv := startServer(t)
+	nc := connect(t, srv)
+	p, err := events.NewPublisher(events.PublisherConfig{Conn: nc, Node: "n1", BufferSize: 1 << 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	v := limiter.Violation{Type: limiter.ViolationMessageRate, Reason: limiter.ReasonRateLimitExceeded,
+		Time: time.Unix(1700000000, 0), ClientID: "client", ConnectionID: "conn", Limit: 10,
+		RetryAfter: time.Second, Metadata: map[string]string{"k": "v"}}
+	if allocs := testing.AllocsPerRun(1000, func() { p.HandleViolation(v) }); allocs != 0 {
+		t.Errorf("HandleViolation allocates %.1f times per call, want 0", allocs)
+	}
+}
