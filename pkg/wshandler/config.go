@@ -145,8 +145,10 @@ type RoomLimits struct {
 // Pattern, '*' matches any run of bytes (including none); every other byte
 // matches itself.
 type RoomPattern struct {
+	// Pattern is matched against the whole room name.
 	Pattern string
-	Limits  RoomLimits
+	// Limits are the limits of the rooms that match.
+	Limits RoomLimits
 }
 
 func (rl RoomLimits) totalSpec() limiter.Spec {
