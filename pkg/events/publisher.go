@@ -88,7 +88,8 @@ type PublisherStats struct {
 // publishes, so a slow or absent NATS server never slows a decision.
 //
 // A Publisher is safe for concurrent use. Close flushes and stops it; it
-// is idempotent. Violations reported while Close runs may be dropped.
+// is idempotent. Violations reported while Close runs may be dropped, and
+// are then counted in Dropped.
 type Publisher struct {
 	cfg      PublisherConfig
 	subjects Subjects
@@ -140,10 +141,27 @@ func (p *Publisher) Publish(e Event) bool {
 	}
 	select {
 	case p.queue <- e:
+		if p.closed.Load() {
+			// Close may have emptied the queue already; what is left
+			// would never be published, so count it dropped.
+			p.dropQueued()
+		}
 		return true
 	default:
 		p.dropped.Add(1)
 		return false
+	}
+}
+
+// dropQueued empties the queue, counting each event dropped.
+func (p *Publisher) dropQueued() {
+	for {
+		select {
+		case <-p.queue:
+			p.dropped.Add(1)
+		default:
+			return
+		}
 	}
 }
 
@@ -166,6 +184,7 @@ func (p *Publisher) Close() error {
 		p.closed.Store(true)
 		close(p.stop)
 		<-p.done
+		p.dropQueued()
 		if p.cfg.Conn.IsConnected() {
 			err = p.cfg.Conn.FlushTimeout(p.cfg.FlushTimeout)
 		}

@@ -308,3 +308,39 @@ func TestHandleViolationAllocatesNothing(t *testing.T) {
 		t.Errorf("HandleViolation allocates %.1f times per call, want 0", allocs)
 	}
 }
+
+// Every event offered to a Publisher ends up counted exactly once, even
+// when it is offered while Close runs: Published + Dropped + Failed equals
+// the number of offers.
+func TestPublisherCloseAccountsForEveryEvent(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	nc := connect(t, srv)
+	for round := 0; round < 20; round++ {
+		p, err := events.NewPublisher(events.PublisherConfig{Conn: nc, BufferSize: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const writers, each = 4, 200
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for i := 0; i < each; i++ {
+					p.HandleViolation(limiter.Violation{Type: limiter.ViolationMessageRate, ClientID: "c"})
+				}
+			}()
+		}
+		close(start)
+		_ = p.Close()
+		wg.Wait()
+		s := p.Stats()
+		if got := s.Published + s.Dropped + s.Failed; got != writers*each || s.Queued != 0 {
+			t.Fatalf("round %d: published %d + dropped %d + failed %d = %d, queued %d; want %d offers, none queued",
+				round, s.Published, s.Dropped, s.Failed, got, s.Queued, writers*each)
+		}
+	}
+}
