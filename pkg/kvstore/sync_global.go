@@ -330,15 +330,42 @@ func (s *Store) flush(ctx context.Context) error {
 	}
 	s.stats.flushes.Add(1)
 	var firstErr error
-	for i := range items {
-		it := &items[i]
-		f, err := s.js.PublishAsync(it.e.subj, it.data)
-		if err != nil {
-			firstErr = err
-			break
+	ok := 0
+	for lo := 0; lo < len(items); lo += flushChunk {
+		chunk := items[lo:min(lo+flushChunk, len(items))]
+		for i := range chunk {
+			if firstErr != nil {
+				break
+			}
+			it := &chunk[i]
+			f, err := s.js.PublishAsync(it.e.subj, it.data)
+			if err != nil {
+				firstErr = err
+				break
+			}
+			it.fut = f
 		}
-		it.fut = f
+		ok += s.awaitFlush(ctx, chunk, &firstErr)
 	}
+	s.stats.kvWrites.Add(int64(ok))
+	if firstErr != nil {
+		s.stats.writeErrors.Add(int64(len(items) - ok))
+		return fmt.Errorf("kvstore: flush: %w", firstErr)
+	}
+	return nil
+}
+
+// flushChunk caps the counters a flush has in flight at once, well under
+// the NATS client's limit of outstanding asynchronous publishes (4000 by
+// default), beyond which PublishAsync fails: a node with more dirty
+// buckets than that in one interval (many distinct clients) would
+// otherwise never flush.
+const flushChunk = 1000
+
+// awaitFlush waits for the acknowledgements of items, marks those whose
+// write failed (or was not sent) dirty again, records the first error in
+// firstErr and returns how many were acknowledged.
+func (s *Store) awaitFlush(ctx context.Context, items []flushItem, firstErr *error) int {
 	ok := 0
 	for i := range items {
 		it := &items[i]
@@ -348,12 +375,12 @@ func (s *Store) flush(ctx context.Context) error {
 				ok++
 				continue
 			case err := <-it.fut.Err():
-				if firstErr == nil {
-					firstErr = err
+				if *firstErr == nil {
+					*firstErr = err
 				}
 			case <-ctx.Done():
-				if firstErr == nil {
-					firstErr = ctx.Err()
+				if *firstErr == nil {
+					*firstErr = ctx.Err()
 				}
 			}
 		}
@@ -363,12 +390,7 @@ func (s *Store) flush(ctx context.Context) error {
 		}
 		it.sh.mu.Unlock()
 	}
-	s.stats.kvWrites.Add(int64(ok))
-	if firstErr != nil {
-		s.stats.writeErrors.Add(int64(len(items) - ok))
-		return fmt.Errorf("kvstore: flush: %w", firstErr)
-	}
-	return nil
+	return ok
 }
 
 // applyCounter applies another node's counter of the bucket base, or keeps
