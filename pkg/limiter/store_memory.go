@@ -19,8 +19,14 @@ type MemoryStoreConfig struct {
 }
 
 // MemoryStore is the in-memory Store and Slots: a fixed array of shards,
-// each a mutex and a map, chosen by a hash of the key. It is the Limiter's
-// default and the local layer of cluster stores.
+// each a mutex and a hash table, chosen by a hash of the key. It is the
+// Limiter's default and the local layer of cluster stores.
+//
+// A bucket's key is hashed once, to 64 bits: the low bits choose the shard
+// and the rest the slot in the shard's open-addressed table, whose slots
+// hold the hash, the bucket and the full key inline. A lookup thus reads
+// one slot (usually one or two cache lines) and compares the full key only
+// when the hashes match, so keys whose hashes collide stay distinct.
 //
 // One sweeper goroutine drops buckets that have refilled to full (they
 // cost nothing to recreate) and shrinks shards whose maps have emptied, so
@@ -42,14 +48,9 @@ type MemoryStore struct {
 
 type bucketShard struct {
 	mu   sync.Mutex
-	m    map[Key]*entry
+	t    table
 	peak int
-	_    [40]byte // keep shards on separate cache lines
-}
-
-type entry struct {
-	b      Bucket
-	fullAt int64 // UnixNano at which b is full again
+	_    [16]byte // keep shards on separate cache lines
 }
 
 type slotShard struct {
@@ -65,8 +66,7 @@ func NewMemoryStore(cfg MemoryStoreConfig) *MemoryStore {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	for i := range s.shards {
-		s.shards[i].m = make(map[Key]*entry)
+	for i := range s.slots {
 		s.slots[i].m = make(map[string]int64)
 	}
 	interval := cfg.SweepInterval
@@ -103,11 +103,21 @@ func (s *MemoryStore) Close() error {
 	return nil
 }
 
-func (s *MemoryStore) shard(k Key) *bucketShard {
+// hash returns the 64-bit hash of k, never 0 (the mark of an empty slot).
+// Its low bits choose the shard, the rest the slot in the shard's table.
+func (s *MemoryStore) hash(k Key) uint64 {
 	h := maphash.String(s.seed, k.ID)
 	if k.Scope != "" {
-		h ^= maphash.String(s.seed, k.Scope) * 31
+		h ^= maphash.String(s.seed, k.Scope) * 0x9e3779b97f4a7c15
 	}
+	h ^= maphash.String(s.seed, string(k.Kind)) * 0xbf58476d1ce4e5b9
+	if h == 0 {
+		h = 1
+	}
+	return h
+}
+
+func (s *MemoryStore) shard(h uint64) *bucketShard {
 	return &s.shards[h%storeShards]
 }
 
@@ -126,28 +136,41 @@ func (s *MemoryStore) TakeAt(key Key, spec Spec, now time.Time, n int64) Result 
 	if spec.Unlimited() {
 		return Result{OK: true, Remaining: spec.Capacity()}
 	}
-	sh := s.shard(key)
+	h := s.hash(key)
+	sh := s.shard(h)
 	sh.mu.Lock()
-	e := sh.m[key]
-	if e == nil {
+	i, found := sh.t.find(h, key)
+	if !found {
 		// A denied take on a fresh bucket (n above capacity) keeps no state.
 		var b Bucket
 		r := b.TakeAt(spec, now, n)
 		if r.OK {
-			sh.m[key] = &entry{b: b, fullAt: b.FullAt(spec).UnixNano()}
-			if len(sh.m) > sh.peak {
-				sh.peak = len(sh.m)
-			}
+			sh.insert(i, h, key, b, b.FullAt(spec).UnixNano())
 		}
 		sh.mu.Unlock()
 		return r
 	}
+	e := &sh.t.slots[i]
 	r := e.b.TakeAt(spec, now, n)
 	if r.OK {
 		e.fullAt = e.b.FullAt(spec).UnixNano()
 	}
 	sh.mu.Unlock()
 	return r
+}
+
+// insert adds a bucket at slot i, which find returned for h and key;
+// requires sh.mu held.
+func (sh *bucketShard) insert(i int, h uint64, key Key, b Bucket, fullAt int64) {
+	if sh.t.needsGrow() {
+		sh.t.resize(max(minTableSize, 2*len(sh.t.slots)))
+		i, _ = sh.t.find(h, key)
+	}
+	sh.t.slots[i] = slot{h: h, fullAt: fullAt, b: b, key: key}
+	sh.t.n++
+	if sh.t.n > sh.peak {
+		sh.peak = sh.t.n
+	}
 }
 
 // Refund implements Store.
@@ -168,11 +191,12 @@ func (s *MemoryStore) Debit(key Key, spec Spec, now time.Time, n float64) {
 // Tokens returns the tokens the bucket holds at now (negative in debt); a
 // bucket the store does not hold is full.
 func (s *MemoryStore) Tokens(key Key, spec Spec, now time.Time) float64 {
-	sh := s.shard(key)
+	h := s.hash(key)
+	sh := s.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.m[key]; e != nil {
-		return e.b.TokensAt(spec, now)
+	if i, found := sh.t.find(h, key); found {
+		return sh.t.slots[i].b.TokensAt(spec, now)
 	}
 	return float64(spec.Capacity())
 }
@@ -183,22 +207,24 @@ func (s *MemoryStore) update(key Key, spec Spec, now time.Time, f func(*Bucket))
 	if spec.Unlimited() {
 		return
 	}
-	sh := s.shard(key)
+	h := s.hash(key)
+	sh := s.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[key]
-	if e == nil {
-		e = &entry{}
+	i, found := sh.t.find(h, key)
+	if !found {
+		var b Bucket
+		f(&b)
+		if fullAt := b.FullAt(spec).UnixNano(); fullAt > now.UnixNano() {
+			sh.insert(i, h, key, b, fullAt)
+		}
+		return
 	}
+	e := &sh.t.slots[i]
 	f(&e.b)
 	e.fullAt = e.b.FullAt(spec).UnixNano()
 	if e.fullAt <= now.UnixNano() {
-		delete(sh.m, key)
-		return
-	}
-	sh.m[key] = e
-	if len(sh.m) > sh.peak {
-		sh.peak = len(sh.m)
+		sh.t.remove(i)
 	}
 }
 
@@ -247,7 +273,7 @@ func (s *MemoryStore) Len() (buckets, clients int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		buckets += len(sh.m)
+		buckets += sh.t.n
 		sh.mu.Unlock()
 		ss := &s.slots[i]
 		ss.mu.Lock()
@@ -258,26 +284,17 @@ func (s *MemoryStore) Len() (buckets, clients int) {
 }
 
 // Sweep drops every bucket that is full at now and shrinks shards whose
-// maps hold under a quarter of their peak, returning the buckets dropped.
-// The sweeper calls it; tests call it with a chosen time.
+// tables hold under a quarter of their peak, returning the buckets
+// dropped. The sweeper calls it; tests call it with a chosen time.
 func (s *MemoryStore) Sweep(now time.Time) int {
 	t := now.UnixNano()
 	removed := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k, e := range sh.m {
-			if e.fullAt <= t {
-				delete(sh.m, k)
-				removed++
-			}
-		}
-		if shrink(&sh.peak, len(sh.m)) {
-			m := make(map[Key]*entry, len(sh.m))
-			for k, e := range sh.m {
-				m[k] = e
-			}
-			sh.m = m
+		removed += sh.t.removeFull(t)
+		if shrink(&sh.peak, sh.t.n) {
+			sh.t.resize(sh.t.sizeFor(sh.t.n))
 		}
 		sh.mu.Unlock()
 
@@ -303,4 +320,117 @@ func shrink(peak *int, n int) bool {
 	}
 	*peak = n
 	return true
+}
+
+// minTableSize is the size of a shard's table when its first bucket comes.
+const minTableSize = 8
+
+// slot is one entry of a table: a bucket with its key and the key's hash
+// inline, so that a lookup touches one slot. h is 0 in an empty slot.
+type slot struct {
+	h      uint64
+	fullAt int64 // UnixNano at which b is full again
+	b      Bucket
+	key    Key
+}
+
+// table is an open-addressed hash table with linear probing, keyed by a
+// 64-bit hash (bits 8 and up choose the home slot; the low 8 bits chose the
+// shard) and verified by the full key. Deletion shifts the following
+// entries back, so there are no tombstones. The length of slots is zero or
+// a power of two, and at most three quarters of the slots are used.
+// A table is not safe for concurrent use; its shard's mutex guards it.
+type table struct {
+	slots []slot
+	n     int
+}
+
+func (t *table) home(h uint64) int { return int((h >> 8) & uint64(len(t.slots)-1)) }
+
+// find returns the slot holding key (hash h) and true, or the empty slot
+// where it would go and false; -1 if the table has no slots.
+func (t *table) find(h uint64, key Key) (int, bool) {
+	if len(t.slots) == 0 {
+		return -1, false
+	}
+	mask := len(t.slots) - 1
+	for i := t.home(h); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.h == h && s.key == key {
+			return i, true
+		}
+		if s.h == 0 {
+			return i, false
+		}
+	}
+}
+
+// needsGrow reports whether one more entry would fill more than three
+// quarters of the table.
+func (t *table) needsGrow() bool { return (t.n+1)*4 > len(t.slots)*3 }
+
+// sizeFor returns the table size that holds n entries at most half full,
+// or 0 for none.
+func (t *table) sizeFor(n int) int {
+	if n == 0 {
+		return 0
+	}
+	size := minTableSize
+	for size < 2*n {
+		size *= 2
+	}
+	return size
+}
+
+// resize moves every entry into a table of size slots (a power of two
+// larger than the entries, or 0 when there are none).
+func (t *table) resize(size int) {
+	old := t.slots
+	t.slots = nil
+	if size > 0 {
+		t.slots = make([]slot, size)
+	}
+	mask := size - 1
+	for k := range old {
+		if old[k].h == 0 {
+			continue
+		}
+		i := t.home(old[k].h)
+		for t.slots[i].h != 0 {
+			i = (i + 1) & mask
+		}
+		t.slots[i] = old[k]
+	}
+}
+
+// remove empties slot i and shifts back the entries after it that would
+// otherwise be cut off from their home slot.
+func (t *table) remove(i int) {
+	mask := len(t.slots) - 1
+	for j := (i + 1) & mask; t.slots[j].h != 0; j = (j + 1) & mask {
+		// The entry at j may move to the hole at i unless its home lies
+		// cyclically in (i, j].
+		if home := t.home(t.slots[j].h); (j-home)&mask >= (j-i)&mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = slot{}
+	t.n--
+}
+
+// removeFull removes every entry full at now (UnixNano) and returns how
+// many it removed.
+func (t *table) removeFull(now int64) int {
+	removed := 0
+	for i := 0; i < len(t.slots); {
+		if s := &t.slots[i]; s.h != 0 && s.fullAt <= now {
+			// remove may shift a later entry into i: look at i again.
+			t.remove(i)
+			removed++
+			continue
+		}
+		i++
+	}
+	return removed
 }
