@@ -134,6 +134,8 @@ func TestManyClientIDsClusterStore(t *testing.T) {
 	if err := s.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The sync loop may be flushing some of them at the same time.
+	waitFor(t, 30*time.Second, "every bucket to be written", func() bool { return s.Stats().KVWrites >= int64(ids) })
 	growth := int64(heapInuse()) - int64(base)
 	st := s.Stats()
 	t.Logf("%d IDs in %v: %d KV writes, %d write errors; heap +%d KB (%d B per ID, bound %d incl. NATS)",

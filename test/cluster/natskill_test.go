@@ -23,10 +23,12 @@ import (
 const natsKillTolerance = 1.10
 
 // agreeWithin is how soon every node must see what the others spent on a
-// fresh bucket while a server is down or just restarted: the partition
-// scenario's bound for a node that did not itself lose its connection,
-// plus a reconnect and JetStream leader election margin of one second.
-const agreeWithin = agreeBound + agreeSlack + time.Second
+// fresh bucket while a server is down or just restarted. A node whose
+// watch consumer went with the server notices when its own heartbeats stop
+// coming back (at most three 200 ms heartbeat intervals) and rewatches
+// after a 100 ms pause; then the partition scenario's bound applies; one
+// more second covers the stream's leader election.
+const agreeWithin = 3*200*time.Millisecond + 100*time.Millisecond + agreeBound + agreeSlack + time.Second
 
 // TestNATSServerKilled runs three in-process limiter nodes, each attached
 // first to a different server of a three-server NATS cluster, over an R3
