@@ -306,11 +306,10 @@ func (s *Store) syncLoop() {
 			s.gen.Add(1)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-		if err := s.flush(ctx); err != nil {
+		// flush bounds each chunk by Timeout itself.
+		if err := s.flush(context.Background()); err != nil {
 			s.enterDown()
 		}
-		cancel()
 	}
 }
 

@@ -345,7 +345,11 @@ func (s *Store) flush(ctx context.Context) error {
 			}
 			it.fut = f
 		}
-		ok += s.awaitFlush(ctx, chunk, &firstErr)
+		// Each chunk gets Timeout for its acknowledgements, so a large
+		// flush is not failed by the time its earlier chunks took.
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		ok += s.awaitFlush(cctx, chunk, &firstErr)
+		cancel()
 	}
 	s.stats.kvWrites.Add(int64(ok))
 	if firstErr != nil {
