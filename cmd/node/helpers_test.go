@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,77 +10,24 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-)
 
-// nodeBinary is the node built once for the tests that run it as a
-// subprocess; buildOnce builds it.
-var (
-	buildOnce  sync.Once
-	nodeBinary string
-	buildErr   error
-	buildDir   string
+	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	nodetest.Cleanup()
 	os.Exit(code)
 }
 
-// binary returns the path of the node binary, building it on first use.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "ratethrottle-node-bin-")
-		if buildErr != nil {
-			return
-		}
-		nodeBinary = filepath.Join(buildDir, "node")
-		cmd := exec.Command("go", "build", "-o", nodeBinary, ".")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return nodeBinary
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var openLine = regexp.MustCompile(`open http://([^/\s]+)/`)
-
 // waitAddr waits until out holds the line that names the HTTP address.
-func waitAddr(t *testing.T, out *syncBuffer, exited <-chan struct{}) string {
+func waitAddr(t *testing.T, out *nodetest.Buffer, exited <-chan struct{}) string {
 	t.Helper()
 	var addr string
 	waitFor(t, 30*time.Second, "the node to print its address", func() bool {
@@ -90,11 +36,9 @@ func waitAddr(t *testing.T, out *syncBuffer, exited <-chan struct{}) string {
 			t.Fatalf("node exited early:\n%s", out.String())
 		default:
 		}
-		if m := openLine.FindStringSubmatch(out.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
+		var ok bool
+		addr, ok = nodetest.Addr(out.String())
+		return ok
 	})
 	return addr
 }
@@ -114,7 +58,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // proc is a node started as a subprocess.
 type proc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *nodetest.Buffer
 	addr   string
 	exited chan struct{}
 	err    error
@@ -137,8 +81,8 @@ func cleanEnv(extra ...string) []string {
 // cleanup: SIGTERM, then SIGKILL if it has not exited within 15 seconds.
 func startProc(t *testing.T, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{out: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), args...)
+	p := &proc{out: &nodetest.Buffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(nodetest.Binary(t), args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = cleanEnv(env...)
 	p.cmd.Stdout = p.out
@@ -176,7 +120,7 @@ func (p *proc) stop(t *testing.T) error {
 
 // inProc is a node run in the test process through run.
 type inProc struct {
-	out  *syncBuffer
+	out  *nodetest.Buffer
 	addr string
 	done chan error
 }
@@ -188,7 +132,7 @@ func startInProcess(t *testing.T, args ...string) *inProc {
 	dir := t.TempDir()
 	args = append([]string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, args...)
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &inProc{out: &syncBuffer{}, done: make(chan error, 1)}
+	n := &inProc{out: &nodetest.Buffer{}, done: make(chan error, 1)}
 	exited := make(chan struct{})
 	go func() {
 		n.done <- run(ctx, args, nil, n.out)
@@ -349,7 +293,7 @@ func runBinary(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary(t), args...)
+	cmd := exec.CommandContext(ctx, nodetest.Binary(t), args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()

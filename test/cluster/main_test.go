@@ -3,29 +3,16 @@ package cluster
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 	"go.uber.org/goleak"
-)
-
-// The node binary is built once, on first use, into a temporary directory
-// that TestMain removes.
-var (
-	buildOnce  sync.Once
-	buildDir   string
-	nodeBinary string
-	buildErr   error
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	nodetest.Cleanup()
 	if code == 0 {
 		// Every scenario checks its own goroutines; this catches what a
 		// helper shared between them might leave.
@@ -35,27 +22,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-// binary returns the path of the node binary (cmd/node), building it on
-// first use.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "ratethrottle-cluster-bin-")
-		if buildErr != nil {
-			return
-		}
-		nodeBinary = filepath.Join(buildDir, "node")
-		cmd := exec.Command("go", "build", "-o", nodeBinary, "github.com/ratethrottle/ratethrottle/cmd/node")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/node: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return nodeBinary
 }
 
 // long reports whether the long versions of the scenarios run

@@ -2,14 +2,12 @@ package cluster
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,28 +17,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var openLine = regexp.MustCompile(`open http://([^/\s]+)/`)
 
 // nodeProc is a node binary running as a process against external NATS
 // servers. Restarts reuse its HTTP port, so clients reconnect to the same
@@ -52,7 +31,7 @@ type nodeProc struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	out    *syncBuffer // output of every run, for failure messages
+	out    *nodetest.Buffer // output of every run, for failure messages
 	exited chan struct{}
 	addr   string
 }
@@ -80,7 +59,7 @@ func nodeArgs(id string, urls []string, dataDir string) []string {
 // until it is ready. Cleanup kills it if it still runs.
 func startNode(t *testing.T, id string, urls []string, extra ...string) *nodeProc {
 	t.Helper()
-	n := &nodeProc{t: t, id: id, out: &syncBuffer{}, args: append(nodeArgs(id, urls, t.TempDir()), extra...)}
+	n := &nodeProc{t: t, id: id, out: &nodetest.Buffer{}, args: append(nodeArgs(id, urls, t.TempDir()), extra...)}
 	t.Cleanup(func() {
 		n.kill()
 		if strings.Contains(n.out.String(), "panic:") {
@@ -96,7 +75,7 @@ func (n *nodeProc) start() {
 	t := n.t
 	t.Helper()
 	from := len(n.out.String()) // this run's output starts here
-	cmd := exec.Command(binary(t), n.args...)
+	cmd := exec.Command(nodetest.Binary(t), n.args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = cleanEnv()
 	cmd.Stdout = n.out
@@ -119,11 +98,9 @@ func (n *nodeProc) start() {
 			t.Fatalf("node %s exited early:\n%s", n.id, n.out.String())
 		default:
 		}
-		if m := openLine.FindStringSubmatch(n.out.String()[from:]); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
+		var ok bool
+		addr, ok = nodetest.Addr(n.out.String()[from:])
+		return ok
 	})
 	n.mu.Lock()
 	n.addr = addr
