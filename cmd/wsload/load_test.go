@@ -165,3 +165,28 @@ func TestRealMainRefusesRemote(t *testing.T) {
 		t.Fatalf("err = %v, want a refusal", err)
 	}
 }
+
+// TestRunHoldsIdleConnections opens connections that join no room and
+// sends nothing, as the connection-count measurement does.
+func TestRunHoldsIdleConnections(t *testing.T) {
+	srv := startNode(t, openLimits, wshandler.Config{})
+	target, err := ParseTarget(srv.URL, false, "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), Config{
+		Targets: []Target{target}, Conns: 20, Sources: 2, Rate: 100,
+		Duration: 100 * time.Millisecond, Settle: time.Millisecond, Drain: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Established != 20 || res.Sent != 0 || res.Targets[0].Established != 20 {
+		t.Fatalf("established %d, sent %d", res.Established, res.Sent)
+	}
+	var out bytes.Buffer
+	WriteReport(&out, res)
+	if !strings.Contains(out.String(), "held idle") {
+		t.Errorf("report:\n%s", out.String())
+	}
+}

@@ -74,8 +74,10 @@ func realMain(args []string, out, log io.Writer) error {
 		}
 		cfg.Targets = append(cfg.Targets, t)
 	}
-	if got, err := raiseFileLimit(uint64(cfg.Conns) + 1024); err != nil || got < uint64(cfg.Conns)+64 {
-		fmt.Fprintf(log, "warning: open-file limit %d is below %d connections (%v)\n", got, cfg.Conns, err)
+	if got, err := raiseFileLimit(uint64(cfg.Conns) + 1024); err != nil {
+		fmt.Fprintf(log, "warning: open-file limit %d: %v\n", got, err)
+	} else if got < uint64(cfg.Conns)+64 {
+		fmt.Fprintf(log, "warning: open-file limit %d leaves fewer than 64 descriptors beyond %d connections\n", got, cfg.Conns)
 	}
 	cfg.Log = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -38,7 +38,11 @@ func WriteReport(w io.Writer, res *Result) {
 	row := func(k, f string, a ...any) { fmt.Fprintf(tw, "%s\t"+f+"\n", append([]any{k}, a...)...) }
 	row("targets", "%d", len(cfg.Targets))
 	row("connections", "%d established of %d (%d joined) in %v", res.Established, res.Attempted, res.Joined, res.ConnectTime.Round(time.Millisecond))
-	row("rooms", "%d, %d sender(s) each, %.0f msg/s offered, %d-byte frames", cfg.Rooms, cfg.SendersPerRoom, cfg.Rate, cfg.Size)
+	if cfg.Rooms == 0 {
+		row("rooms", "none: connections held idle")
+	} else {
+		row("rooms", "%d, %d sender(s) each, %.0f msg/s offered, %d-byte frames", cfg.Rooms, cfg.SendersPerRoom, cfg.Rate, cfg.Size)
+	}
 	row("send phase", "%v", res.SendTime.Round(time.Millisecond))
 	row("sent", "%d (%.0f/s)", res.Sent, res.SentPerSec())
 	ratio := 0.0
