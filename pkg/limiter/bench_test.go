@@ -11,14 +11,19 @@ import (
 	"golang.org/x/time/rate"
 )
 
-const benchKeys = 100_000
+// benchKeys is the number of distinct keys of the keyed benchmarks, more
+// than the CPU caches hold; hotKeys is a number whose buckets fit in them.
+const (
+	benchKeys = 100_000
+	hotKeys   = 1_000
+)
 
 // benchSpec is the limit every keyed benchmark applies: 6000 a minute
 // (100/s) with a burst of 100, for both the store and the baseline.
 var benchSpec = Spec{Limit: 6000, Per: time.Minute, Burst: 100}
 
-func benchKeyNames() []string {
-	names := make([]string, benchKeys)
+func benchKeyNames(n int) []string {
+	names := make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("client-%d", i)
 	}
@@ -36,14 +41,16 @@ func nextIndex(i *uint64) int {
 
 // BenchmarkTake measures the sharded store on 100,000 distinct keys. The
 // "clock" case reads time.Now per call like the baseline does; "fixed" is
-// the core cost when the caller passes the time in.
+// the core cost when the caller passes the time in. "fixed-1k" is "fixed"
+// on 1,000 keys, whose buckets stay in the CPU caches: the cost of the
+// store's own work without the memory latency of a cold key.
 func BenchmarkTake(b *testing.B) {
-	names := benchKeyNames()
+	names := benchKeyNames(benchKeys)
 	keys := make([]Key, benchKeys)
 	for i, n := range names {
 		keys[i] = Key{Kind: KindMessages, ID: n}
 	}
-	run := func(b *testing.B, fixed bool) {
+	run := func(b *testing.B, fixed bool, keys []Key) {
 		s := NewMemoryStore(MemoryStoreConfig{SweepInterval: -1})
 		start := time.Now()
 		for _, k := range keys {
@@ -58,21 +65,28 @@ func BenchmarkTake(b *testing.B) {
 				if !fixed {
 					now = time.Now()
 				}
-				s.TakeAt(keys[nextIndex(&i)], benchSpec, now, 1)
+				s.TakeAt(keys[nextIndex(&i)%len(keys)], benchSpec, now, 1)
 			}
 		})
 	}
-	b.Run("clock", func(b *testing.B) { run(b, false) })
-	b.Run("fixed", func(b *testing.B) { run(b, true) })
+	b.Run("clock", func(b *testing.B) { run(b, false, keys) })
+	b.Run("fixed", func(b *testing.B) { run(b, true, keys) })
+	b.Run("fixed-1k", func(b *testing.B) { run(b, true, keys[:hotKeys]) })
 }
 
 // BenchmarkBaselineXTimeRate is what a user writes without this package:
 // a map of x/time/rate limiters under one mutex, same keys, same limit,
 // same clock reads.
-func BenchmarkBaselineXTimeRate(b *testing.B) {
-	names := benchKeyNames()
+func BenchmarkBaselineXTimeRate(b *testing.B) { benchBaseline(b, benchKeys) }
+
+// BenchmarkBaselineXTimeRate1k is the baseline on the 1,000 keys of
+// BenchmarkTake/fixed-1k.
+func BenchmarkBaselineXTimeRate1k(b *testing.B) { benchBaseline(b, hotKeys) }
+
+func benchBaseline(b *testing.B, nkeys int) {
+	names := benchKeyNames(nkeys)
 	var mu sync.Mutex
-	m := make(map[string]*rate.Limiter, benchKeys)
+	m := make(map[string]*rate.Limiter, nkeys)
 	get := func(k string) *rate.Limiter {
 		mu.Lock()
 		defer mu.Unlock()
@@ -92,7 +106,7 @@ func BenchmarkBaselineXTimeRate(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := seq.Add(rand.Uint64())
 		for pb.Next() {
-			k := names[nextIndex(&i)]
+			k := names[nextIndex(&i)%nkeys]
 			mu.Lock()
 			l := m[k]
 			if l == nil {

@@ -105,12 +105,15 @@ func (s *MemoryStore) Close() error {
 
 // hash returns the 64-bit hash of k, never 0 (the mark of an empty slot).
 // Its low bits choose the shard, the rest the slot in the shard's table.
+// The kind changes only the slot bits, so that the buckets of every kind
+// for one ID (a client's message and byte buckets, which CheckMessage
+// takes together) share a shard and the cache line of its lock.
 func (s *MemoryStore) hash(k Key) uint64 {
 	h := maphash.String(s.seed, k.ID)
 	if k.Scope != "" {
 		h ^= maphash.String(s.seed, k.Scope) * 0x9e3779b97f4a7c15
 	}
-	h ^= maphash.String(s.seed, string(k.Kind)) * 0xbf58476d1ce4e5b9
+	h ^= (maphash.String(s.seed, string(k.Kind)) * 0xbf58476d1ce4e5b9) &^ (storeShards - 1)
 	if h == 0 {
 		h = 1
 	}

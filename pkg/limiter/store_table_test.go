@@ -144,3 +144,20 @@ func TestTakeAtAllocatesNothing(t *testing.T) {
 		t.Fatalf("TakeAt allocates %v times per call", a)
 	}
 }
+
+// TestMemoryStoreKindsShareShard guards the locality CheckMessage relies
+// on: the buckets of every kind for one ID live in one shard.
+func TestMemoryStoreKindsShareShard(t *testing.T) {
+	t.Parallel()
+	s := NewMemoryStore(MemoryStoreConfig{SweepInterval: -1})
+	defer s.Close()
+	for i := 0; i < 100; i++ {
+		id := fmt.Sprintf("client-%d", i)
+		want := s.shard(s.hash(Key{Kind: KindMessages, ID: id}))
+		for _, k := range []Kind{KindBytes, KindConnectionRate, "room_member"} {
+			if got := s.shard(s.hash(Key{Kind: k, ID: id})); got != want {
+				t.Fatalf("%s: kind %s in another shard than %s", id, k, KindMessages)
+			}
+		}
+	}
+}
