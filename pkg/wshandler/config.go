@@ -53,9 +53,10 @@ type Config struct {
 	// Upgrader upgrades admitted requests. Nil means a websocket.Upgrader
 	// with its defaults (which refuse cross-origin requests).
 	Upgrader *websocket.Upgrader
-	// RejectWithClose makes a refused connection upgrade and then close
-	// with 1008 and the reason, for browser clients that cannot read an
-	// HTTP status, instead of getting HTTP 429 or 403.
+	// RejectWithClose makes a refused connection upgrade, receive the
+	// error frame of its refusal (with retry_after_ms) and then close with
+	// 1008 and the reason, for browser clients that cannot read an HTTP
+	// status, instead of getting HTTP 429 or 403.
 	RejectWithClose bool
 
 	// OnConnect, if set, is called on the connection's goroutine once it is

@@ -145,16 +145,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // reject answers a refused connection: 403 for a ban, 503 when the store is
 // unavailable, 429 with Retry-After otherwise; or, with RejectWithClose, an
-// upgrade and a 1008 close carrying the reason.
+// upgrade, the error frame (with retry_after_ms, which a close reason has no
+// room for) and a 1008 close carrying the reason.
 func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d limiter.Decision) {
 	if h.cfg.RejectWithClose {
 		ws, err := h.up.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
+		deadline := time.Now().Add(h.cfg.WriteTimeout)
+		_ = ws.SetWriteDeadline(deadline)
+		_ = ws.WriteMessage(websocket.TextMessage, rejectBody(d))
 		_ = ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.ClosePolicyViolation, string(d.Reason)),
-			time.Now().Add(h.cfg.WriteTimeout))
+			deadline)
 		_ = ws.Close()
 		return
 	}

@@ -94,6 +94,20 @@ func TestAdmissionRejectWithClose(t *testing.T) {
 	n := newNode(t, Config{OnMessage: echo, RejectWithClose: true}, limiter.Limits{ConnectionsPerMinute: 1})
 	dial(t, n)
 	c := dial(t, n) // the upgrade succeeds...
+	// ...then an error frame tells the wait, which a close reason cannot.
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	_, b, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("no error frame before the close: %v", err)
+	}
+	var f struct {
+		Type, Error  string
+		RetryAfterMS int64 `json:"retry_after_ms"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil || f.Type != TypeError ||
+		f.Error != string(limiter.ReasonConnectionRateExceeded) || f.RetryAfterMS < 59_000 || f.RetryAfterMS > 60_000 {
+		t.Errorf("error frame %s (%v), want connection_rate_exceeded with retry_after_ms about 60000", b, err)
+	}
 	ce := closeCode(t, c)
 	if ce.Code != websocket.ClosePolicyViolation || ce.Text != string(limiter.ReasonConnectionRateExceeded) {
 		t.Errorf("close %d %q, want 1008 connection_rate_exceeded", ce.Code, ce.Text)

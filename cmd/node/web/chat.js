@@ -15,7 +15,7 @@
     too_many_denials: "Closed after repeated rate-limit violations.",
     store_unavailable: "The cluster store is unavailable.",
   };
-  let ws = null, room = "", name = "", opened = false, joined = false, timer = null, seq = 0;
+  let ws = null, room = "", name = "", opened = false, joined = false, timer = null, seq = 0, lastRetryMs = 0;
 
   function setStatus(state, text) { const s = $("status"); s.dataset.state = state; s.textContent = text; }
 
@@ -66,6 +66,7 @@
     if (ws) ws.close(1000);
     opened = false;
     joined = false;
+    lastRetryMs = 0;
     $("notice").hidden = true;
     setStatus("connecting", "Connecting…");
     const proto = location.protocol === "https:" ? "wss://" : "ws://";
@@ -95,6 +96,7 @@
           break;
         }
         case "error":
+          lastRetryMs = f.retry_after_ms || 0;
           if (f.retry_after_ms !== undefined) rateNotice(f.error, f.retry_after_ms);
           else notice("closed", (explain[f.error] || "Refused: ") + " (" + f.error + ")", f.error);
           break;
@@ -107,7 +109,9 @@
       const reason = ev.reason || "";
       let text;
       if (ev.code === 1008 && !joined) {
-        text = "Connection refused: " + (explain[reason] || reason);
+        // A refused connection gets an error frame with the wait first.
+        text = "Connection refused: " + (explain[reason] || reason) +
+          (lastRetryMs > 0 ? " Try again in " + Math.ceil(lastRetryMs / 1000) + " s." : "");
       } else if (ev.code === 1008) {
         text = "Connection closed: " + (explain[reason] || reason);
       } else if (ev.code === 1001) {
