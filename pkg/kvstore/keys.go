@@ -50,3 +50,8 @@ func splitLast(key string) (head, last string, ok bool) {
 	}
 	return key[:i], key[i+1:], true
 }
+
+// previousRun is the name under which a node's counters written by an
+// earlier run of the same node ID are applied. "~" is outside the token
+// alphabet, so it names no real node.
+func previousRun(nodeTok string) string { return nodeTok + "~" }

@@ -95,8 +95,19 @@ func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now tim
 	s.index.mu.Lock()
 	if p := s.index.pending[e.base]; p != nil {
 		delete(s.index.pending, e.base)
+		// Each writer's unrefilled consumption refills at the full rate in
+		// its own reckoning, so their sum understates the deficit of a
+		// bucket that several nodes drain together. The writers' views of
+		// the level, refilled since they were written, do not: start from
+		// the lowest of them if it is lower.
+		capacity := float64(spec.Capacity())
+		level := capacity
 		for node, pc := range p {
 			s.applyRemote(e, node, &pc.c, now, pc.recv)
+			level = min(level, pc.c.level+rate(spec)*float64(now.UnixNano()-pc.c.at))
+		}
+		if short := e.b.TokensAt(spec, now) - level; short > 0 {
+			e.b.DebitAt(spec, now, short)
 		}
 	}
 	s.index.m[e.base] = e
@@ -318,7 +329,8 @@ func (s *Store) flush(ctx context.Context) error {
 			e.flushedAt = t
 			s.renew(e, e.spec, now, s.gen.Load()+1)
 			c := counter{epoch: s.epoch, cum: e.taken, at: t, demand: e.demandRate, spec: e.spec, reserved: e.allow,
-				unrefilled: max(float64(e.spec.Capacity())-e.own.TokensAt(e.spec, now), 0)}
+				unrefilled: max(float64(e.spec.Capacity())-e.own.TokensAt(e.spec, now), 0),
+				level:      e.b.TokensAt(e.spec, now)}
 			e.flushed = e.taken
 			items = append(items, flushItem{e: e, sh: sh, data: c.marshal(make([]byte, 0, counterSize))})
 		}

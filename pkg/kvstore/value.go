@@ -8,7 +8,7 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-const valueVersion = 1
+const valueVersion = 2
 
 // counter is the value of one node's counter of a Global bucket: a
 // grow-only cumulative consumption within the writer's epoch (a process
@@ -20,10 +20,11 @@ type counter struct {
 	unrefilled float64 // writer's own consumption not yet refilled at `at`
 	demand     float64 // writer's requested tokens per second, smoothed
 	reserved   float64 // allowance the writer holds and may still spend
+	level      float64 // writer's view of the bucket's tokens at `at` (negative in debt)
 	spec       limiter.Spec
 }
 
-const counterSize = 1 + 9*8
+const counterSize = 1 + 10*8
 
 func (c *counter) marshal(b []byte) []byte {
 	b = append(b[:0], valueVersion)
@@ -33,6 +34,7 @@ func (c *counter) marshal(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.unrefilled))
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.demand))
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.reserved))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.level))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Limit))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Per))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Burst))
@@ -50,8 +52,10 @@ func (c *counter) unmarshal(b []byte) bool {
 	c.unrefilled = math.Float64frombits(u(3))
 	c.demand = math.Float64frombits(u(4))
 	c.reserved = math.Float64frombits(u(5))
-	c.spec = limiter.Spec{Limit: int64(u(6)), Per: time.Duration(u(7)), Burst: int64(u(8))}
+	c.level = math.Float64frombits(u(6))
+	c.spec = limiter.Spec{Limit: int64(u(7)), Per: time.Duration(u(8)), Burst: int64(u(9))}
 	return c.cum >= 0 && !math.IsNaN(c.unrefilled) && !math.IsNaN(c.demand) && !math.IsNaN(c.reserved) &&
+		!math.IsNaN(c.level) &&
 		c.spec.Validate() == nil
 }
 

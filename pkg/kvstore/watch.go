@@ -74,13 +74,20 @@ func (s *Store) apply(e jetstream.KeyValueEntry) {
 	switch {
 	case strings.HasPrefix(key, "b."):
 		head, nodeTok, ok := splitLast(key)
-		if !ok || nodeTok == s.nodeTok || removed {
+		var c counter
+		if !ok || removed || !c.unmarshal(e.Value()) {
 			return
 		}
-		var c counter
-		if c.unmarshal(e.Value()) {
-			s.applyCounter(head, nodeTok, &c)
+		if nodeTok == s.nodeTok {
+			if c.epoch == s.epoch {
+				return // this run's own writes
+			}
+			// A previous run of this node: what it consumed and has not
+			// refilled still counts, like another node's consumption. It
+			// spends nothing any more, so it holds no allowance or demand.
+			nodeTok, c.reserved, c.demand = previousRun(nodeTok), 0, 0
 		}
+		s.applyCounter(head, nodeTok, &c)
 	case strings.HasPrefix(key, "c."):
 		head, nodeTok, ok := splitLast(key)
 		if !ok || nodeTok == s.nodeTok {

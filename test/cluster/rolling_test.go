@@ -2,16 +2,19 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 const (
-	// rollingSteady is docs/ACCURACY.md's Global steady-state bound on
-	// admitted/ideal.
-	rollingSteady = 1.02
+	// rollingCold is docs/ACCURACY.md's Global cold-burst bound on
+	// admitted/ideal: every restart is a cold start of one node's view.
+	rollingCold = 1.10
 	// deliveryWindow is how long before and after a message's echo to its
 	// sender a member must have been connected for the message to count
 	// as owed to it. Outside it a miss is a counted drop (the member's
@@ -141,6 +144,7 @@ func TestRollingRestart(t *testing.T) {
 	var sent, denied atomic.Int64
 	var floodMu sync.Mutex
 	admittedIDs := map[string]bool{}
+	var arrivals []time.Time // when each flood message was sent, for the ideal
 	const flooder = "203.0.113.99"
 	for _, n := range nodes {
 		wg.Go(func() {
@@ -171,6 +175,9 @@ func TestRollingRestart(t *testing.T) {
 							return
 						}
 						sent.Add(1)
+						floodMu.Lock()
+						arrivals = append(arrivals, time.Now())
+						floodMu.Unlock()
 					}
 				},
 			}).run(stop)
@@ -195,18 +202,28 @@ func TestRollingRestart(t *testing.T) {
 	stop = make(chan struct{})
 	elapsed := time.Since(start)
 
-	// Limit across the restarts. A restarted node is cold: it learns the
-	// bucket from the others' counters, which carry only their own
-	// consumption not yet refilled at the full rate, so it sees the
-	// bucket nearly full and spends its first allowance, an even split
-	// of the burst. Bound: the steady-state ratio plus that much per
-	// restart.
+	// Limit across the restarts. The ideal is one exact bucket fed the
+	// flood's arrivals: the flooder's connections are closed after too
+	// many denials and reconnect, so it does not offer load all the time.
+	// Every restart is a cold start of the node's view of the bucket,
+	// which it takes from the lowest level the other nodes (and its own
+	// previous run) last wrote, so the bound is docs/ACCURACY.md's cold
+	// burst tolerance, 1.10 x ideal.
 	restarts := 3 * rounds
-	ideal := float64(floodBurst) + float64(floodPerMinute)/60*elapsed.Seconds()
-	bound := rollingSteady*ideal + float64(restarts)*float64(floodBurst)/3
+	spec := limiter.Spec{Limit: floodPerMinute, Per: time.Minute, Burst: floodBurst}
+	var exact limiter.Bucket
+	idealN := 0
+	slices.SortFunc(arrivals, func(a, b time.Time) int { return a.Compare(b) })
+	for _, at := range arrivals {
+		if exact.TakeAt(spec, at, 1).OK {
+			idealN++
+		}
+	}
+	ideal := float64(idealN)
+	bound := rollingCold * ideal
 	admitted := float64(len(admittedIDs))
-	t.Logf("flooder: sent %d over %v, denied %d, admitted (echoed) %.0f; ideal %.0f: admitted/ideal %.3f; bound %.0f (%.2f x ideal + %d restarts x burst/3)",
-		sent.Load(), elapsed.Round(time.Millisecond), denied.Load(), admitted, ideal, admitted/ideal, bound, rollingSteady, restarts)
+	t.Logf("flooder: sent %d over %v, denied %d, admitted (echoed) %.0f; ideal %.0f: admitted/ideal %.3f; bound %.0f (%.2f x ideal, %d restarts)",
+		sent.Load(), elapsed.Round(time.Millisecond), denied.Load(), admitted, ideal, admitted/ideal, bound, rollingCold, restarts)
 	if admitted > bound {
 		t.Errorf("flooder: %.0f messages admitted, bound %.0f", admitted, bound)
 	}
