@@ -190,3 +190,32 @@ func TestRunHoldsIdleConnections(t *testing.T) {
 		t.Errorf("report:\n%s", out.String())
 	}
 }
+
+// TestRunSpreadsOverTargets checks that connections go to every target in
+// turn and that each target's memory is read on its own.
+func TestRunSpreadsOverTargets(t *testing.T) {
+	var targets []Target
+	for i := 0; i < 2; i++ {
+		srv := startNode(t, openLimits, wshandler.Config{})
+		tg, err := ParseTarget(srv.URL, false, "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, tg)
+	}
+	res, err := Run(context.Background(), Config{
+		Targets: targets, Conns: 11, Sources: 3,
+		Duration: 50 * time.Millisecond, Settle: time.Millisecond, Drain: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Established != 11 || res.Targets[0].Established != 6 || res.Targets[1].Established != 5 {
+		t.Fatalf("established %d: %d and %d per target", res.Established, res.Targets[0].Established, res.Targets[1].Established)
+	}
+	for i, tr := range res.Targets {
+		if tr.ScrapeErr != nil || tr.Connected.At.IsZero() {
+			t.Errorf("target %d: metrics %v", i, tr.ScrapeErr)
+		}
+	}
+}
