@@ -81,16 +81,5 @@ func tryJoin(t *testing.T, addr string) string {
 		return err.Error()
 	}
 	defer c.ws.Close()
-	if err := c.send(map[string]any{"type": "join", "room": "lobby"}); err != nil {
-		return err.Error()
-	}
-	f, err := c.read(10 * time.Second)
-	var ce *websocket.CloseError
-	switch {
-	case err == nil:
-		return f["type"].(string)
-	case errors.As(err, &ce):
-		return ce.Text
-	}
-	return err.Error()
+	return c.joinOutcome("lobby")
 }

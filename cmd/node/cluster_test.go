@@ -2,14 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/gorilla/websocket"
 )
 
 // admitted dials /ws on addr and joins a room: true if the node admits the
@@ -22,19 +19,15 @@ func admitted(t *testing.T, addr string) bool {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	defer c.ws.Close()
-	if err := c.send(map[string]any{"type": "join", "room": "probe"}); err != nil {
-		t.Fatal(err)
-	}
-	f, err := c.read(10 * time.Second)
-	var ce *websocket.CloseError
-	switch {
-	case err == nil && f["type"] == "joined":
+	switch got := c.joinOutcome("probe"); got {
+	case "joined":
 		return true
-	case errors.As(err, &ce) && ce.Code == websocket.ClosePolicyViolation && ce.Text == "connection_rate_exceeded":
+	case "connection_rate_exceeded":
+		return false
+	default:
+		t.Fatalf("join on %s: %s", addr, got)
 		return false
 	}
-	t.Fatalf("join on %s: frame %v, error %v", addr, f, err)
-	return false
 }
 
 // TestBinaryCluster runs three node processes on one machine whose embedded

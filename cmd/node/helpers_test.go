@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -298,4 +299,33 @@ func runBinary(t *testing.T, args ...string) (string, error) {
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// joinOutcome sends a join for room and returns "joined", or the reason of
+// the 1008 close that refuses the connection, after checking that the
+// error frame sent before the close names the same reason and the wait.
+func (c *wsClient) joinOutcome(room string) string {
+	c.t.Helper()
+	if err := c.send(map[string]any{"type": "join", "room": room}); err != nil {
+		return err.Error()
+	}
+	var refusal map[string]any
+	for range 3 {
+		f, err := c.read(10 * time.Second)
+		var ce *websocket.CloseError
+		switch {
+		case err == nil && f["type"] == "joined":
+			return "joined"
+		case err == nil && f["type"] == "error" && refusal == nil:
+			refusal = f
+		case errors.As(err, &ce) && ce.Code == websocket.ClosePolicyViolation:
+			if refusal == nil || refusal["error"] != ce.Text {
+				c.t.Errorf("close 1008 %q came after error frame %v, want one naming the same reason", ce.Text, refusal)
+			}
+			return ce.Text
+		default:
+			return fmt.Sprintf("frame %v, error %v", f, err)
+		}
+	}
+	return "no join answer or close in 3 frames"
 }
