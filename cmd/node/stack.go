@@ -118,7 +118,6 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		Broker:          broker,
 		NodeID:          n.id,
 		Rooms:           map[string]wshandler.RoomLimits{},
-		Upgrader:        &websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096},
 	}
 	for _, r := range cfg.Rooms {
 		switch {
