@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratethrottle/ratethrottle/internal/wait"
+
 	"github.com/gorilla/websocket"
 
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
@@ -44,17 +46,8 @@ func waitAddr(t *testing.T, out *nodetest.Buffer, exited <-chan struct{}) string
 	return addr
 }
 
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor polls a condition with a deadline (internal/wait).
+var waitFor = wait.For
 
 // proc is a node started as a subprocess.
 type proc struct {

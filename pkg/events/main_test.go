@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratethrottle/ratethrottle/internal/wait"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -18,21 +20,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor polls cond every 5 ms until it holds or timeout passes, and fails
-// the test with msg if it never does.
-func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls a condition with a deadline (internal/wait).
+var waitFor = wait.For
 
 // startServer starts an embedded NATS server with JetStream on loopback and
 // shuts it down when the test ends.

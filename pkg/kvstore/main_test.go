@@ -2,7 +2,8 @@ package kvstore
 
 import (
 	"testing"
-	"time"
+
+	"github.com/ratethrottle/ratethrottle/internal/wait"
 
 	"github.com/nats-io/nats.go"
 
@@ -13,18 +14,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor polls cond every few milliseconds until it holds or timeout
-// passes, then fails the test with msg.
-func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls a condition with a deadline (internal/wait).
+var waitFor = wait.For
 
 func dialBench(b *testing.B, url string) *nats.Conn {
 	b.Helper()

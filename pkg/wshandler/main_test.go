@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratethrottle/ratethrottle/internal/wait"
+
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"go.uber.org/goleak"
@@ -19,18 +21,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor polls cond every few milliseconds until it holds or timeout
-// passes, then fails the test with msg.
-func waitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls a condition with a deadline (internal/wait).
+var waitFor = wait.For
 
 // ioTimeout bounds every read and write a test client makes.
 const ioTimeout = 5 * time.Second

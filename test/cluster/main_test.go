@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"os"
 	"testing"
-	"time"
+
+	"github.com/ratethrottle/ratethrottle/internal/wait"
 
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 	"go.uber.org/goleak"
@@ -36,20 +37,8 @@ func pick[T any](short, longer T) T {
 	return short
 }
 
-// waitFor polls cond every 10 ms until it holds, and returns how long that
-// took; after timeout it fails the test naming what it waited for.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
+// waitFor polls a condition with a deadline (internal/wait).
+var waitFor = wait.For
 
 // checkGoroutines records the goroutines running now and, at cleanup
 // (after every cleanup registered later), fails the test if others are

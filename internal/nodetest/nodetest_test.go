@@ -1,0 +1,18 @@
+package nodetest
+
+import "testing"
+
+func TestAddr(t *testing.T) {
+	if _, ok := Addr("starting...\n"); ok {
+		t.Fatal("address found in output without the open line")
+	}
+	out := "level=INFO msg=started\nRateThrottle node n1: open http://127.0.0.1:8081/ (dashboard http://127.0.0.1:8081/dashboard)\n"
+	if got, ok := Addr(out); !ok || got != "127.0.0.1:8081" {
+		t.Fatalf("Addr = %q, %v; want 127.0.0.1:8081", got, ok)
+	}
+	var b Buffer
+	_, _ = b.Write([]byte("abc"))
+	if b.String() != "abc" {
+		t.Fatalf("Buffer holds %q", b.String())
+	}
+}
