@@ -51,7 +51,8 @@ type Config struct {
 	// checks go to the Limiter's sinks.
 	Sink limiter.ViolationSink
 	// Upgrader upgrades admitted requests. Nil means a websocket.Upgrader
-	// with its defaults (which refuse cross-origin requests).
+	// with its defaults (which refuse cross-origin requests) and a shared
+	// write buffer pool, so that idle connections hold no write buffer.
 	Upgrader *websocket.Upgrader
 	// RejectWithClose makes a refused connection upgrade, receive the
 	// error frame of its refusal (with retry_after_ms) and then close with

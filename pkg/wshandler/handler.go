@@ -68,7 +68,10 @@ func New(cfg Config) (*Handler, error) {
 		h.ownLim = true
 	}
 	if h.up == nil {
-		h.up = &websocket.Upgrader{}
+		// Buffers for writes come from a pool shared by every connection
+		// and go back after each message, so an idle connection holds no
+		// write buffer; reads reuse the buffer net/http has already.
+		h.up = &websocket.Upgrader{WriteBufferPool: writeBuffers}
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h, nil
@@ -83,8 +86,11 @@ func rejectBody(d limiter.Decision) []byte {
 	return append(appendErrorFrame(nil, e), '\n')
 }
 
-// ServeHTTP admits, upgrades and serves one WebSocket connection. It
-// returns when the connection has ended.
+// ServeHTTP admits and upgrades one WebSocket connection, then returns: the
+// connection is served on a goroutine of its own until it ends, and
+// Shutdown waits for it. Returning frees what net/http holds for the
+// request (its goroutine's stack, the request and its contexts) for the
+// connection's whole life.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	closed := h.closed
@@ -140,7 +146,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = h.lim.UnregisterConnection(h.ctx, id)
 		return
 	}
-	c.serve()
+	go c.serve()
 }
 
 // reject answers a refused connection: 403 for a ban, 503 when the store is
@@ -327,3 +333,6 @@ func (h *Handler) Stats() Stats {
 	return Stats{Connections: n, Rooms: rooms, Rejected: h.rejected.Load(), Denials: h.denials.Load(),
 		Overflows: h.overflows.Load(), PublishErrors: h.publishErrors.Load()}
 }
+
+// writeBuffers is the write buffer pool of the default Upgrader.
+var writeBuffers = &sync.Pool{}
