@@ -153,7 +153,7 @@ func limitField(l *limiter.Limits, name string) *int64 {
 	panic("unknown limit field " + name)
 }
 
-// Embedded reports whether the node runs its own NATS server.
+// EmbeddedNATS reports whether the node runs its own NATS server.
 func (c *Config) EmbeddedNATS() bool { return len(c.NATS.URLs) == 0 }
 
 // Clustered reports whether the embedded server routes to other nodes.
