@@ -61,16 +61,20 @@ func (l *Limiter) Statistics() Statistics {
 
 // ConnectionInfo describes one registered connection.
 type ConnectionInfo struct {
+	// ConnectionID is the ID the connection was registered under.
 	ConnectionID string
-	ClientID     string
-	ConnectedAt  time.Time
+	// ClientID is the client the connection belongs to.
+	ClientID string
+	// ConnectedAt is when the connection was registered.
+	ConnectedAt time.Time
 	// MessageCount and BytesReceived count the allowed messages and their
 	// payload bytes.
 	MessageCount  int64
 	BytesReceived int64
 	// LastMessageAt is the time of the last allowed message; zero if none.
 	LastMessageAt time.Time
-	Metadata      map[string]string
+	// Metadata is the metadata given at registration.
+	Metadata map[string]string
 }
 
 // ConnectionInfo returns what the Limiter knows of connID, and false if it

@@ -26,9 +26,13 @@ const (
 
 // Violation describes one denied request. It never carries a message body.
 type Violation struct {
-	Type         ViolationType
-	Reason       Reason
-	Time         time.Time
+	// Type is the kind of limit that was broken.
+	Type ViolationType
+	// Reason is the reason of the denying Decision.
+	Reason Reason
+	// Time is when the request was decided.
+	Time time.Time
+	// ClientID is the client that made the request.
 	ClientID     string
 	ConnectionID string // empty for connection-level violations
 	Room         string // set by room layers
@@ -41,7 +45,9 @@ type Violation struct {
 	Current int64
 	// Remaining is what was left of the limit: tokens, or bytes for
 	// bandwidth.
-	Remaining  int64
+	Remaining int64
+	// RetryAfter is the denying Decision's RetryAfter: zero when unknown
+	// (a concurrent-connection cap), Never when no wait can help.
 	RetryAfter time.Duration
 	// Metadata is the connection's metadata, when it has any. Receivers
 	// must not modify it.
