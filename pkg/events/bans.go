@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratethrottle/ratethrottle/internal/kvwatch"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -225,7 +226,7 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 		return nil, fmt.Errorf("events: watch ban bucket: %w", err)
 	}
 	if err := b.load(ctx, w); err != nil {
-		stopWatcher(w)
+		kvwatch.Stop(w, 2*time.Second)
 		b.cancelWatch()
 		return nil, err
 	}
@@ -465,7 +466,7 @@ func (b *Bans) run(w jetstream.KeyWatcher) {
 		select {
 		case <-b.stop:
 			if w != nil {
-				stopWatcher(w)
+				kvwatch.Stop(w, 2*time.Second)
 			}
 			b.cancelWatch()
 			return
@@ -488,24 +489,6 @@ func (b *Bans) run(w jetstream.KeyWatcher) {
 			}
 		case <-sweep.C:
 			b.sweep(b.cfg.Now())
-		}
-	}
-}
-
-// stopWatcher stops w and empties its channel, so that the NATS callback
-// that feeds it is never left blocked on a full channel. Bounded in time.
-func stopWatcher(w jetstream.KeyWatcher) {
-	_ = w.Stop()
-	deadline := time.NewTimer(2 * time.Second)
-	defer deadline.Stop()
-	for {
-		select {
-		case _, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-		case <-deadline.C:
-			return
 		}
 	}
 }

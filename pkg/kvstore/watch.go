@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/kvwatch"
 )
 
 // watchLoop runs the KV watch of counters, connection counts and
@@ -21,7 +22,7 @@ func (s *Store) watchLoop(ready chan struct{}) {
 		w, err := s.kv.WatchFiltered(ctx, []string{watchCounters, watchConns, watchNodes})
 		if err == nil {
 			err = s.consume(w, markReady)
-			_ = w.Stop()
+			kvwatch.Stop(w, s.cfg.Timeout)
 		}
 		cancel()
 		if err == errStopped {
