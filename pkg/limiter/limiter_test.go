@@ -485,9 +485,11 @@ func (*failingStore) Acquire(context.Context, string, int64) (int64, bool, error
 func TestStoreUnavailable(t *testing.T) {
 	t.Parallel()
 	fs := &failingStore{}
+	sink := &recordSink{}
 	l, _ := newTestLimiter(t, Limits{ConnectionsPerMinute: 1, MessagesPerMinute: 5, MessageScope: PerClient}, func(c *Config) {
 		c.Store = fs
 		c.Slots = NewMemoryStore(MemoryStoreConfig{SweepInterval: -1})
+		c.Sink = sink
 	})
 	d, err := l.Connect(ctx, "c1", "tia", nil)
 	require.NoError(t, err)
@@ -495,6 +497,15 @@ func TestStoreUnavailable(t *testing.T) {
 	require.NoError(t, l.RegisterConnection(ctx, "c1", "tia", nil))
 	require.Equal(t, ReasonStoreUnavailable, l.CheckMessage(ctx, "c1", 1).Reason)
 	require.Nil(t, l.own, "both stores given: the limiter owns none")
+	// Both denials reach the sink as store_unavailable violations.
+	vs := sink.all()
+	require.Len(t, vs, 2)
+	for _, v := range vs {
+		require.Equal(t, ViolationStoreUnavailable, v.Type)
+		require.Equal(t, "tia", v.ClientID)
+	}
+	require.Equal(t, "c1", vs[1].ConnectionID)
+	require.Equal(t, int64(2), l.Statistics().Denied[ReasonStoreUnavailable])
 
 	l2, _ := newTestLimiter(t, Limits{MaxConcurrentConnections: 1}, func(c *Config) { c.Slots = fs })
 	d, _ = l2.Connect(ctx, "c1", "tia", nil)

@@ -89,6 +89,32 @@ func TestAdmissionBanned(t *testing.T) {
 	}
 }
 
+// downStore is a cluster store failing closed: it cannot decide.
+type downStore struct{}
+
+func (downStore) Take(context.Context, limiter.Key, limiter.Spec, time.Time, int64) (limiter.Result, error) {
+	return limiter.Result{}, limiter.ErrUnavailable
+}
+
+func (downStore) Refund(context.Context, limiter.Key, limiter.Spec, time.Time, int64) error {
+	return limiter.ErrUnavailable
+}
+
+func TestAdmissionStoreUnavailable(t *testing.T) {
+	t.Parallel()
+	l, err := limiter.New(limiter.Config{Limits: limiter.Limits{ConnectionsPerMinute: 10}, Store: downStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	n := newNode(t, Config{Limiter: l, OnMessage: echo}, limiter.Limits{})
+	resp, err := dialErr(t, n)
+	status, retry, body := rejection(t, resp, err)
+	if status != http.StatusServiceUnavailable || retry != "" || body.Error != string(limiter.ReasonStoreUnavailable) {
+		t.Errorf("got %d Retry-After %q %+v, want 503 store_unavailable without Retry-After", status, retry, body)
+	}
+}
+
 func TestAdmissionRejectWithClose(t *testing.T) {
 	t.Parallel()
 	n := newNode(t, Config{OnMessage: echo, RejectWithClose: true}, limiter.Limits{ConnectionsPerMinute: 1})
