@@ -19,79 +19,168 @@ import (
 // as a setting in settings.go, which gives it its flag, environment variable,
 // YAML key and default.
 type Config struct {
-	Listen          string
-	NodeID          string
-	DataDir         string
+	// Listen is the HTTP listen address (host:port) of the chat page, /ws,
+	// /metrics, /stats and /dashboard. Default ":8080".
+	Listen string
+	// NodeID is the node's ID, unique in the cluster; only letters, digits,
+	// '-' and '_'. Empty (the default) means ResolvedNodeID derives one from
+	// the host name and the Listen port.
+	NodeID string
+	// DataDir is the directory of the embedded NATS server's JetStream
+	// data; each node stores under DataDir/<node ID>. Default "./data".
+	DataDir string
+	// ShutdownTimeout bounds a graceful shutdown. Default 10s.
 	ShutdownTimeout time.Duration
 
-	NATS     NATSConfig
+	// NATS is how to reach an external NATS cluster; with no URLs the node
+	// starts an embedded server configured by Embedded.
+	NATS NATSConfig
+	// Embedded configures the embedded NATS server, used when NATS.URLs is
+	// empty.
 	Embedded EmbeddedConfig
 
-	KVBucket   string
+	// KVBucket is the JetStream KV bucket of the limiter's shared state;
+	// the room and ban buckets are named after it with "_rooms" and "_bans"
+	// appended. Default "ratethrottle".
+	KVBucket string
+	// KVReplicas is the KV replica count. 0 (the default) means 1, or with
+	// an embedded cluster one per server up to 3; see Replicas.
 	KVReplicas int
 
+	// Preset names the limiter preset the limits start from: "default",
+	// "strict", "moderate" (the default) or "generous".
 	Preset string
-	// LimitFields are the limit fields set explicitly; they override the
-	// preset's values.
-	LimitFields  map[string]int64
+	// LimitFields are the limit fields set explicitly, keyed by setting
+	// name without "limits." (such as "messages_per_minute"); they override
+	// the preset's values.
+	LimitFields map[string]int64
+	// MessageScope selects message and byte buckets per connection (the
+	// default, "connection") or per client ("client").
 	MessageScope limiter.Scope
-	Rooms        []RoomRule
+	// Rooms are the room rules in the order given. The default is one "*"
+	// rule with member_messages_per_minute=30 and member_message_burst=10.
+	Rooms []RoomRule
 
-	Consistency            kvstore.Mode
+	// Consistency is the cluster consistency mode of the shared buckets
+	// when ConsistencyAuto is false.
+	Consistency kvstore.Mode
+	// ConsistencyConnections, when not nil, overrides the mode of the
+	// connection-rate buckets. Default nil: as Consistency.
 	ConsistencyConnections *kvstore.Mode
-	ConsistencyAuto        bool
-	FailMode               kvstore.FailMode
-	SyncInterval           time.Duration
+	// ConsistencyAuto makes Modes pick the mode: local for a lone embedded
+	// node, global otherwise. It is set by consistency "auto", the
+	// default.
+	ConsistencyAuto bool
+	// FailMode is what the limiter does while NATS is unreachable: each
+	// node enforces the full limit ("open", the default), the limit divided
+	// by the live nodes ("share"), or denies ("closed").
+	FailMode kvstore.FailMode
+	// SyncInterval is how often global-mode consumption is flushed to the
+	// cluster. Default 50ms.
+	SyncInterval time.Duration
 
+	// EventPrefix is the NATS subject prefix of violation events, bans,
+	// room messages and stats requests. Default "ratethrottle".
 	EventPrefix string
-	AdminToken  string
+	// AdminToken is the bearer token of the admin API (/admin/bans); empty
+	// (the default) disables the API.
+	AdminToken string
 
+	// AutoBanThreshold is the number of violations within AutoBanWindow
+	// that bans a client; 0 (the default) turns automatic bans off.
 	AutoBanThreshold int64
-	AutoBanWindow    time.Duration
-	AutoBanDuration  time.Duration
+	// AutoBanWindow is the window AutoBanThreshold counts over. Default 1m.
+	AutoBanWindow time.Duration
+	// AutoBanDuration is how long an automatic ban lasts. Default 10m.
+	AutoBanDuration time.Duration
 
+	// RejectWithClose makes a refused connection upgrade and then close
+	// with 1008 and the reason instead of getting an HTTP status, for
+	// browsers that cannot read a 429. Default true.
 	RejectWithClose bool
-	MaxDenials      int
-	TrustedProxies  []netip.Prefix
+	// MaxDenials is the number of denials within a minute after which a
+	// connection is closed. 0 (the default) means 10; negative never
+	// closes.
+	MaxDenials int
+	// TrustedProxies are the networks whose X-Forwarded-For and X-Real-IP
+	// headers are believed when naming a request's client. Default none.
+	TrustedProxies []netip.Prefix
 
-	LogLevel  string
+	// LogLevel is the log level: "debug", "info" (the default), "warn" or
+	// "error".
+	LogLevel string
+	// LogFormat is the log format: "text" (the default) or "json".
 	LogFormat string
 }
 
 // NATSConfig is how the node reaches an external NATS cluster. With no URLs
 // the node starts its own embedded server.
 type NATSConfig struct {
-	URLs     []string
+	// URLs are the external NATS server URLs; empty (the default) starts
+	// an embedded server.
+	URLs []string
+	// User and Password authenticate with a user name and password; a
+	// Password needs a User. Default empty.
 	User     string
 	Password string
-	Token    string
-	Creds    string
-	TLSCA    string
-	TLSCert  string
-	TLSKey   string
+	// Token is an authentication token, used instead of User and Password.
+	// Default empty.
+	Token string
+	// Creds is the path of a credentials file (JWT and NKey seed). Default
+	// empty.
+	Creds string
+	// TLSCA is the path of the CA certificate file that signs the NATS
+	// servers' certificates. Default empty.
+	TLSCA string
+	// TLSCert and TLSKey are the paths of the client certificate and key
+	// files for NATS TLS; set both or neither. Default empty.
+	TLSCert string
+	TLSKey  string
 }
 
 // EmbeddedConfig configures the embedded NATS server.
 type EmbeddedConfig struct {
-	Listen        string
-	ClusterName   string
+	// Listen is the host:port of the embedded server's client listener;
+	// port 0 picks any free port and an empty host listens on every
+	// interface. Default "127.0.0.1:4222".
+	Listen string
+	// ClusterName is the cluster name of the embedded servers, used when
+	// ClusterListen is set. Default "ratethrottle".
+	ClusterName string
+	// ClusterListen is the host:port of the embedded server's route
+	// listener; setting it clusters the node. Default empty: no cluster.
 	ClusterListen string
-	Routes        []string
+	// Routes are the route URLs (nats-route://host:port) of the other
+	// nodes' embedded servers; a route to ClusterListen itself is skipped.
+	// They need ClusterListen. Default none.
+	Routes []string
 }
 
 // RoomRule gives the rooms named Pattern their limits. A Pattern of "*"
 // sets the limits of every room no other rule names.
 type RoomRule struct {
+	// Pattern is "*" for the default room limits, a pattern containing '*'
+	// for the rooms it matches, or otherwise an exact room name.
 	Pattern string
-	Limits  wshandler.RoomLimits
+	// Limits are the limits of the rooms Pattern names; fields the rule
+	// does not set are zero.
+	Limits wshandler.RoomLimits
 }
 
 // ConfigError reports an invalid setting: the setting's key, where its value
 // came from, the value and why it is rejected.
 type ConfigError struct {
-	Key    string
+	// Key is the setting's YAML key (such as "limits.preset", or "limits"
+	// for the limits as a whole), or what else was wrong: "config" for the
+	// file, "arguments", or the name of an unknown environment variable.
+	Key string
+	// Source says where the value came from, such as "flag --listen",
+	// "env RATETHROTTLE_LISTEN" or "yaml PATH"; empty for a default value
+	// or an error not tied to one source.
 	Source string
-	Value  string
+	// Value is the rejected value, "(hidden)" for a secret.
+	Value string
+	// Reason says why the value is rejected.
 	Reason string
 }
 

@@ -18,45 +18,90 @@ func statsSubject(prefix string) string { return prefix + ".node.stats" }
 
 // NodeStats is the JSON statistics of one node.
 type NodeStats struct {
-	Node              string           `json:"node"`
-	Time              time.Time        `json:"time"`
-	UptimeSeconds     float64          `json:"uptime_seconds"`
-	Ready             bool             `json:"ready"`
-	ActiveConnections int              `json:"active_connections"`
-	UniqueClients     int              `json:"unique_clients"`
-	TotalMessages     int64            `json:"total_messages"`
-	TotalBytes        int64            `json:"total_bytes"`
-	Denied            map[string]int64 `json:"denied"`
+	// Node is the node's ID; "*" in ClusterStats.Total.
+	Node string `json:"node"`
+	// Time is when the statistics were taken, in UTC.
+	Time time.Time `json:"time"`
+	// UptimeSeconds is the time since the node started, in seconds; zero
+	// in ClusterStats.Total.
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	// Ready reports whether the node's limiter stack is up; while it is
+	// not, the counters are zero and Limits come from the configuration.
+	// In ClusterStats.Total it is true when every node answering is ready.
+	Ready bool `json:"ready"`
+	// ActiveConnections is the number of connections registered with the
+	// limiter.
+	ActiveConnections int `json:"active_connections"`
+	// UniqueClients is the number of clients with a registered
+	// connection.
+	UniqueClients int `json:"unique_clients"`
+	// TotalMessages and TotalBytes are the messages and payload bytes
+	// allowed since the limiter started.
+	TotalMessages int64 `json:"total_messages"`
+	TotalBytes    int64 `json:"total_bytes"`
+	// Denied counts the limiter's denials by reason, omitting zeros.
+	Denied map[string]int64 `json:"denied"`
 	// Violations counts violations by type, the room layers' included.
-	Violations      map[string]int64 `json:"violations"`
-	Rooms           int              `json:"rooms"`
-	RejectedConns   int64            `json:"rejected_connections"`
-	Limits          LimitsJSON       `json:"limits"`
-	LiveNodes       int              `json:"live_nodes"`
-	StoreDown       bool             `json:"store_down"`
-	SyncLagMS       float64          `json:"sync_lag_ms"`
-	KVWrites        int64            `json:"kv_writes"`
-	KVWriteErrors   int64            `json:"kv_write_errors"`
-	EventsPublished uint64           `json:"events_published"`
-	EventsDropped   uint64           `json:"events_dropped"`
-	Bans            int              `json:"bans"`
+	Violations map[string]int64 `json:"violations"`
+	// Rooms is the number of rooms with members on the node.
+	Rooms int `json:"rooms"`
+	// RejectedConns counts connections refused at admission.
+	RejectedConns int64 `json:"rejected_connections"`
+	// Limits are the limits in force; in ClusterStats.Total, those of the
+	// last node listed.
+	Limits LimitsJSON `json:"limits"`
+	// LiveNodes is the number of live nodes the store sees, this one
+	// included; the largest in ClusterStats.Total.
+	LiveNodes int `json:"live_nodes"`
+	// StoreDown reports whether the store is in its fail mode.
+	StoreDown bool `json:"store_down"`
+	// SyncLagMS is the lag of the last remote update applied, from the
+	// other node's write to its application here, in milliseconds; the
+	// largest in ClusterStats.Total.
+	SyncLagMS float64 `json:"sync_lag_ms"`
+	// KVWrites counts entries written to KV; KVWriteErrors counts failed
+	// KV writes.
+	KVWrites      int64 `json:"kv_writes"`
+	KVWriteErrors int64 `json:"kv_write_errors"`
+	// EventsPublished counts violation events handed to NATS;
+	// EventsDropped counts those dropped because the publish queue was
+	// full or the publisher closed.
+	EventsPublished uint64 `json:"events_published"`
+	EventsDropped   uint64 `json:"events_dropped"`
+	// Bans is the number of bans in force; the largest in
+	// ClusterStats.Total.
+	Bans int `json:"bans"`
 }
 
-// LimitsJSON is limiter.Limits with the setting names as JSON keys.
+// LimitsJSON is limiter.Limits with the setting names as JSON keys. A zero
+// limit means unlimited; a zero burst equals its rate.
 type LimitsJSON struct {
-	ConnectionsPerMinute     int64  `json:"connections_per_minute"`
-	ConnectionBurst          int64  `json:"connection_burst"`
-	MessagesPerMinute        int64  `json:"messages_per_minute"`
-	MessageBurst             int64  `json:"message_burst"`
-	BytesPerMinute           int64  `json:"bytes_per_minute"`
-	ByteBurst                int64  `json:"byte_burst"`
-	MaxConcurrentConnections int64  `json:"max_concurrent_connections"`
-	MaxMessageSize           int64  `json:"max_message_size"`
-	MessageScope             string `json:"message_scope"`
+	// ConnectionsPerMinute caps new connections a minute per client;
+	// ConnectionBurst is the connection bucket's capacity.
+	ConnectionsPerMinute int64 `json:"connections_per_minute"`
+	ConnectionBurst      int64 `json:"connection_burst"`
+	// MessagesPerMinute caps messages a minute per connection or per
+	// client (see MessageScope); MessageBurst is the message bucket's
+	// capacity.
+	MessagesPerMinute int64 `json:"messages_per_minute"`
+	MessageBurst      int64 `json:"message_burst"`
+	// BytesPerMinute caps payload bytes a minute with the same scope as
+	// messages; ByteBurst is the byte bucket's capacity, in bytes.
+	BytesPerMinute int64 `json:"bytes_per_minute"`
+	ByteBurst      int64 `json:"byte_burst"`
+	// MaxConcurrentConnections caps a client's open connections,
+	// cluster-wide.
+	MaxConcurrentConnections int64 `json:"max_concurrent_connections"`
+	// MaxMessageSize caps one message's size, in bytes.
+	MaxMessageSize int64 `json:"max_message_size"`
+	// MessageScope is "connection" or "client": whether the message and
+	// byte buckets are per connection or per client.
+	MessageScope string `json:"message_scope"`
 }
 
 // ClusterStats is the JSON answer of /stats?scope=cluster.
 type ClusterStats struct {
+	// Time is when the request was sent, in UTC.
 	Time time.Time `json:"time"`
 	// Nodes are the answers of every node that replied in time.
 	Nodes []NodeStats `json:"nodes"`

@@ -97,13 +97,19 @@ func (c Config) withDefaults() (Config, error) {
 
 // TargetResult is what one node reported and served.
 type TargetResult struct {
-	URL         string
+	// URL is the node's WebSocket URL.
+	URL string
+	// Established counts the connections whose handshake with the node
+	// succeeded; ones that later ended are still counted.
 	Established int64
 	// Before, Connected and After are the node's metrics before the first
 	// dial, once every connection is open and Settle has passed, and after
 	// the drain; their At is zero when the node could not be read.
 	Before, Connected, After Sample
-	ScrapeErr                error
+	// ScrapeErr is the last error reading the node's metrics, in any of
+	// those readings or the periodic ones; nil when every read succeeded
+	// or there was no metrics URL.
+	ScrapeErr error
 }
 
 // MemPerConn returns the node's heap plus stack and its resident memory
@@ -123,16 +129,28 @@ func (t TargetResult) MemPerConn() (heapStack, rss float64, ok bool) {
 
 // Row is one periodic reading of every node's metrics.
 type Row struct {
+	// Elapsed is the time since the connect phase started, rounded to the
+	// second.
 	Elapsed time.Duration
-	Samples []Sample // one per target; a zero At when unreadable
+	// Samples holds one Sample per target, in the order of
+	// Config.Targets; a zero At when unreadable.
+	Samples []Sample
 }
 
 // Result is the outcome of a run.
 type Result struct {
-	Config      Config
-	Attempted   int64
+	// Config is the run's configuration with the defaults applied.
+	Config Config
+	// Attempted is the number of connections the run set out to open,
+	// Config.Conns.
+	Attempted int64
+	// Established counts the connections whose handshake succeeded.
 	Established int64
-	Joined      int64
+	// Joined counts the connections whose room join was confirmed by a
+	// "joined" frame.
+	Joined int64
+	// ConnectTime is how long the connect phase took: the dials and the
+	// joins, bounded by Config.ConnectTimeout.
 	ConnectTime time.Duration
 	// DialErrors counts failed dials by cause ("http 429", "refused", …).
 	DialErrors map[string]int64
@@ -141,6 +159,8 @@ type Result struct {
 	Closes map[int]int64
 	// ErrorFrames counts the error frames received, by code.
 	ErrorFrames map[string]int64
+	// WriteErrors counts failed writes of join and message frames; a
+	// sender stops at its first failed write.
 	WriteErrors int64
 	// Sent and Delivered count room messages; DeliveredInWindow counts the
 	// deliveries that arrived while senders were sending.
@@ -148,10 +168,18 @@ type Result struct {
 	// Expected is the deliveries Sent implies: each message to every
 	// member of its room, the sender included.
 	Expected int64
+	// SendTime is how long the send phase lasted: about Config.Duration,
+	// or less when the run was cancelled.
 	SendTime time.Duration
-	Latency  *Histogram
-	Targets  []TargetResult
-	Rows     []Row
+	// Latency holds the delivery latencies: from a sender's write of a
+	// message to a member's read of it.
+	Latency *Histogram
+	// Targets holds one TargetResult per target, in the order of
+	// Config.Targets.
+	Targets []TargetResult
+	// Rows are the periodic readings taken every Config.SampleEvery;
+	// empty when SampleEvery is not positive.
+	Rows []Row
 }
 
 // SentPerSec returns the messages sent per second of the send phase.

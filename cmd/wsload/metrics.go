@@ -24,7 +24,10 @@ var sampledMetrics = []string{
 // Sample is the values of sampledMetrics read from one node at one time;
 // a metric the node does not export is absent.
 type Sample struct {
-	At     time.Time
+	// At is when the metrics were read; zero when the node was not read
+	// (no metrics URL, or the scrape failed).
+	At time.Time
+	// Values maps metric names to their values.
 	Values map[string]float64
 }
 

@@ -11,7 +11,13 @@ import (
 // Target is one node the tool loads: its WebSocket URL and the URL of its
 // Prometheus metrics.
 type Target struct {
-	WS      *url.URL
+	// WS is the node's WebSocket URL: scheme ws or wss (http and https
+	// are turned into them), path "/ws" when none was given, and a
+	// "localhost" host pinned to 127.0.0.1.
+	WS *url.URL
+	// Metrics is the http or https URL of the node's Prometheus metrics,
+	// on the same host and port as WS; empty when no metrics path was
+	// given.
 	Metrics string
 	// Loopback reports whether the host is a loopback address, so that
 	// source addresses may be spread over 127.0.0.0/8.
