@@ -283,9 +283,13 @@ func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Dec
 	}
 	var d Decision
 	if l.limits.MessageScope == PerClient {
-		d = l.takeShared(ctx, c, n, now)
+		if d = l.takeShared(ctx, c, n, now); d.Allowed {
+			c.mu.Lock()
+			c.record(n, now)
+			c.mu.Unlock()
+		}
 	} else {
-		d = l.takeOwn(c, n, now)
+		d = l.takeOwn(c, n, now) // records under the lock it holds anyway
 	}
 	if !d.Allowed {
 		v := Violation{Type: ViolationMessageRate, Reason: d.Reason, Time: now, ClientID: c.client, ConnectionID: c.id,
@@ -297,17 +301,19 @@ func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Dec
 			v.Type = ViolationStoreUnavailable
 		}
 		l.violate(v)
-		return d
 	}
-	c.mu.Lock()
-	c.count++
-	c.nbytes += n
-	c.lastMsg = now
-	c.mu.Unlock()
 	return d
 }
 
-// takeOwn takes from the connection's own buckets, both under its lock.
+// record counts an allowed message of n bytes. Requires c.mu held.
+func (c *conn) record(n int64, now time.Time) {
+	c.count++
+	c.nbytes += n
+	c.lastMsg = now
+}
+
+// takeOwn takes from the connection's own buckets, both under its lock,
+// and records the message if it is allowed.
 func (l *Limiter) takeOwn(c *conn, n int64, now time.Time) Decision {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -319,6 +325,7 @@ func (l *Limiter) takeOwn(c *conn, n int64, now time.Time) Decision {
 		c.msgs.RefundAt(l.msgSpec, now, 1)
 		return deny(ReasonBandwidthExceeded, l.byteSpec.Limit, br)
 	}
+	c.record(n, now)
 	return allow(l.msgSpec.Limit, mr.Remaining)
 }
 
