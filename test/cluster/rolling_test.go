@@ -121,21 +121,10 @@ func TestRollingRestart(t *testing.T) {
 					}
 				},
 				work: func(c *wsClient, stop <-chan struct{}) {
-					tick := time.NewTicker(100 * time.Millisecond)
-					defer tick.Stop()
-					for {
-						select {
-						case <-stop:
-							return
-						case <-c.done:
-							return
-						case <-tick.C:
-						}
+					sendEvery(c, stop, 100*time.Millisecond, func() (map[string]any, func()) {
 						id := fmt.Sprintf("%s-%d", sender, seq.Add(1))
-						if c.send(map[string]any{"type": "message", "room": "town", "data": payload{ID: id}}) != nil {
-							return
-						}
-					}
+						return map[string]any{"type": "message", "room": "town", "data": payload{ID: id}}, nil
+					})
 				},
 			}).run(stop)
 		})
@@ -160,25 +149,15 @@ func TestRollingRestart(t *testing.T) {
 					}
 				},
 				work: func(c *wsClient, stop <-chan struct{}) {
-					tick := time.NewTicker(15 * time.Millisecond)
-					defer tick.Stop()
-					for {
-						select {
-						case <-stop:
-							return
-						case <-c.done:
-							return
-						case <-tick.C:
-						}
+					sendEvery(c, stop, 15*time.Millisecond, func() (map[string]any, func()) {
 						id := fmt.Sprintf("flood-%d", seq.Add(1))
-						if c.send(map[string]any{"type": "message", "room": "flood", "id": id, "data": payload{ID: id}}) != nil {
-							return
+						return map[string]any{"type": "message", "room": "flood", "id": id, "data": payload{ID: id}}, func() {
+							sent.Add(1)
+							floodMu.Lock()
+							arrivals = append(arrivals, time.Now())
+							floodMu.Unlock()
 						}
-						sent.Add(1)
-						floodMu.Lock()
-						arrivals = append(arrivals, time.Now())
-						floodMu.Unlock()
-					}
+					})
 				},
 			}).run(stop)
 		})
@@ -258,6 +237,30 @@ func TestRollingRestart(t *testing.T) {
 			if log.after[m][r] == 0 {
 				t.Errorf("member %d received nothing after restart %d", m, r)
 			}
+		}
+	}
+}
+
+// sendEvery sends the frame next returns every interval until stop is
+// closed, the connection ends or a send fails; after each successful send
+// it calls the sent callback next returned with the frame, if any.
+func sendEvery(c *wsClient, stop <-chan struct{}, every time.Duration, next func() (frame map[string]any, sent func())) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.done:
+			return
+		case <-tick.C:
+		}
+		f, sent := next()
+		if c.send(f) != nil {
+			return
+		}
+		if sent != nil {
+			sent()
 		}
 	}
 }
