@@ -336,10 +336,29 @@ func (c *Conn) readLoop() error {
 		if c.isClosing() {
 			continue // draining until the client's close frame
 		}
+		data := c.rbuf.Bytes()
+		// A text frame must be UTF-8 (RFC 6455 §8.1), and so must every
+		// frame of the room protocol, which is JSON relayed as text.
+		if (mt == websocket.TextMessage || h.cfg.OnMessage == nil) && !utf8.Valid(data) {
+			c.failInvalidUTF8(len(data))
+			continue
+		}
 		c.handling.Store(true)
-		c.handle(mt, c.rbuf.Bytes())
+		c.handle(mt, data)
 		c.flushAfterRead()
 	}
+}
+
+// failInvalidUTF8 reports a frame of size bytes that is not valid UTF-8
+// and fails the connection with 1007. The frame goes nowhere: not to
+// OnMessage, not to a room, not into an error frame.
+func (c *Conn) failInvalidUTF8(size int) {
+	h := c.h
+	h.denials.Add(1)
+	h.violate(limiter.Violation{Type: limiter.ViolationInvalidUTF8, Reason: limiter.ReasonInvalidUTF8,
+		Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Size: int64(size), Current: int64(size),
+		RetryAfter: limiter.Never, Metadata: c.meta})
+	c.Close(websocket.CloseInvalidFramePayloadData, string(limiter.ReasonInvalidUTF8))
 }
 
 // handle runs one message through the limits and to OnMessage or the room

@@ -42,6 +42,7 @@ type Handler struct {
 	rejected      atomic.Int64
 	sinkPanics    atomic.Int64
 	publishErrors atomic.Int64
+	remoteDropped atomic.Int64
 	shutdownMu    sync.Mutex
 	shutdownErr   error
 }
@@ -293,8 +294,10 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// violate reports a room-layer violation to the configured sink.
+// violate counts a violation of the handler's own layers in the Limiter's
+// statistics and reports it to the configured sink.
 func (h *Handler) violate(v limiter.Violation) {
+	h.lim.CountDenial(v.Reason)
 	if h.cfg.Sink == nil {
 		return
 	}
@@ -320,6 +323,10 @@ type Stats struct {
 	Overflows int64
 	// PublishErrors counts room messages the Broker failed to publish.
 	PublishErrors int64
+	// RemoteDropped counts room frames from the Broker (other nodes, or
+	// any publisher on a room subject) dropped undelivered because they
+	// are not valid UTF-8.
+	RemoteDropped int64
 }
 
 // Stats returns the Handler's counters.
@@ -331,7 +338,7 @@ func (h *Handler) Stats() Stats {
 	rooms := len(h.hub.rooms)
 	h.hub.mu.Unlock()
 	return Stats{Connections: n, Rooms: rooms, Rejected: h.rejected.Load(), Denials: h.denials.Load(),
-		Overflows: h.overflows.Load(), PublishErrors: h.publishErrors.Load()}
+		Overflows: h.overflows.Load(), PublishErrors: h.publishErrors.Load(), RemoteDropped: h.remoteDropped.Load()}
 }
 
 // writeBuffers is the write buffer pool of the default Upgrader.

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
@@ -116,8 +117,9 @@ func (h *Handler) releaseRoom(r *room) {
 }
 
 // subscribe subscribes r to b once; later callers wait until the first
-// subscription is in place.
-func (r *room) subscribe(ctx context.Context, b Broker) error {
+// subscription is in place. Frames from b that are not valid UTF-8 are
+// counted in dropped and never delivered.
+func (r *room) subscribe(ctx context.Context, b Broker, dropped *atomic.Int64) error {
 	if b == nil {
 		return nil
 	}
@@ -126,7 +128,13 @@ func (r *room) subscribe(ctx context.Context, b Broker) error {
 	if r.subbed {
 		return nil
 	}
-	unsub, err := b.Subscribe(ctx, r.name, r.deliver)
+	unsub, err := b.Subscribe(ctx, r.name, func(frame []byte) {
+		if !utf8.Valid(frame) {
+			dropped.Add(1)
+			return
+		}
+		r.deliver(frame)
+	})
 	if err != nil {
 		return err
 	}
@@ -152,7 +160,7 @@ func (c *Conn) join(name, ref string) (e errorInfo, ok bool) {
 		e.code, e.limit = CodeTooManyRooms, int64(h.cfg.MaxRoomsPerNode)
 		return e, false
 	}
-	if err := r.subscribe(c.ctx(), h.cfg.Broker); err != nil {
+	if err := r.subscribe(c.ctx(), h.cfg.Broker, &h.remoteDropped); err != nil {
 		h.releaseRoom(r)
 		e.code = CodeUnavailable
 		return e, false
@@ -227,7 +235,7 @@ func (c *Conn) roomMessage(r *room, size int, ref string) (e errorInfo, ok bool)
 	if max := r.limits.MaxMessageSize; max > 0 && n > max {
 		h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
 			Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: r.name, Size: n, Limit: max,
-			Current: n, Metadata: c.meta})
+			Current: n, RetryAfter: limiter.Never, Metadata: c.meta})
 		e.code, e.limit, e.max = string(limiter.ReasonMessageTooLarge), max, max
 		return e, false
 	}

@@ -1,0 +1,162 @@
+package wshandler
+
+import (
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+)
+
+// invalidMessage is a room message whose data holds the bytes ff fe, which
+// are not UTF-8: a browser fails a connection that receives them in a text
+// frame.
+var invalidMessage = []byte("{\"type\":\"message\",\"room\":\"lobby\",\"data\":{\"text\":\"\xff\xfe\"}}")
+
+// writeRaw writes b as one frame of type mt.
+func writeRaw(t testing.TB, c *websocket.Conn, mt int, b []byte) {
+	t.Helper()
+	_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
+	if err := c.WriteMessage(mt, b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// TestInvalidUTF8Closes1007: a member's text frame that is not UTF-8 fails
+// its connection with 1007, is counted as an invalid_utf8 violation and
+// denial, and reaches no other member. It used to be relayed to the whole
+// room.
+func TestInvalidUTF8Closes1007(t *testing.T) {
+	t.Parallel()
+	s := &sink{}
+	n, _ := roomNode(t, Config{Sink: s}, limiter.Limits{})
+	a, b := dialAs(t, n, "mallory"), dialAs(t, n, "bob")
+	join(t, a, "lobby")
+	join(t, b, "lobby")
+	writeRaw(t, a, websocket.TextMessage, invalidMessage)
+	if ce := closeCode(t, a); ce.Code != websocket.CloseInvalidFramePayloadData || ce.Text != "invalid_utf8" {
+		t.Errorf("close %d %q, want 1007 invalid_utf8", ce.Code, ce.Text)
+	}
+	// b's next frame is its own message: nothing came in between.
+	send(t, b, msg("lobby", "after"))
+	if r := recv(t, b); r.Type != TypeMessage || string(r.Data) != `"after"` {
+		t.Errorf("b got %+v, want its own message first", r)
+	}
+	waitFor(t, ioTimeout, "an invalid_utf8 violation", func() bool {
+		ts := s.types()
+		return len(ts) == 1 && ts[0] == limiter.ViolationInvalidUTF8
+	})
+	s.mu.Lock()
+	v := s.vs[0]
+	s.mu.Unlock()
+	if v.ClientID != "mallory" || v.Reason != limiter.ReasonInvalidUTF8 || v.Size != int64(len(invalidMessage)) || v.RetryAfter != limiter.Never {
+		t.Errorf("violation %+v", v)
+	}
+	if got := n.h.Limiter().Statistics().Denied[limiter.ReasonInvalidUTF8]; got != 1 {
+		t.Errorf("Denied[invalid_utf8] = %d, want 1", got)
+	}
+	if st := n.h.Stats(); st.Denials != 1 {
+		t.Errorf("Denials %d, want 1", st.Denials)
+	}
+}
+
+// TestInvalidUTF8BinaryRoomFrame: the room protocol relays frames as text,
+// so a binary frame that is not UTF-8 fails the connection too.
+func TestInvalidUTF8BinaryRoomFrame(t *testing.T) {
+	t.Parallel()
+	n, _ := roomNode(t, Config{}, limiter.Limits{})
+	a := dialAs(t, n, "mallory")
+	join(t, a, "lobby")
+	writeRaw(t, a, websocket.BinaryMessage, invalidMessage)
+	if ce := closeCode(t, a); ce.Code != websocket.CloseInvalidFramePayloadData {
+		t.Errorf("close %d, want 1007", ce.Code)
+	}
+}
+
+// TestInvalidUTF8OnMessage: with OnMessage, text frames are checked and
+// binary frames are the application's business.
+func TestInvalidUTF8OnMessage(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, Config{OnMessage: echo}, limiter.Limits{})
+	c := dial(t, n)
+	writeRaw(t, c, websocket.BinaryMessage, []byte{0xff, 0xfe})
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	if mt, b, err := c.ReadMessage(); err != nil || mt != websocket.BinaryMessage || string(b) != "\xff\xfe" {
+		t.Fatalf("binary echo: %d %q %v", mt, b, err)
+	}
+	writeRaw(t, c, websocket.TextMessage, []byte{'a', 0xff})
+	if ce := closeCode(t, c); ce.Code != websocket.CloseInvalidFramePayloadData {
+		t.Errorf("close %d, want 1007", ce.Code)
+	}
+}
+
+// TestInvalidUTF8AcrossNodes: a NATS client that is not a node publishes
+// frames that are not UTF-8 on a room's subject; the node drops and counts
+// them and delivers the valid frame that follows. A member's invalid frame
+// is never published.
+func TestInvalidUTF8AcrossNodes(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	na, _ := clusterNode(t, s, "node-a", Config{})
+	nb, _ := clusterNode(t, s, "node-b", Config{})
+	a1, a2 := dialAs(t, na, "a1"), dialAs(t, na, "a2")
+	b1 := dialAs(t, nb, "b1")
+	for _, c := range []*websocket.Conn{a1, a2, b1} {
+		join(t, c, "lobby")
+	}
+	raw, err := nats.Connect(s.ClientURL(), nats.Name("foreign"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	subject := RoomSubject("test", "lobby")
+	fromA := make(chan []byte, 16)
+	sub, err := raw.Subscribe(subject, func(m *nats.Msg) {
+		if m.Header.Get(HeaderOrigin) == "node-a" {
+			fromA <- m.Data
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := raw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, p := range [][]byte{{0xff, 0xfe}, invalidMessage} {
+		if err := raw.Publish(subject, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := raw.Publish(subject, []byte(`{"type":"message","room":"lobby","from":"foreign","data":"valid"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if r := recv(t, b1); r.From != "foreign" || string(r.Data) != `"valid"` {
+		t.Errorf("b1 got %+v, want the valid foreign frame first", r)
+	}
+	if got := nb.h.Stats().RemoteDropped; got != 2 {
+		t.Errorf("node b RemoteDropped %d, want 2", got)
+	}
+
+	// a1's invalid frame fails a1 and is not published; a2's next one is.
+	writeRaw(t, a1, websocket.TextMessage, invalidMessage)
+	if ce := closeCode(t, a1); ce.Code != websocket.CloseInvalidFramePayloadData {
+		t.Errorf("close %d, want 1007", ce.Code)
+	}
+	send(t, a2, msg("lobby", "after"))
+	select {
+	case p := <-fromA:
+		if !utf8.Valid(p) || string(p) == string(invalidMessage) {
+			t.Errorf("node a published %q", p)
+		}
+	case <-time.After(ioTimeout):
+		t.Fatal("node a published nothing")
+	}
+	// b1 hears only the foreign valid frame (read above) and a2's.
+	if r := recv(t, b1); string(r.Data) != `"after"` {
+		t.Errorf("b1 got %+v, want a2's message", r)
+	}
+}
