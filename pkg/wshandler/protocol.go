@@ -49,7 +49,9 @@ type frame struct {
 var errFrame = errors.New("wshandler: invalid frame")
 
 // decodeFrame decodes and checks a client frame of the room protocol. It
-// never panics; any malformed input returns errFrame.
+// never panics; any malformed input returns errFrame, with the frame's
+// "id" kept when the frame is a JSON object whose id is acceptable, so
+// that the error can echo it.
 func decodeFrame(b []byte) (frame, error) {
 	var f frame
 	b = bytes.TrimSpace(b)
@@ -59,11 +61,14 @@ func decodeFrame(b []byte) (frame, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return frame{}, errFrame
 	}
-	if f.Type == "" || len(f.ID) > maxRefLength {
+	if len(f.ID) > maxRefLength {
 		return frame{}, errFrame
 	}
+	if f.Type == "" {
+		return frame{ID: f.ID}, errFrame
+	}
 	if f.Type == TypeMessage && (len(f.Data) == 0 || string(f.Data) == "null") {
-		return frame{}, errFrame
+		return frame{ID: f.ID}, errFrame
 	}
 	return f, nil
 }

@@ -14,7 +14,7 @@ func (c *Conn) handleFrame(data []byte) {
 			c.deny(errorFromDecision(d))
 			return
 		}
-		c.deny(errorInfo{code: CodeInvalidFrame})
+		c.deny(errorInfo{code: CodeInvalidFrame, ref: f.ID})
 		return
 	}
 	switch f.Type {

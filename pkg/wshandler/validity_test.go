@@ -160,3 +160,22 @@ func TestInvalidUTF8AcrossNodes(t *testing.T) {
 		t.Errorf("b1 got %+v, want a2's message", r)
 	}
 }
+
+// TestErrorEchoesID: every error frame echoes the frame's id, including the
+// error for a well-formed message with "data": null, which used to drop it.
+func TestErrorEchoesID(t *testing.T) {
+	t.Parallel()
+	n, _ := roomNode(t, Config{MaxDenials: -1}, limiter.Limits{})
+	c := dialAs(t, n, "carol")
+	join(t, c, "lobby")
+	for _, f := range []string{
+		`{"type":"message","room":"lobby","data":null,"id":"m1"}`,
+		`{"type":"message","room":"lobby","id":"m1"}`,
+		`{"room":"lobby","id":"m1"}`,
+	} {
+		send(t, c, f)
+		if r := recv(t, c); r.Error != CodeInvalidFrame || r.ID != "m1" {
+			t.Errorf("%s: got %+v, want invalid_frame with id m1", f, r)
+		}
+	}
+}
