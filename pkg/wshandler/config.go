@@ -24,6 +24,7 @@ const (
 	DefaultMaxRoomsPerConn   = 16
 	DefaultMaxRoomsPerNode   = 10000
 	DefaultMaxRoomNameLength = 128
+	DefaultMaxDrain          = 16 << 20
 )
 
 // Config configures a Handler. Zero fields get the defaults named on them.
@@ -87,6 +88,13 @@ type Config struct {
 	// CloseTimeout is how long a closing connection waits for the client's
 	// close frame. Zero means DefaultCloseTimeout.
 	CloseTimeout time.Duration
+	// MaxDrain bounds what the handler reads and discards of a message
+	// refused for exceeding the Limiter's MaxMessageSize, after sending the
+	// 1009 close frame and for at most CloseTimeout, so that a client still
+	// writing the message receives the close frame instead of a reset
+	// connection. Zero means DefaultMaxDrain (16 MiB); negative drains
+	// nothing.
+	MaxDrain int64
 	// PingInterval is how often the server pings; a connection that sends
 	// no pong for two intervals is dropped. Zero means DefaultPingInterval;
 	// negative sends no pings and sets no read deadline.
@@ -223,6 +231,9 @@ func (c Config) withDefaults() (Config, error) {
 		if *f.p == 0 {
 			*f.p = f.def
 		}
+	}
+	if c.MaxDrain == 0 {
+		c.MaxDrain = DefaultMaxDrain
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval

@@ -25,6 +25,7 @@ type outFrame struct {
 type Conn struct {
 	h      *Handler
 	ws     *websocket.Conn
+	sc     *scanConn // ws's connection
 	id     string
 	client string
 	meta   map[string]string
@@ -174,7 +175,7 @@ func (c *Conn) writeLoop() {
 			err := c.flushLocked()
 			c.wmu.Unlock()
 			if err != nil {
-				c.abort()
+				c.writeFailed(err)
 				return
 			}
 			if c.queued() > 0 {
@@ -182,7 +183,7 @@ func (c *Conn) writeLoop() {
 			}
 		case <-tick:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.abort()
+				c.writeFailed(err)
 				return
 			}
 		case <-c.closing:
@@ -194,12 +195,12 @@ func (c *Conn) writeLoop() {
 			err := c.flushLocked()
 			c.wmu.Unlock()
 			if err != nil {
-				c.abort()
+				c.writeFailed(err)
 				return
 			}
 			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
 			if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.abort()
+				c.writeFailed(err)
 				return
 			}
 			// Wait for the client's close frame, at most CloseTimeout.
@@ -273,7 +274,7 @@ func (c *Conn) flushAfterRead() {
 	err := c.flushLocked()
 	c.wmu.Unlock()
 	if err != nil {
-		c.abort()
+		c.writeFailed(err)
 		return
 	}
 	if c.queued() > 0 {
@@ -326,10 +327,7 @@ func (c *Conn) readLoop() error {
 		}
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				// gorilla has sent the 1009 close frame.
-				h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
-					Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Limit: h.lim.Limits().MaxMessageSize,
-					Metadata: c.meta})
+				c.refuseOversized()
 			}
 			return err
 		}
@@ -346,6 +344,58 @@ func (c *Conn) readLoop() error {
 		c.handling.Store(true)
 		c.handle(mt, data)
 		c.flushAfterRead()
+	}
+}
+
+// refuseOversized reports a message over MaxMessageSize, which gorilla
+// has refused from its header with a 1009 close frame, and then drains the
+// connection: it reads and discards what the client still sends, until
+// the client's close frame, for at most CloseTimeout and MaxDrain bytes.
+// Closing the socket while the client is still writing would reset the
+// connection, and the client would never read the 1009.
+//
+// The violation reports the length the message's frame headers declared:
+// the refused frame's, plus its later fragments' that arrive while
+// draining.
+func (c *Conn) refuseOversized() {
+	h := c.h
+	now := h.cfg.Now()
+	c.Close(websocket.CloseMessageTooBig, "") // no more sends; the frame is out already
+	c.drain()
+	max := h.lim.Limits().MaxMessageSize
+	size := c.sc.scan.oversize
+	if size == 0 {
+		size = max + 1 // not seen by the scanner: a length that overflowed
+	}
+	h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
+		Time: now, ClientID: c.client, ConnectionID: c.id, Size: size, Limit: max, Current: size,
+		RetryAfter: limiter.Never, Metadata: c.meta})
+}
+
+// drain reads and discards from the socket until the client's close frame
+// has arrived, for at most CloseTimeout and MaxDrain bytes.
+func (c *Conn) drain() {
+	cfg := &c.h.cfg
+	if cfg.MaxDrain <= 0 || c.sc.scan.closed {
+		return
+	}
+	_ = c.sc.SetReadDeadline(time.Now().Add(cfg.CloseTimeout))
+	buf := make([]byte, 32<<10)
+	for n := int64(0); n < cfg.MaxDrain && !c.sc.scan.closed; {
+		k, err := c.sc.Read(buf[:min(int64(len(buf)), cfg.MaxDrain-n)])
+		n += int64(k)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// writeFailed ends the connection after a failed write, unless the write
+// failed because a close frame has been sent: then the read goroutine ends
+// it once the close handshake or the drain is over.
+func (c *Conn) writeFailed(err error) {
+	if !errors.Is(err, websocket.ErrCloseSent) {
+		c.abort()
 	}
 }
 

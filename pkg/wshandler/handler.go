@@ -124,14 +124,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, d)
 		return
 	}
-	ws, err := h.up.Upgrade(w, r, nil)
+	sw := &scanWriter{ResponseWriter: w, limit: h.lim.Limits().MaxMessageSize}
+	ws, err := h.up.Upgrade(sw, r, nil)
 	if err != nil {
 		// The upgrader has answered the request.
 		_ = h.lim.UnregisterConnection(h.ctx, id)
 		return
 	}
 	c := &Conn{
-		h: h, ws: ws, id: id, client: client, meta: meta,
+		h: h, ws: ws, sc: sw.conn, id: id, client: client, meta: meta,
 		idJSON:     appendJSONString(nil, id),
 		closing:    make(chan struct{}),
 		dead:       make(chan struct{}),

@@ -179,3 +179,49 @@ func TestErrorEchoesID(t *testing.T) {
 		}
 	}
 }
+
+// TestHugeFrameGets1009: a client writing a 10 MiB frame against a 10,240 B
+// limit receives the 1009 close frame (it used to get 1006: the socket was
+// closed while it was still writing), and the message_size violation
+// reports the length the frame declared, not the limit plus one.
+func TestHugeFrameGets1009(t *testing.T) {
+	t.Parallel()
+	const limit, size = 10240, 10 << 20
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		dialer websocket.Dialer
+	}{
+		// gorilla's client sends a message in frames of its write buffer.
+		{"rooms/fragments", Config{}, websocket.Dialer{}},
+		{"rooms/one frame", Config{}, websocket.Dialer{WriteBufferSize: size + 64}},
+		{"OnMessage/one frame", Config{OnMessage: echo}, websocket.Dialer{WriteBufferSize: size + 64}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := &sink{}
+			tc.cfg.Sink = s
+			n := newNode(t, tc.cfg, limiter.Limits{MaxMessageSize: limit})
+			c, _, err := tc.dialer.Dial(n.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
+			if err := c.WriteMessage(websocket.TextMessage, make([]byte, size)); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			if ce := closeCode(t, c); ce.Code != websocket.CloseMessageTooBig {
+				t.Errorf("close %d, want 1009", ce.Code)
+			}
+			waitFor(t, ioTimeout, "a message_size violation", func() bool { return len(s.types()) == 1 })
+			s.mu.Lock()
+			v := s.vs[0]
+			s.mu.Unlock()
+			if v.Type != limiter.ViolationMessageSize || v.Current != size || v.Size != size || v.Limit != limit ||
+				v.RetryAfter != limiter.Never {
+				t.Errorf("violation %+v, want message_size observing %d bytes", v, size)
+			}
+		})
+	}
+}
