@@ -25,6 +25,7 @@ const (
 	DefaultMaxRoomsPerNode   = 10000
 	DefaultMaxRoomNameLength = 128
 	DefaultMaxDrain          = 16 << 20
+	DefaultControlFrames     = 60
 )
 
 // Config configures a Handler. Zero fields get the defaults named on them.
@@ -88,6 +89,13 @@ type Config struct {
 	// CloseTimeout is how long a closing connection waits for the client's
 	// close frame. Zero means DefaultCloseTimeout.
 	CloseTimeout time.Duration
+	// ControlFramesPerMinute bounds the pings and pongs a client may send:
+	// a bucket of this many, refilled evenly over a minute, per
+	// connection. A ping beyond it gets no pong, and each frame beyond it
+	// is reported as a message_rate violation and counted as a denial
+	// (see MaxDenials). Zero means DefaultControlFrames (60); negative
+	// means unlimited.
+	ControlFramesPerMinute int
 	// MaxDrain bounds what the handler reads and discards of a message
 	// refused for exceeding the Limiter's MaxMessageSize, after sending the
 	// 1009 close frame and for at most CloseTimeout, so that a client still
@@ -214,6 +222,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxDenials == 0 {
 		c.MaxDenials = DefaultMaxDenials
+	}
+	if c.ControlFramesPerMinute == 0 {
+		c.ControlFramesPerMinute = DefaultControlFrames
 	}
 	type durField struct {
 		name string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +54,8 @@ type Conn struct {
 	spare []outFrame // guarded by wmu: the last batch's array, for reuse
 
 	// Owned by the read goroutine.
-	denials limiter.Bucket
+	denials  limiter.Bucket
+	controls limiter.Bucket // pings and pongs from the client
 	rooms   map[string]*room
 	rbuf    bytes.Buffer
 	ebuf    []byte
@@ -288,15 +290,17 @@ func (c *Conn) serve() {
 	if max := h.lim.Limits().MaxMessageSize; max > 0 {
 		c.ws.SetReadLimit(max)
 	}
-	if pi := h.cfg.PingInterval; pi > 0 {
+	pi := h.cfg.PingInterval
+	if pi > 0 {
 		_ = c.ws.SetReadDeadline(time.Now().Add(2 * pi))
-		c.ws.SetPongHandler(func(string) error {
-			if !c.isClosing() {
-				_ = c.ws.SetReadDeadline(time.Now().Add(2 * pi))
-			}
-			return nil
-		})
 	}
+	c.ws.SetPongHandler(func(string) error {
+		if c.controlFrame() && pi > 0 && !c.isClosing() {
+			_ = c.ws.SetReadDeadline(time.Now().Add(2 * pi))
+		}
+		return nil
+	})
+	c.ws.SetPingHandler(c.ping)
 	go c.writeLoop()
 	if h.cfg.OnConnect != nil {
 		if err := h.cfg.OnConnect(c); err != nil {
@@ -444,11 +448,52 @@ func (c *Conn) gate() bool {
 	return true
 }
 
-// deny answers a denied frame with an error frame and closes the connection
-// when it has been denied too often.
+// ping answers a client's ping with a pong, if the ping is within the
+// connection's control-frame bucket; it runs on the read goroutine.
+func (c *Conn) ping(data string) error {
+	if !c.controlFrame() {
+		return nil
+	}
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.h.cfg.WriteTimeout))
+	var ne net.Error
+	if err == nil || errors.Is(err, websocket.ErrCloseSent) || (errors.As(err, &ne) && ne.Timeout()) {
+		return nil // as gorilla's own ping handler: the writer notices a dead peer
+	}
+	return err
+}
+
+// controlFrame takes a token for a ping or pong from the client and
+// reports whether it was within ControlFramesPerMinute. A frame beyond it
+// is ignored (a ping gets no pong), reported as a message_rate violation
+// and counted as a denial.
+func (c *Conn) controlFrame() bool {
+	h := c.h
+	if h.cfg.ControlFramesPerMinute < 0 {
+		return true
+	}
+	spec := limiter.Spec{Limit: int64(h.cfg.ControlFramesPerMinute), Per: time.Minute}
+	now := h.cfg.Now()
+	r := c.controls.TakeAt(spec, now, 1)
+	if r.OK {
+		return true
+	}
+	h.violate(limiter.Violation{Type: limiter.ViolationMessageRate, Reason: limiter.ReasonRateLimitExceeded,
+		Time: now, ClientID: c.client, ConnectionID: c.id, Limit: spec.Limit, Remaining: r.Remaining,
+		RetryAfter: r.RetryAfter, Metadata: c.meta})
+	c.countDenial()
+	return false
+}
+
+// deny answers a denied frame with an error frame and counts the denial.
 func (c *Conn) deny(e errorInfo) {
-	c.h.denials.Add(1)
 	c.sendError(e)
+	c.countDenial()
+}
+
+// countDenial counts a denial and closes the connection when it has been
+// denied too often.
+func (c *Conn) countDenial() {
+	c.h.denials.Add(1)
 	if c.h.cfg.MaxDenials < 0 {
 		return
 	}

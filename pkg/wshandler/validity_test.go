@@ -225,3 +225,79 @@ func TestHugeFrameGets1009(t *testing.T) {
 		})
 	}
 }
+
+// pingFlood sends up to n pings (and first pongs unsolicited pongs) on c,
+// stopping at the first failed write, and returns how many went out.
+func pingFlood(c *websocket.Conn, pongs, n int) int {
+	sent := 0
+	for i := 0; i < pongs+n; i++ {
+		mt := websocket.PingMessage
+		if i < pongs {
+			mt = websocket.PongMessage
+		}
+		if err := c.WriteControl(mt, []byte("p"), time.Now().Add(ioTimeout)); err != nil {
+			break
+		}
+		sent++
+	}
+	return sent
+}
+
+// TestControlFramesBounded: a client's pings and pongs share a bucket of
+// ControlFramesPerMinute; a client sending 20,000 pings used to get 20,000
+// pongs. Here it gets 60 minus the 30 unsolicited pongs it sent first; the
+// rest go unanswered, and, counted as denials, close the connection.
+func TestControlFramesBounded(t *testing.T) {
+	t.Parallel()
+	const flood = 20000
+	t.Run("unanswered", func(t *testing.T) {
+		t.Parallel()
+		s := &sink{}
+		n, _ := roomNode(t, Config{MaxDenials: -1, Sink: s}, limiter.Limits{})
+		c := dialAs(t, n, "pinger")
+		var pongs int
+		c.SetPongHandler(func(string) error { pongs++; return nil })
+		join(t, c, "lobby")
+		if sent := pingFlood(c, 30, flood); sent != 30+flood {
+			t.Fatalf("sent %d control frames", sent)
+		}
+		// Frames are handled in order: once the message comes back, every
+		// pong the server wrote has been read (the handler runs in recv).
+		send(t, c, msg("lobby", "after"))
+		if r := recv(t, c); string(r.Data) != `"after"` {
+			t.Fatalf("got %+v", r)
+		}
+		if pongs != DefaultControlFrames-30 {
+			t.Errorf("%d pongs for %d pings after 30 pongs, want %d", pongs, flood, DefaultControlFrames-30)
+		}
+		if got := len(s.types()); got != 30+flood-DefaultControlFrames {
+			t.Errorf("%d violations, want one per frame beyond the bucket", got)
+		}
+	})
+	t.Run("closed", func(t *testing.T) {
+		t.Parallel()
+		n, _ := roomNode(t, Config{}, limiter.Limits{})
+		c := dialAs(t, n, "pinger")
+		var pongs int
+		c.SetPongHandler(func(string) error { pongs++; return nil })
+		done := make(chan *websocket.CloseError, 1)
+		go func() {
+			_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					ce, _ := err.(*websocket.CloseError)
+					done <- ce
+					return
+				}
+			}
+		}()
+		pingFlood(c, 0, flood)
+		ce := <-done
+		if ce == nil || ce.Code != websocket.ClosePolicyViolation || ce.Text != CloseReasonTooManyDenials {
+			t.Errorf("close %v, want 1008 %s", ce, CloseReasonTooManyDenials)
+		}
+		if pongs != DefaultControlFrames {
+			t.Errorf("%d pongs, want %d", pongs, DefaultControlFrames)
+		}
+	})
+}
