@@ -56,9 +56,9 @@ type Conn struct {
 	// Owned by the read goroutine.
 	denials  limiter.Bucket
 	controls limiter.Bucket // pings and pongs from the client
-	rooms   map[string]*room
-	rbuf    bytes.Buffer
-	ebuf    []byte
+	rooms    map[string]*room
+	rbuf     bytes.Buffer
+	ebuf     []byte
 }
 
 // ID returns the connection's ID, unique on its node and prefixed by the
