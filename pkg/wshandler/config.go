@@ -34,9 +34,16 @@ type Config struct {
 	// with limiter.DefaultLimits and an in-memory store, which Shutdown
 	// closes.
 	Limiter *limiter.Limiter
-	// KeyFunc names the client of a request. Nil means PeerIP with
-	// TrustedProxies.
+	// KeyFunc names the client of a request. Nil means PeerIPPrefix with
+	// IPv6PrefixLen and TrustedProxies. Whatever KeyFunc returns, an ID
+	// longer than MaxClientIDLength or not UTF-8 is refused with HTTP 400.
 	KeyFunc KeyFunc
+	// IPv6PrefixLen is the length of the IPv6 prefix that identifies a
+	// client for the default KeyFunc: its limits and bans apply to the
+	// whole network, whose client ID is the prefix in CIDR notation
+	// ("2001:db8:1:2::/64"). 128 identifies each address. Zero means
+	// DefaultIPv6PrefixLen (64). IPv4 clients are always one address.
+	IPv6PrefixLen int
 	// TrustedProxies are the networks whose X-Forwarded-For and X-Real-IP
 	// headers the default KeyFunc believes.
 	TrustedProxies []netip.Prefix
@@ -273,8 +280,14 @@ func (c Config) withDefaults() (Config, error) {
 	if err := c.DefaultRoom.validate("DefaultRoom"); err != nil {
 		return c, err
 	}
+	if c.IPv6PrefixLen == 0 {
+		c.IPv6PrefixLen = DefaultIPv6PrefixLen
+	}
+	if c.IPv6PrefixLen < 1 || c.IPv6PrefixLen > 128 {
+		return c, &FieldError{Field: "IPv6PrefixLen", Value: c.IPv6PrefixLen, Reason: "must be 1 to 128 (0 means the default, 64)"}
+	}
 	if c.KeyFunc == nil {
-		c.KeyFunc = PeerIP(c.TrustedProxies...)
+		c.KeyFunc = PeerIPPrefix(c.IPv6PrefixLen, c.TrustedProxies...)
 	}
 	if c.NodeID == "" {
 		var b [6]byte

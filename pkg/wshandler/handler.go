@@ -105,6 +105,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client, err := h.cfg.KeyFunc(r)
+	if err == nil {
+		err = checkClientID(client)
+	}
 	if err != nil {
 		http.Error(w, "cannot identify client", http.StatusBadRequest)
 		return
