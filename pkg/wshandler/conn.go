@@ -56,7 +56,7 @@ type Conn struct {
 	// Owned by the read goroutine.
 	denials  limiter.Bucket
 	controls limiter.Bucket // pings and pongs from the client
-	rooms    map[string]*room
+	rooms    map[string]membership
 	rbuf     bytes.Buffer
 	ebuf     []byte
 }

@@ -141,7 +141,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		dead:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		wake:       make(chan struct{}, 1),
-		rooms:      make(map[string]*room),
+		rooms:      make(map[string]membership),
 	}
 	if !h.track(c) {
 		_ = ws.WriteControl(websocket.CloseMessage,

@@ -33,6 +33,14 @@ func (c *Conn) handleFrame(data []byte) {
 	}
 	switch f.Type {
 	case TypeJoin:
+		var nick string
+		if f.Name != nil {
+			var ok bool
+			if nick, ok = checkJoinName(*f.Name); !ok {
+				c.deny(errorInfo{code: CodeInvalidName, room: f.Room, ref: f.ID})
+				return
+			}
+		}
 		if !c.gate() {
 			return
 		}
@@ -43,15 +51,16 @@ func (c *Conn) handleFrame(data []byte) {
 			c.deny(e)
 			return
 		}
-		if e, ok := c.join(f.Room, f.ID); !ok {
+		if e, ok := c.join(f.Room, f.ID, nick); !ok {
 			h.lim.RefundMessage(c.ctx(), c.id, len(data))
 			c.deny(e)
 			return
 		}
-		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: replyFrame(TypeJoined, f.Room, f.ID)})
+		m := c.rooms[f.Room]
+		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: joinedFrame(m.r.nameJSON, c.idJSON, m.nameJSON, f.ID)})
 	case TypeLeave:
-		r := c.rooms[f.Room]
-		if r == nil {
+		m, in := c.rooms[f.Room]
+		if !in {
 			c.deny(errorInfo{code: CodeNotMember, room: f.Room, ref: f.ID})
 			return
 		}
@@ -61,21 +70,21 @@ func (c *Conn) handleFrame(data []byte) {
 			c.deny(e)
 			return
 		}
-		c.leave(r)
+		c.leave(m)
 		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: replyFrame(TypeLeft, f.Room, f.ID)})
 	case TypeMessage:
-		r := c.rooms[f.Room]
-		if r == nil {
+		m, in := c.rooms[f.Room]
+		if !in {
 			c.deny(errorInfo{code: CodeNotMember, room: f.Room, ref: f.ID})
 			return
 		}
-		if e, ok := c.roomMessage(r, len(data), f.ID); !ok {
+		if e, ok := c.roomMessage(m.r, len(data), f.ID); !ok {
 			if e.code != "" {
 				c.deny(e)
 			}
 			return
 		}
-		c.broadcast(r, messageFrame(r.nameJSON, c.idJSON, f.Data))
+		c.broadcast(m.r, messageFrame(m.r.nameJSON, c.idJSON, m.nameJSON, f.Data))
 	}
 }
 
