@@ -15,17 +15,17 @@ import (
 
 // Defaults of the Config fields left zero.
 const (
-	DefaultMaxDenials        = 10
-	DefaultDenialWindow      = time.Minute
-	DefaultSendQueueSize     = 256
-	DefaultWriteTimeout      = 10 * time.Second
-	DefaultCloseTimeout      = 5 * time.Second
-	DefaultPingInterval      = 30 * time.Second
-	DefaultMaxRoomsPerConn   = 16
-	DefaultMaxRoomsPerNode   = 10000
-	DefaultMaxRoomNameLength = 128
-	DefaultMaxDrain          = 16 << 20
-	DefaultControlFrames     = 60
+	DefaultMaxDenials             = 10
+	DefaultDenialWindow           = time.Minute
+	DefaultSendQueueSize          = 256
+	DefaultWriteTimeout           = 10 * time.Second
+	DefaultCloseTimeout           = 5 * time.Second
+	DefaultPingInterval           = 30 * time.Second
+	DefaultMaxRoomsPerConn        = 16
+	DefaultMaxRoomsPerNode        = 10000
+	DefaultMaxRoomNameLength      = 128
+	DefaultMaxDrain               = 16 << 20
+	DefaultControlFramesPerMinute = 60
 )
 
 // Config configures a Handler. Zero fields get the defaults named on them.
@@ -100,7 +100,7 @@ type Config struct {
 	// a bucket of this many, refilled evenly over a minute, per
 	// connection. A ping beyond it gets no pong, and each frame beyond it
 	// is reported as a message_rate violation and counted as a denial
-	// (see MaxDenials). Zero means DefaultControlFrames (60); negative
+	// (see MaxDenials). Zero means DefaultControlFramesPerMinute (60); negative
 	// means unlimited.
 	ControlFramesPerMinute int
 	// MaxDrain bounds what the handler reads and discards of a message
@@ -231,7 +231,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxDenials = DefaultMaxDenials
 	}
 	if c.ControlFramesPerMinute == 0 {
-		c.ControlFramesPerMinute = DefaultControlFrames
+		c.ControlFramesPerMinute = DefaultControlFramesPerMinute
 	}
 	type durField struct {
 		name string

@@ -267,10 +267,10 @@ func TestControlFramesBounded(t *testing.T) {
 		if r := recv(t, c); string(r.Data) != `"after"` {
 			t.Fatalf("got %+v", r)
 		}
-		if pongs != DefaultControlFrames-30 {
-			t.Errorf("%d pongs for %d pings after 30 pongs, want %d", pongs, flood, DefaultControlFrames-30)
+		if pongs != DefaultControlFramesPerMinute-30 {
+			t.Errorf("%d pongs for %d pings after 30 pongs, want %d", pongs, flood, DefaultControlFramesPerMinute-30)
 		}
-		if got := len(s.types()); got != 30+flood-DefaultControlFrames {
+		if got := len(s.types()); got != 30+flood-DefaultControlFramesPerMinute {
 			t.Errorf("%d violations, want one per frame beyond the bucket", got)
 		}
 	})
@@ -296,8 +296,8 @@ func TestControlFramesBounded(t *testing.T) {
 		if ce == nil || ce.Code != websocket.ClosePolicyViolation || ce.Text != CloseReasonTooManyDenials {
 			t.Errorf("close %v, want 1008 %s", ce, CloseReasonTooManyDenials)
 		}
-		if pongs != DefaultControlFrames {
-			t.Errorf("%d pongs, want %d", pongs, DefaultControlFrames)
+		if pongs != DefaultControlFramesPerMinute {
+			t.Errorf("%d pongs, want %d", pongs, DefaultControlFramesPerMinute)
 		}
 	})
 }
