@@ -322,7 +322,6 @@ func (c *Conn) serve() {
 // readLoop reads and handles messages until the connection fails or the
 // close handshake ends. It returns the error that ended it.
 func (c *Conn) readLoop() error {
-	h := c.h
 	for {
 		mt, r, err := c.ws.NextReader()
 		if err == nil {
@@ -339,9 +338,9 @@ func (c *Conn) readLoop() error {
 			continue // draining until the client's close frame
 		}
 		data := c.rbuf.Bytes()
-		// A text frame must be UTF-8 (RFC 6455 §8.1), and so must every
-		// frame of the room protocol, which is JSON relayed as text.
-		if (mt == websocket.TextMessage || h.cfg.OnMessage == nil) && !utf8.Valid(data) {
+		// A text frame must be UTF-8 (RFC 6455 §8.1). (The room protocol
+		// refuses binary frames that are not, see handleFrame.)
+		if mt == websocket.TextMessage && !utf8.Valid(data) {
 			c.failInvalidUTF8(len(data))
 			continue
 		}
@@ -420,7 +419,7 @@ func (c *Conn) failInvalidUTF8(size int) {
 func (c *Conn) handle(mt int, data []byte) {
 	h := c.h
 	if h.cfg.OnMessage == nil {
-		c.handleFrame(data)
+		c.handleFrame(mt, data)
 		return
 	}
 	if !c.gate() {

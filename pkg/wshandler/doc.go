@@ -27,8 +27,9 @@
 //
 // # Messages
 //
-// A text frame (and any frame of the room protocol) that is not valid UTF-8
-// fails the connection with close code 1007 and is never relayed. The
+// A text frame that is not valid UTF-8 fails the connection with close code
+// 1007 and is never relayed; the room protocol refuses a binary frame that
+// is not UTF-8 as malformed. The
 // limiter's MaxMessageSize is the read limit: an oversized message is
 // refused with close code 1009 from its header, before its payload is read,
 // and the connection is drained for a bounded time so that the client

@@ -1,13 +1,21 @@
 package wshandler
 
 import (
+	"unicode/utf8"
+
 	"github.com/gorilla/websocket"
 )
 
-// handleFrame runs one frame of the built-in room protocol.
-func (c *Conn) handleFrame(data []byte) {
+// handleFrame runs one frame of the built-in room protocol. A text frame
+// is UTF-8 (the read loop has checked); a binary frame that is not is
+// malformed, since its data would be relayed in a text frame.
+func (c *Conn) handleFrame(mt int, data []byte) {
 	h := c.h
-	f, err := decodeFrame(data)
+	var f frame
+	err := errFrame
+	if mt == websocket.TextMessage || utf8.Valid(data) {
+		f, err = decodeFrame(data)
+	}
 	if err != nil {
 		// A malformed frame still costs a message and its bytes.
 		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {

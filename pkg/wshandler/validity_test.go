@@ -62,16 +62,23 @@ func TestInvalidUTF8Closes1007(t *testing.T) {
 	}
 }
 
-// TestInvalidUTF8BinaryRoomFrame: the room protocol relays frames as text,
-// so a binary frame that is not UTF-8 fails the connection too.
+// TestInvalidUTF8BinaryRoomFrame: the room protocol relays message data in
+// text frames, so a binary frame that is not UTF-8 is a malformed frame:
+// refused with invalid_frame, and relayed to no one. (A binary frame may
+// hold anything; RFC 6455's 1007 is for text frames.)
 func TestInvalidUTF8BinaryRoomFrame(t *testing.T) {
 	t.Parallel()
 	n, _ := roomNode(t, Config{}, limiter.Limits{})
-	a := dialAs(t, n, "mallory")
+	a, b := dialAs(t, n, "mallory"), dialAs(t, n, "bob")
 	join(t, a, "lobby")
+	join(t, b, "lobby")
 	writeRaw(t, a, websocket.BinaryMessage, invalidMessage)
-	if ce := closeCode(t, a); ce.Code != websocket.CloseInvalidFramePayloadData {
-		t.Errorf("close %d, want 1007", ce.Code)
+	if r := recv(t, a); r.Error != CodeInvalidFrame {
+		t.Errorf("got %+v, want invalid_frame", r)
+	}
+	send(t, b, msg("lobby", "after"))
+	if r := recv(t, b); string(r.Data) != `"after"` {
+		t.Errorf("b got %+v, want its own message first", r)
 	}
 }
 
