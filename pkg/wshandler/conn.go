@@ -422,7 +422,7 @@ func (c *Conn) handle(mt int, data []byte) {
 		c.handleFrame(mt, data)
 		return
 	}
-	if !c.gate() {
+	if !c.gate("", "") {
 		return
 	}
 	if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
@@ -432,15 +432,16 @@ func (c *Conn) handle(mt int, data []byte) {
 	h.cfg.OnMessage(c, mt, data)
 }
 
-// gate reports whether the client may still send; a banned client's
-// connection is closed.
-func (c *Conn) gate() bool {
+// gate reports whether the client may still send; a banned client gets an
+// error frame (for room and the frame's id ref, if any) and its connection
+// is closed.
+func (c *Conn) gate(room, ref string) bool {
 	g := c.h.cfg.Gate
 	if g == nil {
 		return true
 	}
 	if _, banned := g.BannedUntil(c.client, c.h.cfg.Now()); banned {
-		c.sendError(errorInfo{code: string(limiter.ReasonBanned)})
+		c.sendError(errorInfo{code: string(limiter.ReasonBanned), room: room, ref: ref})
 		c.Close(websocket.ClosePolicyViolation, string(limiter.ReasonBanned))
 		return false
 	}

@@ -272,7 +272,7 @@ func (c *Conn) roomMessage(r *room, size int, ref string) (e errorInfo, ok bool)
 		return e, false
 	}
 	// 2. The ban gate; a banned client's connection is closing already.
-	if !c.gate() {
+	if !c.gate(r.name, ref) {
 		return errorInfo{}, false
 	}
 	// 3. The connection's or client's message rate and bandwidth.

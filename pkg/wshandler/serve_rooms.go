@@ -19,7 +19,9 @@ func (c *Conn) handleFrame(mt int, data []byte) {
 	if err != nil {
 		// A malformed frame still costs a message and its bytes.
 		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {
-			c.deny(errorFromDecision(d))
+			e := errorFromDecision(d)
+			e.ref = f.ID
+			c.deny(e)
 			return
 		}
 		c.deny(errorInfo{code: CodeInvalidFrame, ref: f.ID})
@@ -29,7 +31,9 @@ func (c *Conn) handleFrame(mt int, data []byte) {
 	case TypeJoin, TypeLeave, TypeMessage:
 	default:
 		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {
-			c.deny(errorFromDecision(d))
+			e := errorFromDecision(d)
+			e.ref = f.ID
+			c.deny(e)
 			return
 		}
 		c.deny(errorInfo{code: CodeUnknownType, ref: f.ID})
@@ -49,7 +53,7 @@ func (c *Conn) handleFrame(mt int, data []byte) {
 				return
 			}
 		}
-		if !c.gate() {
+		if !c.gate(f.Room, f.ID) {
 			return
 		}
 		d := h.lim.CheckMessage(c.ctx(), c.id, len(data))

@@ -308,3 +308,28 @@ func TestControlFramesBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestDenialsEchoID: a rate denial of a malformed or unknown frame, and the
+// banned error of a room frame, echo the frame's id (and room) too.
+func TestDenialsEchoID(t *testing.T) {
+	t.Parallel()
+	n, _ := roomNode(t, Config{MaxDenials: -1}, limiter.Limits{MessagesPerMinute: 1})
+	c := dialAs(t, n, "dora")
+	join(t, c, "lobby") // the one message
+	for _, f := range []string{`{"type":"dance","room":"x","id":"u1"}`, `{"room":"lobby","id":"u1"}`} {
+		send(t, c, f)
+		if r := recv(t, c); r.Error != string(limiter.ReasonRateLimitExceeded) || r.ID != "u1" {
+			t.Errorf("%s: %+v, want rate_limit_exceeded with id u1", f, r)
+		}
+	}
+
+	g := &gate{}
+	nb, _ := roomNode(t, Config{Gate: g}, limiter.Limits{})
+	b := dialAs(t, nb, "eve")
+	join(t, b, "lobby")
+	g.ban("eve")
+	send(t, b, map[string]any{"type": "message", "room": "lobby", "id": "b1", "data": 1})
+	if r := recv(t, b); r.Error != string(limiter.ReasonBanned) || r.ID != "b1" || r.Room != "lobby" {
+		t.Errorf("got %+v, want banned with id b1 in lobby", r)
+	}
+}
