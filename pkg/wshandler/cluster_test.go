@@ -151,12 +151,17 @@ func TestClusterFanout(t *testing.T) {
 func TestClusterJoinAfterMessages(t *testing.T) {
 	t.Parallel()
 	s := startNATS(t)
-	na, _ := clusterNode(t, s, "node-a", Config{})
+	na, nca := clusterNode(t, s, "node-a", Config{})
 	nb, _ := clusterNode(t, s, "node-b", Config{})
 	a, b := dialAs(t, na, "a"), dialAs(t, nb, "b")
 	join(t, a, "r")
 	send(t, a, msg("r", "early"))
 	recv(t, a)
+	// a's own copy is delivered on node a before the publication reaches
+	// the server; a round trip makes sure it has (and found no node b).
+	if err := nca.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	join(t, b, "r")
 	send(t, a, msg("r", "late"))
 	recv(t, a)
