@@ -33,6 +33,7 @@ const (
 	TypeStoreUnavailable           = Type(limiter.ViolationStoreUnavailable)
 	TypeRoomRate                   = Type(limiter.ViolationRoomRate)
 	TypeRoomFull                   = Type(limiter.ViolationRoomFull)
+	TypeInvalidUTF8                = Type(limiter.ViolationInvalidUTF8)
 	TypeBan                   Type = "ban"
 	TypeUnban                 Type = "unban"
 )
@@ -41,7 +42,7 @@ const (
 var Types = [...]Type{
 	TypeConnectionRate, TypeConcurrentConnections, TypeMessageSize,
 	TypeMessageRate, TypeBandwidth, TypeBanned, TypeStoreUnavailable,
-	TypeRoomRate, TypeRoomFull, TypeBan, TypeUnban,
+	TypeRoomRate, TypeRoomFull, TypeInvalidUTF8, TypeBan, TypeUnban,
 }
 
 // IsViolation reports whether t is published on the violations subjects

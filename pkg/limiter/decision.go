@@ -19,6 +19,9 @@ const (
 	ReasonRoomRateExceeded       Reason = "room_rate_exceeded"
 	ReasonRoomFull               Reason = "room_full"
 	ReasonStoreUnavailable       Reason = "store_unavailable"
+	// ReasonInvalidUTF8 is reported by protocol layers (pkg/wshandler)
+	// for a text frame whose bytes are not valid UTF-8.
+	ReasonInvalidUTF8 Reason = "invalid_utf8"
 )
 
 // Reasons lists every Reason, in a stable order.
@@ -26,7 +29,7 @@ var Reasons = [...]Reason{
 	ReasonOK, ReasonConnectionRateExceeded, ReasonTooManyConnections,
 	ReasonMessageTooLarge, ReasonRateLimitExceeded, ReasonBandwidthExceeded,
 	ReasonConnectionNotFound, ReasonBanned, ReasonRoomRateExceeded,
-	ReasonRoomFull, ReasonStoreUnavailable,
+	ReasonRoomFull, ReasonStoreUnavailable, ReasonInvalidUTF8,
 }
 
 // Decision is the answer to a connection or message check.

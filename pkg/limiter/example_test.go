@@ -21,6 +21,10 @@ func Example() {
 			MaxMessageSize:           64 << 10,
 		},
 		OnViolation: func(v limiter.Violation) {
+			if v.RetryAfter == limiter.Never {
+				fmt.Printf("violation: %s by %s, no wait helps\n", v.Type, v.ClientID)
+				return
+			}
 			fmt.Printf("violation: %s by %s, retry after %v\n", v.Type, v.ClientID, v.RetryAfter)
 		},
 		Now: func() time.Time { return now },
@@ -52,7 +56,7 @@ func Example() {
 	// true ok 0s
 	// violation: message_rate by 203.0.113.7, retry after 20s
 	// false rate_limit_exceeded 20s
-	// violation: message_size by 203.0.113.7, retry after 0s
+	// violation: message_size by 203.0.113.7, no wait helps
 	// message_too_large max 65536
 	// 1 3 15
 }

@@ -98,8 +98,10 @@ func (l *Limiter) Limits() Limits { return l.limits }
 // can keep their buckets in the same place.
 func (l *Limiter) Store() Store { return l.store }
 
-// Close releases the Limiter's own store. It is idempotent. Calls after
-// Close return ErrClosed or deny with connection_not_found.
+// Close releases the Limiter's own store. It is idempotent. After Close,
+// CheckConnection, Connect and CheckMessage deny with store_unavailable
+// (Connect also returns ErrClosed), and RegisterConnection returns
+// ErrClosed.
 func (l *Limiter) Close() error {
 	if l.closed.Swap(true) {
 		return nil
@@ -269,6 +271,10 @@ func (l *Limiter) UnregisterConnection(ctx context.Context, connID string) error
 // message rate, the bandwidth. An allowed message is counted; a denied one
 // consumes nothing. It allocates nothing.
 func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Decision {
+	if l.closed.Load() {
+		l.count(ReasonStoreUnavailable)
+		return Decision{Reason: ReasonStoreUnavailable}
+	}
 	c := l.reg.get(connID)
 	if c == nil {
 		l.count(ReasonConnectionNotFound)
@@ -278,8 +284,8 @@ func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Dec
 	now := l.now()
 	if max := l.limits.MaxMessageSize; max > 0 && n > max {
 		l.violate(Violation{Type: ViolationMessageSize, Reason: ReasonMessageTooLarge, Time: now, ClientID: c.client,
-			ConnectionID: c.id, Size: n, Limit: max, Current: n, Metadata: c.meta})
-		return Decision{Reason: ReasonMessageTooLarge, Limit: max, MaxSize: max}
+			ConnectionID: c.id, Size: n, Limit: max, Current: n, RetryAfter: Never, Metadata: c.meta})
+		return Decision{Reason: ReasonMessageTooLarge, Limit: max, MaxSize: max, RetryAfter: Never}
 	}
 	var d Decision
 	if l.limits.MessageScope == PerClient {
@@ -394,6 +400,12 @@ func (l *Limiter) violate(v Violation) {
 	}
 	report(l.sink, v, &l.panics)
 }
+
+// CountDenial counts a denial with reason r that a layer above the Limiter
+// decided (a room limit, a protocol check), so that Statistics.Denied
+// covers every layer. It reports nothing to the sinks: the layer reports
+// its own violation.
+func (l *Limiter) CountDenial(r Reason) { l.count(r) }
 
 func (l *Limiter) count(r Reason) {
 	if i := reasonIndex(r); i >= 0 {

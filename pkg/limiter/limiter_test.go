@@ -134,9 +134,11 @@ func TestMessageTooLarge(t *testing.T) {
 	require.False(t, d.Allowed)
 	require.Equal(t, ReasonMessageTooLarge, d.Reason)
 	require.Equal(t, int64(100), d.MaxSize)
+	require.Equal(t, Never, d.RetryAfter, "no wait lets an oversized message pass")
 	require.Len(t, got, 1)
 	require.Equal(t, Violation{Type: ViolationMessageSize, Reason: ReasonMessageTooLarge, Time: t0, ClientID: "erin",
-		ConnectionID: "c1", Size: 200, Limit: 100, Current: 200, Metadata: map[string]string{"user": "erin"}}, got[0])
+		ConnectionID: "c1", Size: 200, Limit: 100, Current: 200, RetryAfter: Never,
+		Metadata: map[string]string{"user": "erin"}}, got[0])
 	// The oversized message consumed nothing: the one allowed message passes.
 	require.True(t, l.CheckMessage(ctx, "c1", 100).Allowed)
 }
@@ -519,4 +521,22 @@ func TestNewRejectsInvalidLimits(t *testing.T) {
 	require.ErrorAs(t, err, &fe)
 	require.Equal(t, "MessagesPerMinute", fe.Field)
 	require.True(t, errors.Is(err, ErrInvalidLimits))
+}
+
+// Close's contract: every later check denies. CheckMessage used to go on
+// allowing a connection registered before Close.
+func TestCheckMessageAfterClose(t *testing.T) {
+	t.Parallel()
+	l, err := New(Config{Limits: Limits{MessagesPerMinute: 100}})
+	require.NoError(t, err)
+	_, err = l.Connect(ctx, "c1", "kim", nil)
+	require.NoError(t, err)
+	require.True(t, l.CheckMessage(ctx, "c1", 10).Allowed)
+	require.NoError(t, l.Close())
+	d := l.CheckMessage(ctx, "c1", 10)
+	require.False(t, d.Allowed)
+	require.Equal(t, ReasonStoreUnavailable, d.Reason)
+	require.Equal(t, int64(1), l.Statistics().Denied[ReasonStoreUnavailable])
+	require.Equal(t, ReasonStoreUnavailable, l.CheckConnection(ctx, "kim").Reason)
+	require.ErrorIs(t, l.RegisterConnection(ctx, "c2", "kim", nil), ErrClosed)
 }

@@ -22,7 +22,19 @@ const (
 	// (pkg/wshandler) through the same sinks.
 	ViolationRoomRate ViolationType = "room_rate"
 	ViolationRoomFull ViolationType = "room_full"
+	// ViolationInvalidUTF8 is reported by protocol layers (pkg/wshandler)
+	// for a text frame that is not valid UTF-8; the connection is failed
+	// with close code 1007.
+	ViolationInvalidUTF8 ViolationType = "invalid_utf8"
 )
+
+// ViolationTypes lists every ViolationType, in a stable order, for code
+// that counts violations by type.
+var ViolationTypes = [...]ViolationType{
+	ViolationConnectionRate, ViolationConcurrentConnections, ViolationMessageSize,
+	ViolationMessageRate, ViolationBandwidth, ViolationBanned, ViolationStoreUnavailable,
+	ViolationRoomRate, ViolationRoomFull, ViolationInvalidUTF8,
+}
 
 // Violation describes one denied request. It never carries a message body.
 type Violation struct {

@@ -19,7 +19,11 @@ type Broker interface {
 	// Subscribe starts delivering the room's messages from other nodes to
 	// deliver, which must not block, until unsubscribe is called. When
 	// Subscribe returns, the subscription is in place: a message published
-	// afterwards by any node is delivered.
+	// afterwards by any node is delivered. While the broker's backend is
+	// unreachable, Subscribe should not wait for it: it returns at once
+	// (so that the room still works on this node) and puts the
+	// subscription in place when the backend is back. An error means the
+	// subscription will never be made.
 	Subscribe(ctx context.Context, room string, deliver func(frame []byte)) (unsubscribe func() error, err error)
 	// Publish sends frame to the room's subscribers on other nodes. It
 	// must not wait for them.
@@ -112,8 +116,11 @@ func (b *NATSBroker) Publish(_ context.Context, room string, frame []byte) error
 	return b.nc.PublishMsg(&nats.Msg{Subject: b.Subject(room), Header: b.hdr, Data: frame})
 }
 
-// Subscribe implements Broker. It waits for the server to confirm the
-// subscription, for at most SubscribeTimeout.
+// Subscribe implements Broker. While connected it waits for the server to
+// confirm the subscription, for at most SubscribeTimeout. While the
+// connection is reconnecting it returns at once: the NATS client sends its
+// subscriptions again when it reconnects, so the room's members hear the
+// other nodes once NATS is back. It fails only on a closed connection.
 func (b *NATSBroker) Subscribe(ctx context.Context, room string, deliver func([]byte)) (func() error, error) {
 	sub, err := b.nc.Subscribe(b.Subject(room), func(m *nats.Msg) {
 		if o := m.Header[HeaderOrigin]; len(o) == 1 && o[0] == b.node {
@@ -124,19 +131,25 @@ func (b *NATSBroker) Subscribe(ctx context.Context, room string, deliver func([]
 	if err != nil {
 		return nil, fmt.Errorf("wshandler: subscribe room: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
-	defer cancel()
-	if err := b.nc.FlushWithContext(ctx); err != nil {
-		_ = sub.Unsubscribe()
-		return nil, fmt.Errorf("wshandler: subscribe room: %w", err)
-	}
-	return func() error {
+	unsub := func() error {
 		err := sub.Unsubscribe()
 		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
 			return nil
 		}
 		return err
-	}, nil
+	}
+	if !b.nc.IsConnected() {
+		return unsub, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	if err := b.nc.FlushWithContext(ctx); err != nil && b.nc.IsClosed() {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("wshandler: subscribe room: %w", err)
+	}
+	// Any other failure is a connection lost or slow during the round
+	// trip: the subscription stays and is sent again on reconnect.
+	return unsub, nil
 }
 
 // Flush implements Flusher: it waits until the server has every message

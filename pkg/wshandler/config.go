@@ -15,15 +15,17 @@ import (
 
 // Defaults of the Config fields left zero.
 const (
-	DefaultMaxDenials        = 10
-	DefaultDenialWindow      = time.Minute
-	DefaultSendQueueSize     = 256
-	DefaultWriteTimeout      = 10 * time.Second
-	DefaultCloseTimeout      = 5 * time.Second
-	DefaultPingInterval      = 30 * time.Second
-	DefaultMaxRoomsPerConn   = 16
-	DefaultMaxRoomsPerNode   = 10000
-	DefaultMaxRoomNameLength = 128
+	DefaultMaxDenials             = 10
+	DefaultDenialWindow           = time.Minute
+	DefaultSendQueueSize          = 256
+	DefaultWriteTimeout           = 10 * time.Second
+	DefaultCloseTimeout           = 5 * time.Second
+	DefaultPingInterval           = 30 * time.Second
+	DefaultMaxRoomsPerConn        = 16
+	DefaultMaxRoomsPerNode        = 10000
+	DefaultMaxRoomNameLength      = 128
+	DefaultMaxDrain               = 16 << 20
+	DefaultControlFramesPerMinute = 60
 )
 
 // Config configures a Handler. Zero fields get the defaults named on them.
@@ -32,9 +34,16 @@ type Config struct {
 	// with limiter.DefaultLimits and an in-memory store, which Shutdown
 	// closes.
 	Limiter *limiter.Limiter
-	// KeyFunc names the client of a request. Nil means PeerIP with
-	// TrustedProxies.
+	// KeyFunc names the client of a request. Nil means PeerIPPrefix with
+	// IPv6PrefixLen and TrustedProxies. Whatever KeyFunc returns, an ID
+	// longer than MaxClientIDLength or not UTF-8 is refused with HTTP 400.
 	KeyFunc KeyFunc
+	// IPv6PrefixLen is the length of the IPv6 prefix that identifies a
+	// client for the default KeyFunc: its limits and bans apply to the
+	// whole network, whose client ID is the prefix in CIDR notation
+	// ("2001:db8:1:2::/64"). 128 identifies each address. Zero means
+	// DefaultIPv6PrefixLen (64). IPv4 clients are always one address.
+	IPv6PrefixLen int
 	// TrustedProxies are the networks whose X-Forwarded-For and X-Real-IP
 	// headers the default KeyFunc believes.
 	TrustedProxies []netip.Prefix
@@ -87,6 +96,20 @@ type Config struct {
 	// CloseTimeout is how long a closing connection waits for the client's
 	// close frame. Zero means DefaultCloseTimeout.
 	CloseTimeout time.Duration
+	// ControlFramesPerMinute bounds the pings and pongs a client may send:
+	// a bucket of this many, refilled evenly over a minute, per
+	// connection. A ping beyond it gets no pong, and each frame beyond it
+	// is reported as a message_rate violation and counted as a denial
+	// (see MaxDenials). Zero means DefaultControlFramesPerMinute (60); negative
+	// means unlimited.
+	ControlFramesPerMinute int
+	// MaxDrain bounds what the handler reads and discards of a message
+	// refused for exceeding the Limiter's MaxMessageSize, after sending the
+	// 1009 close frame and for at most CloseTimeout, so that a client still
+	// writing the message receives the close frame instead of a reset
+	// connection. Zero means DefaultMaxDrain (16 MiB); negative drains
+	// nothing.
+	MaxDrain int64
 	// PingInterval is how often the server pings; a connection that sends
 	// no pong for two intervals is dropped. Zero means DefaultPingInterval;
 	// negative sends no pings and sets no read deadline.
@@ -207,6 +230,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxDenials == 0 {
 		c.MaxDenials = DefaultMaxDenials
 	}
+	if c.ControlFramesPerMinute == 0 {
+		c.ControlFramesPerMinute = DefaultControlFramesPerMinute
+	}
 	type durField struct {
 		name string
 		p    *time.Duration
@@ -223,6 +249,9 @@ func (c Config) withDefaults() (Config, error) {
 		if *f.p == 0 {
 			*f.p = f.def
 		}
+	}
+	if c.MaxDrain == 0 {
+		c.MaxDrain = DefaultMaxDrain
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
@@ -251,8 +280,14 @@ func (c Config) withDefaults() (Config, error) {
 	if err := c.DefaultRoom.validate("DefaultRoom"); err != nil {
 		return c, err
 	}
+	if c.IPv6PrefixLen == 0 {
+		c.IPv6PrefixLen = DefaultIPv6PrefixLen
+	}
+	if c.IPv6PrefixLen < 1 || c.IPv6PrefixLen > 128 {
+		return c, &FieldError{Field: "IPv6PrefixLen", Value: c.IPv6PrefixLen, Reason: "must be 1 to 128 (0 means the default, 64)"}
+	}
 	if c.KeyFunc == nil {
-		c.KeyFunc = PeerIP(c.TrustedProxies...)
+		c.KeyFunc = PeerIPPrefix(c.IPv6PrefixLen, c.TrustedProxies...)
 	}
 	if c.NodeID == "" {
 		var b [6]byte

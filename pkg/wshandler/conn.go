@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ type outFrame struct {
 type Conn struct {
 	h      *Handler
 	ws     *websocket.Conn
+	sc     *scanConn // ws's connection
 	id     string
 	client string
 	meta   map[string]string
@@ -52,10 +54,11 @@ type Conn struct {
 	spare []outFrame // guarded by wmu: the last batch's array, for reuse
 
 	// Owned by the read goroutine.
-	denials limiter.Bucket
-	rooms   map[string]*room
-	rbuf    bytes.Buffer
-	ebuf    []byte
+	denials  limiter.Bucket
+	controls limiter.Bucket // pings and pongs from the client
+	rooms    map[string]membership
+	rbuf     bytes.Buffer
+	ebuf     []byte
 }
 
 // ID returns the connection's ID, unique on its node and prefixed by the
@@ -174,7 +177,7 @@ func (c *Conn) writeLoop() {
 			err := c.flushLocked()
 			c.wmu.Unlock()
 			if err != nil {
-				c.abort()
+				c.writeFailed(err)
 				return
 			}
 			if c.queued() > 0 {
@@ -182,7 +185,7 @@ func (c *Conn) writeLoop() {
 			}
 		case <-tick:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.abort()
+				c.writeFailed(err)
 				return
 			}
 		case <-c.closing:
@@ -194,12 +197,12 @@ func (c *Conn) writeLoop() {
 			err := c.flushLocked()
 			c.wmu.Unlock()
 			if err != nil {
-				c.abort()
+				c.writeFailed(err)
 				return
 			}
 			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
 			if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.abort()
+				c.writeFailed(err)
 				return
 			}
 			// Wait for the client's close frame, at most CloseTimeout.
@@ -273,7 +276,7 @@ func (c *Conn) flushAfterRead() {
 	err := c.flushLocked()
 	c.wmu.Unlock()
 	if err != nil {
-		c.abort()
+		c.writeFailed(err)
 		return
 	}
 	if c.queued() > 0 {
@@ -287,15 +290,17 @@ func (c *Conn) serve() {
 	if max := h.lim.Limits().MaxMessageSize; max > 0 {
 		c.ws.SetReadLimit(max)
 	}
-	if pi := h.cfg.PingInterval; pi > 0 {
+	pi := h.cfg.PingInterval
+	if pi > 0 {
 		_ = c.ws.SetReadDeadline(time.Now().Add(2 * pi))
-		c.ws.SetPongHandler(func(string) error {
-			if !c.isClosing() {
-				_ = c.ws.SetReadDeadline(time.Now().Add(2 * pi))
-			}
-			return nil
-		})
 	}
+	c.ws.SetPongHandler(func(string) error {
+		if c.controlFrame() && pi > 0 && !c.isClosing() {
+			_ = c.ws.SetReadDeadline(time.Now().Add(2 * pi))
+		}
+		return nil
+	})
+	c.ws.SetPingHandler(c.ping)
 	go c.writeLoop()
 	if h.cfg.OnConnect != nil {
 		if err := h.cfg.OnConnect(c); err != nil {
@@ -317,7 +322,6 @@ func (c *Conn) serve() {
 // readLoop reads and handles messages until the connection fails or the
 // close handshake ends. It returns the error that ended it.
 func (c *Conn) readLoop() error {
-	h := c.h
 	for {
 		mt, r, err := c.ws.NextReader()
 		if err == nil {
@@ -326,20 +330,88 @@ func (c *Conn) readLoop() error {
 		}
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				// gorilla has sent the 1009 close frame.
-				h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
-					Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Limit: h.lim.Limits().MaxMessageSize,
-					Metadata: c.meta})
+				c.refuseOversized()
 			}
 			return err
 		}
 		if c.isClosing() {
 			continue // draining until the client's close frame
 		}
+		data := c.rbuf.Bytes()
+		// A text frame must be UTF-8 (RFC 6455 §8.1). (The room protocol
+		// refuses binary frames that are not, see handleFrame.)
+		if mt == websocket.TextMessage && !utf8.Valid(data) {
+			c.failInvalidUTF8(len(data))
+			continue
+		}
 		c.handling.Store(true)
-		c.handle(mt, c.rbuf.Bytes())
+		c.handle(mt, data)
 		c.flushAfterRead()
 	}
+}
+
+// refuseOversized reports a message over MaxMessageSize, which gorilla
+// has refused from its header with a 1009 close frame, and then drains the
+// connection: it reads and discards what the client still sends, until
+// the client's close frame, for at most CloseTimeout and MaxDrain bytes.
+// Closing the socket while the client is still writing would reset the
+// connection, and the client would never read the 1009.
+//
+// The violation reports the length the message's frame headers declared:
+// the refused frame's, plus its later fragments' that arrive while
+// draining.
+func (c *Conn) refuseOversized() {
+	h := c.h
+	now := h.cfg.Now()
+	c.Close(websocket.CloseMessageTooBig, "") // no more sends; the frame is out already
+	c.drain()
+	max := h.lim.Limits().MaxMessageSize
+	size := c.sc.scan.oversize
+	if size == 0 {
+		size = max + 1 // not seen by the scanner: a length that overflowed
+	}
+	h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
+		Time: now, ClientID: c.client, ConnectionID: c.id, Size: size, Limit: max, Current: size,
+		RetryAfter: limiter.Never, Metadata: c.meta})
+}
+
+// drain reads and discards from the socket until the client's close frame
+// has arrived, for at most CloseTimeout and MaxDrain bytes.
+func (c *Conn) drain() {
+	cfg := &c.h.cfg
+	if cfg.MaxDrain <= 0 || c.sc.scan.closed {
+		return
+	}
+	_ = c.sc.SetReadDeadline(time.Now().Add(cfg.CloseTimeout))
+	buf := make([]byte, 32<<10)
+	for n := int64(0); n < cfg.MaxDrain && !c.sc.scan.closed; {
+		k, err := c.sc.Read(buf[:min(int64(len(buf)), cfg.MaxDrain-n)])
+		n += int64(k)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// writeFailed ends the connection after a failed write, unless the write
+// failed because a close frame has been sent: then the read goroutine ends
+// it once the close handshake or the drain is over.
+func (c *Conn) writeFailed(err error) {
+	if !errors.Is(err, websocket.ErrCloseSent) {
+		c.abort()
+	}
+}
+
+// failInvalidUTF8 reports a frame of size bytes that is not valid UTF-8
+// and fails the connection with 1007. The frame goes nowhere: not to
+// OnMessage, not to a room, not into an error frame.
+func (c *Conn) failInvalidUTF8(size int) {
+	h := c.h
+	h.denials.Add(1)
+	h.violate(limiter.Violation{Type: limiter.ViolationInvalidUTF8, Reason: limiter.ReasonInvalidUTF8,
+		Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Size: int64(size), Current: int64(size),
+		RetryAfter: limiter.Never, Metadata: c.meta})
+	c.Close(websocket.CloseInvalidFramePayloadData, string(limiter.ReasonInvalidUTF8))
 }
 
 // handle runs one message through the limits and to OnMessage or the room
@@ -347,10 +419,10 @@ func (c *Conn) readLoop() error {
 func (c *Conn) handle(mt int, data []byte) {
 	h := c.h
 	if h.cfg.OnMessage == nil {
-		c.handleFrame(data)
+		c.handleFrame(mt, data)
 		return
 	}
-	if !c.gate() {
+	if !c.gate("", "") {
 		return
 	}
 	if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
@@ -360,26 +432,68 @@ func (c *Conn) handle(mt int, data []byte) {
 	h.cfg.OnMessage(c, mt, data)
 }
 
-// gate reports whether the client may still send; a banned client's
-// connection is closed.
-func (c *Conn) gate() bool {
+// gate reports whether the client may still send; a banned client gets an
+// error frame (for room and the frame's id ref, if any) and its connection
+// is closed.
+func (c *Conn) gate(room, ref string) bool {
 	g := c.h.cfg.Gate
 	if g == nil {
 		return true
 	}
 	if _, banned := g.BannedUntil(c.client, c.h.cfg.Now()); banned {
-		c.sendError(errorInfo{code: string(limiter.ReasonBanned)})
+		c.sendError(errorInfo{code: string(limiter.ReasonBanned), room: room, ref: ref})
 		c.Close(websocket.ClosePolicyViolation, string(limiter.ReasonBanned))
 		return false
 	}
 	return true
 }
 
-// deny answers a denied frame with an error frame and closes the connection
-// when it has been denied too often.
+// ping answers a client's ping with a pong, if the ping is within the
+// connection's control-frame bucket; it runs on the read goroutine.
+func (c *Conn) ping(data string) error {
+	if !c.controlFrame() {
+		return nil
+	}
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.h.cfg.WriteTimeout))
+	var ne net.Error
+	if err == nil || errors.Is(err, websocket.ErrCloseSent) || (errors.As(err, &ne) && ne.Timeout()) {
+		return nil // as gorilla's own ping handler: the writer notices a dead peer
+	}
+	return err
+}
+
+// controlFrame takes a token for a ping or pong from the client and
+// reports whether it was within ControlFramesPerMinute. A frame beyond it
+// is ignored (a ping gets no pong), reported as a message_rate violation
+// and counted as a denial.
+func (c *Conn) controlFrame() bool {
+	h := c.h
+	if h.cfg.ControlFramesPerMinute < 0 {
+		return true
+	}
+	spec := limiter.Spec{Limit: int64(h.cfg.ControlFramesPerMinute), Per: time.Minute}
+	now := h.cfg.Now()
+	r := c.controls.TakeAt(spec, now, 1)
+	if r.OK {
+		return true
+	}
+	h.violate(limiter.Violation{Type: limiter.ViolationMessageRate, Reason: limiter.ReasonRateLimitExceeded,
+		Time: now, ClientID: c.client, ConnectionID: c.id, Limit: spec.Limit, Remaining: r.Remaining,
+		RetryAfter: r.RetryAfter, Metadata: c.meta})
+	c.countDenial()
+	return false
+}
+
+// deny answers a denied frame with an error frame and counts the denial.
 func (c *Conn) deny(e errorInfo) {
-	c.h.denials.Add(1)
 	c.sendError(e)
+	c.countDenial()
+}
+
+// countDenial counts a denial and closes the connection when it has been
+// denied too often.
+func (c *Conn) countDenial() {
+	c.h.denials.Add(1)
 	if c.h.cfg.MaxDenials < 0 {
 		return
 	}

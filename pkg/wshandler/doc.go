@@ -15,8 +15,11 @@
 // # Identity and admission
 //
 // Config.KeyFunc names the client of a request; the default is the peer IP,
-// with X-Forwarded-For and X-Real-IP honoured only from Config.TrustedProxies.
-// PeerIP, QueryParam and Header build other KeyFuncs. Every connection is
+// with X-Forwarded-For and X-Real-IP honoured only from Config.TrustedProxies,
+// and an IPv6 client named by its network of Config.IPv6PrefixLen bits (a
+// /64 by default). PeerIP, PeerIPPrefix, QueryParam and Header build other
+// KeyFuncs; whatever the KeyFunc, a client ID over MaxClientIDLength bytes
+// or not UTF-8 is refused with HTTP 400. Every connection is
 // admitted by Limiter.Connect before the upgrade: a denied one gets HTTP 429
 // with Retry-After (whole seconds, rounded up) and a JSON body, 403 if the
 // client is banned, or, with Config.RejectWithClose, an upgrade followed by a
@@ -24,9 +27,14 @@
 //
 // # Messages
 //
-// The limiter's MaxMessageSize is the read limit: an oversized frame is
-// refused with close code 1009 from its header, before its payload is read.
-// Every message is checked against the message rate and bandwidth; a denial
+// A text frame that is not valid UTF-8 fails the connection with close code
+// 1007 and is never relayed; the room protocol refuses a binary frame that
+// is not UTF-8 as malformed. The
+// limiter's MaxMessageSize is the read limit: an oversized message is
+// refused with close code 1009 from its header, before its payload is read,
+// and the connection is drained for a bounded time so that the client
+// receives the close frame. A client's pings and pongs are bounded by
+// Config.ControlFramesPerMinute. Every message is checked against the message rate and bandwidth; a denial
 // gets a JSON error frame with retry_after_ms, and a connection denied more
 // than Config.MaxDenials times within Config.DenialWindow is closed with 1008.
 //

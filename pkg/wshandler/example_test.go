@@ -48,7 +48,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","room":"lobby"}`))
+	_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","room":"lobby","name":"alice"}`))
 	_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"message","room":"lobby","data":{"text":"hello"}}`))
 	for i := 0; i < 2; i++ {
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -68,6 +68,6 @@ func Example() {
 		log.Print(err)
 	}
 	// Output:
-	// {"type":"joined","room":"lobby"}
-	// {"type":"message","room":"lobby","from":"node-1-1","data":{"text":"hello"}}
+	// {"type":"joined","room":"lobby","connection":"node-1-1","name":"alice"}
+	// {"type":"message","room":"lobby","from":"node-1-1","name":"alice","data":{"text":"hello"}}
 }

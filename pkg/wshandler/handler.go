@@ -42,6 +42,7 @@ type Handler struct {
 	rejected      atomic.Int64
 	sinkPanics    atomic.Int64
 	publishErrors atomic.Int64
+	remoteDropped atomic.Int64
 	shutdownMu    sync.Mutex
 	shutdownErr   error
 }
@@ -104,6 +105,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client, err := h.cfg.KeyFunc(r)
+	if err == nil {
+		err = checkClientID(client)
+	}
 	if err != nil {
 		http.Error(w, "cannot identify client", http.StatusBadRequest)
 		return
@@ -123,20 +127,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, d)
 		return
 	}
-	ws, err := h.up.Upgrade(w, r, nil)
+	sw := &scanWriter{ResponseWriter: w, limit: h.lim.Limits().MaxMessageSize}
+	ws, err := h.up.Upgrade(sw, r, nil)
 	if err != nil {
 		// The upgrader has answered the request.
 		_ = h.lim.UnregisterConnection(h.ctx, id)
 		return
 	}
 	c := &Conn{
-		h: h, ws: ws, id: id, client: client, meta: meta,
+		h: h, ws: ws, sc: sw.conn, id: id, client: client, meta: meta,
 		idJSON:     appendJSONString(nil, id),
 		closing:    make(chan struct{}),
 		dead:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		wake:       make(chan struct{}, 1),
-		rooms:      make(map[string]*room),
+		rooms:      make(map[string]membership),
 	}
 	if !h.track(c) {
 		_ = ws.WriteControl(websocket.CloseMessage,
@@ -293,8 +298,10 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// violate reports a room-layer violation to the configured sink.
+// violate counts a violation of the handler's own layers in the Limiter's
+// statistics and reports it to the configured sink.
 func (h *Handler) violate(v limiter.Violation) {
+	h.lim.CountDenial(v.Reason)
 	if h.cfg.Sink == nil {
 		return
 	}
@@ -320,6 +327,10 @@ type Stats struct {
 	Overflows int64
 	// PublishErrors counts room messages the Broker failed to publish.
 	PublishErrors int64
+	// RemoteDropped counts room frames from the Broker (other nodes, or
+	// any publisher on a room subject) dropped undelivered because they
+	// are not valid UTF-8.
+	RemoteDropped int64
 }
 
 // Stats returns the Handler's counters.
@@ -331,7 +342,7 @@ func (h *Handler) Stats() Stats {
 	rooms := len(h.hub.rooms)
 	h.hub.mu.Unlock()
 	return Stats{Connections: n, Rooms: rooms, Rejected: h.rejected.Load(), Denials: h.denials.Load(),
-		Overflows: h.overflows.Load(), PublishErrors: h.publishErrors.Load()}
+		Overflows: h.overflows.Load(), PublishErrors: h.publishErrors.Load(), RemoteDropped: h.remoteDropped.Load()}
 }
 
 // writeBuffers is the write buffer pool of the default Upgrader.

@@ -89,6 +89,8 @@ type reply struct {
 	Type         string          `json:"type"`
 	Room         string          `json:"room"`
 	From         string          `json:"from"`
+	Name         *string         `json:"name"`
+	Connection   string          `json:"connection"`
 	ID           string          `json:"id"`
 	Data         json.RawMessage `json:"data"`
 	Error        string          `json:"error"`

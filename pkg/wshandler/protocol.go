@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -33,7 +34,12 @@ const (
 	CodeAlreadyIn    = "already_member" // join of a room already joined
 	CodeTooManyRooms = "too_many_rooms" // the connection's or the node's room cap
 	CodeUnavailable  = "unavailable"    // the broker could not subscribe
+	CodeInvalidName  = "invalid_name"   // a join name that is not 1 to 32 printable characters
+	CodeNameTaken    = "name_taken"     // a join name another member of the room has
 )
+
+// MaxJoinNameRunes caps a join name, in characters (runes).
+const MaxJoinNameRunes = 32
 
 // maxRefLength caps the "id" a client may attach to a frame.
 const maxRefLength = 64
@@ -43,13 +49,16 @@ type frame struct {
 	Type string          `json:"type"`
 	Room string          `json:"room"`
 	ID   string          `json:"id"`
+	Name *string         `json:"name"` // join only; nil when absent
 	Data json.RawMessage `json:"data"`
 }
 
 var errFrame = errors.New("wshandler: invalid frame")
 
 // decodeFrame decodes and checks a client frame of the room protocol. It
-// never panics; any malformed input returns errFrame.
+// never panics; any malformed input returns errFrame, with the frame's
+// "id" kept when the frame is a JSON object whose id is acceptable, so
+// that the error can echo it.
 func decodeFrame(b []byte) (frame, error) {
 	var f frame
 	b = bytes.TrimSpace(b)
@@ -59,11 +68,14 @@ func decodeFrame(b []byte) (frame, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return frame{}, errFrame
 	}
-	if f.Type == "" || len(f.ID) > maxRefLength {
+	if len(f.ID) > maxRefLength {
 		return frame{}, errFrame
 	}
+	if f.Type == "" {
+		return frame{ID: f.ID}, errFrame
+	}
 	if f.Type == TypeMessage && (len(f.Data) == 0 || string(f.Data) == "null") {
-		return frame{}, errFrame
+		return frame{ID: f.ID}, errFrame
 	}
 	return f, nil
 }
@@ -85,6 +97,30 @@ func checkRoomName(name string, maxLen int) error {
 	}
 	return nil
 }
+
+// checkJoinName returns the join name s with leading and trailing white
+// space removed, and whether it is acceptable: 1 to MaxJoinNameRunes
+// characters, none of them a control character, a format character other
+// than the zero-width joiner of emoji sequences (so no bidirectional
+// overrides), a line or paragraph separator, or U+FFFD (what a bad escape
+// decodes to).
+func checkJoinName(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > MaxJoinNameRunes {
+		return "", false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || r == utf8.RuneError || (unicode.Is(unicode.Cf, r) && r != '\u200d') ||
+			unicode.In(r, unicode.Zl, unicode.Zp) {
+			return "", false
+		}
+	}
+	return s, true
+}
+
+// nameKey is the key under which a room holds a join name: names that
+// differ only in case are one name.
+func nameKey(name string) string { return strings.ToLower(name) }
 
 // appendJSONString appends s to b as a JSON string. Invalid UTF-8 becomes
 // U+FFFD, as encoding/json does.
@@ -119,19 +155,45 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// messageFrame returns the frame that delivers data to a room's members.
-func messageFrame(roomJSON, fromJSON []byte, data []byte) []byte {
-	b := make([]byte, 0, len(`{"type":"message","room":,"from":,"data":}`)+len(roomJSON)+len(fromJSON)+len(data))
+// messageFrame returns the frame that delivers data to a room's members:
+// from is the sender's connection ID and name its join name (nil for
+// none), both as JSON strings.
+func messageFrame(roomJSON, fromJSON, nameJSON []byte, data []byte) []byte {
+	b := make([]byte, 0, len(`{"type":"message","room":,"from":,"name":,"data":}`)+len(roomJSON)+len(fromJSON)+
+		len(nameJSON)+len(data))
 	b = append(b, `{"type":"message","room":`...)
 	b = append(b, roomJSON...)
 	b = append(b, `,"from":`...)
 	b = append(b, fromJSON...)
+	if nameJSON != nil {
+		b = append(b, `,"name":`...)
+		b = append(b, nameJSON...)
+	}
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
 	return append(b, '}')
 }
 
-// replyFrame returns a joined or left frame.
+// joinedFrame returns the joined frame: the room, the joiner's connection
+// ID and join name (nil for none) as JSON strings, and the frame's id.
+func joinedFrame(roomJSON, connJSON, nameJSON []byte, ref string) []byte {
+	b := make([]byte, 0, 64+len(roomJSON)+len(connJSON)+len(nameJSON)+len(ref))
+	b = append(b, `{"type":"joined","room":`...)
+	b = append(b, roomJSON...)
+	b = append(b, `,"connection":`...)
+	b = append(b, connJSON...)
+	if nameJSON != nil {
+		b = append(b, `,"name":`...)
+		b = append(b, nameJSON...)
+	}
+	if ref != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, ref)
+	}
+	return append(b, '}')
+}
+
+// replyFrame returns a left frame (or any frame of a type, room and id).
 func replyFrame(typ, room, ref string) []byte {
 	b := make([]byte, 0, 32+len(room)+len(ref))
 	b = append(b, `{"type":`...)

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
@@ -49,28 +50,55 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"message","room":"lobby","data":{"text":"hi"},"id":"1"}`,
 		`{"type":"leave","room":"a.b.*>"}`,
 		`not json`, `{"type":5}`, `{"type":"message","room":"x","data":null}`,
+		"{\"type\":\"message\",\"room\":\"lobby\",\"data\":{\"text\":\"\xff\xfe\"}}",
+		`{"type":"join","room":"lobby","name":" alice "}`,
+		`{"type":"join","room":"lobby","name":"a\u202eb"}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The handler refuses a frame that is not UTF-8 before decoding it
+		// (1007); what it sends for any other frame must be UTF-8 JSON,
+		// since browsers fail a connection on a text frame that is not.
+		valid := utf8.Valid(b)
 		fr, err := decodeFrame(b)
 		if err != nil {
+			if len(fr.ID) > maxRefLength {
+				t.Fatalf("kept an id of %d bytes", len(fr.ID))
+			}
 			return
 		}
 		if fr.Type == "" || len(fr.ID) > maxRefLength {
 			t.Fatalf("accepted %+v", fr)
 		}
 		_ = checkRoomName(fr.Room, DefaultMaxRoomNameLength)
-		for _, out := range [][]byte{
-			replyFrame(TypeJoined, fr.Room, fr.ID),
+		var nameJSON []byte
+		if fr.Name != nil {
+			if name, ok := checkJoinName(*fr.Name); ok {
+				if n := utf8.RuneCountInString(name); n < 1 || n > MaxJoinNameRunes || name != strings.TrimSpace(name) {
+					t.Fatalf("accepted name %q", name)
+				}
+				nameJSON = appendJSONString(nil, name)
+			}
+		}
+		outs := [][]byte{
+			replyFrame(TypeLeft, fr.Room, fr.ID),
+			joinedFrame(appendJSONString(nil, fr.Room), appendJSONString(nil, "c-1"), nameJSON, fr.ID),
 			appendErrorFrame(nil, errorInfo{code: CodeInvalidRoom, room: fr.Room, ref: fr.ID}),
-		} {
+		}
+		if fr.Type == TypeMessage {
+			outs = append(outs, messageFrame(appendJSONString(nil, fr.Room), appendJSONString(nil, "c-1"), nameJSON, fr.Data))
+		}
+		for _, out := range outs {
 			if !json.Valid(out) {
 				t.Fatalf("invalid frame %q", out)
 			}
+			if valid && !utf8.Valid(out) {
+				t.Fatalf("frame %q from UTF-8 input is not UTF-8", out)
+			}
 		}
 		if fr.Type == TypeMessage {
-			out := messageFrame(appendJSONString(nil, fr.Room), appendJSONString(nil, "c-1"), fr.Data)
+			out := messageFrame(appendJSONString(nil, fr.Room), appendJSONString(nil, "c-1"), nil, fr.Data)
 			var back struct {
 				Room string          `json:"room"`
 				Data json.RawMessage `json:"data"`

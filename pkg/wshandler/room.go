@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
@@ -30,8 +31,9 @@ type room struct {
 
 	refs int // joins in progress plus members; guarded by hub.mu
 
-	mu      sync.Mutex // guards members; never held across I/O
+	mu      sync.Mutex // guards members and names; never held across I/O
 	members map[*Conn]struct{}
+	names   map[string]*Conn // members' join names, by nameKey
 
 	// subMu guards unsub and subbed. It is held while the Broker
 	// subscribes, so that every joiner waits until the subscription is in
@@ -84,7 +86,7 @@ func (h *Handler) acquireRoom(name string) *room {
 		r = &room{
 			name: name, nameJSON: appendJSONString(nil, name), limits: rl,
 			total: rl.totalSpec(), member: rl.memberSpec(),
-			slotKey: "room:" + RoomToken(name), members: make(map[*Conn]struct{}),
+			slotKey: "room:" + RoomToken(name), members: make(map[*Conn]struct{}), names: make(map[string]*Conn),
 		}
 		h.hub.rooms[name] = r
 	}
@@ -116,8 +118,9 @@ func (h *Handler) releaseRoom(r *room) {
 }
 
 // subscribe subscribes r to b once; later callers wait until the first
-// subscription is in place.
-func (r *room) subscribe(ctx context.Context, b Broker) error {
+// subscription is in place. Frames from b that are not valid UTF-8 are
+// counted in dropped and never delivered.
+func (r *room) subscribe(ctx context.Context, b Broker, dropped *atomic.Int64) error {
 	if b == nil {
 		return nil
 	}
@@ -126,7 +129,13 @@ func (r *room) subscribe(ctx context.Context, b Broker) error {
 	if r.subbed {
 		return nil
 	}
-	unsub, err := b.Subscribe(ctx, r.name, r.deliver)
+	unsub, err := b.Subscribe(ctx, r.name, func(frame []byte) {
+		if !utf8.Valid(frame) {
+			dropped.Add(1)
+			return
+		}
+		r.deliver(frame)
+	})
 	if err != nil {
 		return err
 	}
@@ -134,9 +143,16 @@ func (r *room) subscribe(ctx context.Context, b Broker) error {
 	return nil
 }
 
-// join adds c to the room name. It returns the error frame of a refusal,
-// or ok.
-func (c *Conn) join(name, ref string) (e errorInfo, ok bool) {
+// membership is a connection's membership of a room.
+type membership struct {
+	r        *room
+	name     string // the name given at join; empty if none
+	nameJSON []byte // name as a JSON string; nil if none
+}
+
+// join adds c to the room name, under the join name nick if it is not
+// empty. It returns the error frame of a refusal, or ok.
+func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 	h := c.h
 	e = errorInfo{room: name, ref: ref}
 	if _, in := c.rooms[name]; in {
@@ -152,7 +168,7 @@ func (c *Conn) join(name, ref string) (e errorInfo, ok bool) {
 		e.code, e.limit = CodeTooManyRooms, int64(h.cfg.MaxRoomsPerNode)
 		return e, false
 	}
-	if err := r.subscribe(c.ctx(), h.cfg.Broker); err != nil {
+	if err := r.subscribe(c.ctx(), h.cfg.Broker, &h.remoteDropped); err != nil {
 		h.releaseRoom(r)
 		e.code = CodeUnavailable
 		return e, false
@@ -172,16 +188,32 @@ func (c *Conn) join(name, ref string) (e errorInfo, ok bool) {
 		}
 		n, full = count, !got
 	}
+	key := nameKey(nick)
+	taken := false
 	r.mu.Lock()
 	if max > 0 && slots == nil {
 		n = int64(len(r.members))
 		full = n >= max
 	}
-	if !full {
+	if nick != "" && !full {
+		_, taken = r.names[key]
+	}
+	if !full && !taken {
 		r.members[c] = struct{}{}
+		if nick != "" {
+			r.names[key] = c
+		}
 		r.publishSnap()
 	}
 	r.mu.Unlock()
+	if taken {
+		if max > 0 && slots != nil {
+			_ = slots.Release(c.ctx(), r.slotKey)
+		}
+		h.releaseRoom(r)
+		e.code = CodeNameTaken
+		return e, false
+	}
 	if full {
 		h.releaseRoom(r)
 		h.violate(limiter.Violation{Type: limiter.ViolationRoomFull, Reason: limiter.ReasonRoomFull,
@@ -190,16 +222,24 @@ func (c *Conn) join(name, ref string) (e errorInfo, ok bool) {
 		e.code, e.limit = string(limiter.ReasonRoomFull), max
 		return e, false
 	}
-	c.rooms[name] = r
+	m := membership{r: r, name: nick}
+	if nick != "" {
+		m.nameJSON = appendJSONString(nil, nick)
+	}
+	c.rooms[name] = m
 	return e, true
 }
 
-// leave removes c from r.
-func (c *Conn) leave(r *room) {
+// leave removes c from its room of m.
+func (c *Conn) leave(m membership) {
 	h := c.h
+	r := m.r
 	delete(c.rooms, r.name)
 	r.mu.Lock()
 	delete(r.members, c)
+	if m.name != "" {
+		delete(r.names, nameKey(m.name))
+	}
 	r.publishSnap()
 	r.mu.Unlock()
 	if r.limits.MaxMembers > 0 && h.cfg.RoomSlots != nil {
@@ -210,8 +250,8 @@ func (c *Conn) leave(r *room) {
 
 // leaveAll removes c from all its rooms.
 func (c *Conn) leaveAll() {
-	for _, r := range c.rooms {
-		c.leave(r)
+	for _, m := range c.rooms {
+		c.leave(m)
 	}
 }
 
@@ -227,12 +267,12 @@ func (c *Conn) roomMessage(r *room, size int, ref string) (e errorInfo, ok bool)
 	if max := r.limits.MaxMessageSize; max > 0 && n > max {
 		h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
 			Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: r.name, Size: n, Limit: max,
-			Current: n, Metadata: c.meta})
+			Current: n, RetryAfter: limiter.Never, Metadata: c.meta})
 		e.code, e.limit, e.max = string(limiter.ReasonMessageTooLarge), max, max
 		return e, false
 	}
 	// 2. The ban gate; a banned client's connection is closing already.
-	if !c.gate() {
+	if !c.gate(r.name, ref) {
 		return errorInfo{}, false
 	}
 	// 3. The connection's or client's message rate and bandwidth.

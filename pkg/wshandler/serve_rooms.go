@@ -1,27 +1,39 @@
 package wshandler
 
 import (
+	"unicode/utf8"
+
 	"github.com/gorilla/websocket"
 )
 
-// handleFrame runs one frame of the built-in room protocol.
-func (c *Conn) handleFrame(data []byte) {
+// handleFrame runs one frame of the built-in room protocol. A text frame
+// is UTF-8 (the read loop has checked); a binary frame that is not is
+// malformed, since its data would be relayed in a text frame.
+func (c *Conn) handleFrame(mt int, data []byte) {
 	h := c.h
-	f, err := decodeFrame(data)
+	var f frame
+	err := errFrame
+	if mt == websocket.TextMessage || utf8.Valid(data) {
+		f, err = decodeFrame(data)
+	}
 	if err != nil {
 		// A malformed frame still costs a message and its bytes.
 		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {
-			c.deny(errorFromDecision(d))
+			e := errorFromDecision(d)
+			e.ref = f.ID
+			c.deny(e)
 			return
 		}
-		c.deny(errorInfo{code: CodeInvalidFrame})
+		c.deny(errorInfo{code: CodeInvalidFrame, ref: f.ID})
 		return
 	}
 	switch f.Type {
 	case TypeJoin, TypeLeave, TypeMessage:
 	default:
 		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {
-			c.deny(errorFromDecision(d))
+			e := errorFromDecision(d)
+			e.ref = f.ID
+			c.deny(e)
 			return
 		}
 		c.deny(errorInfo{code: CodeUnknownType, ref: f.ID})
@@ -33,7 +45,15 @@ func (c *Conn) handleFrame(data []byte) {
 	}
 	switch f.Type {
 	case TypeJoin:
-		if !c.gate() {
+		var nick string
+		if f.Name != nil {
+			var ok bool
+			if nick, ok = checkJoinName(*f.Name); !ok {
+				c.deny(errorInfo{code: CodeInvalidName, room: f.Room, ref: f.ID})
+				return
+			}
+		}
+		if !c.gate(f.Room, f.ID) {
 			return
 		}
 		d := h.lim.CheckMessage(c.ctx(), c.id, len(data))
@@ -43,15 +63,16 @@ func (c *Conn) handleFrame(data []byte) {
 			c.deny(e)
 			return
 		}
-		if e, ok := c.join(f.Room, f.ID); !ok {
+		if e, ok := c.join(f.Room, f.ID, nick); !ok {
 			h.lim.RefundMessage(c.ctx(), c.id, len(data))
 			c.deny(e)
 			return
 		}
-		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: replyFrame(TypeJoined, f.Room, f.ID)})
+		m := c.rooms[f.Room]
+		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: joinedFrame(m.r.nameJSON, c.idJSON, m.nameJSON, f.ID)})
 	case TypeLeave:
-		r := c.rooms[f.Room]
-		if r == nil {
+		m, in := c.rooms[f.Room]
+		if !in {
 			c.deny(errorInfo{code: CodeNotMember, room: f.Room, ref: f.ID})
 			return
 		}
@@ -61,21 +82,21 @@ func (c *Conn) handleFrame(data []byte) {
 			c.deny(e)
 			return
 		}
-		c.leave(r)
+		c.leave(m)
 		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: replyFrame(TypeLeft, f.Room, f.ID)})
 	case TypeMessage:
-		r := c.rooms[f.Room]
-		if r == nil {
+		m, in := c.rooms[f.Room]
+		if !in {
 			c.deny(errorInfo{code: CodeNotMember, room: f.Room, ref: f.ID})
 			return
 		}
-		if e, ok := c.roomMessage(r, len(data), f.ID); !ok {
+		if e, ok := c.roomMessage(m.r, len(data), f.ID); !ok {
 			if e.code != "" {
 				c.deny(e)
 			}
 			return
 		}
-		c.broadcast(r, messageFrame(r.nameJSON, c.idJSON, f.Data))
+		c.broadcast(m.r, messageFrame(m.r.nameJSON, c.idJSON, m.nameJSON, f.Data))
 	}
 }
 

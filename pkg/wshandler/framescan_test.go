@@ -1,0 +1,68 @@
+package wshandler
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+)
+
+// clientFrame returns a masked client frame: fin, opcode and a payload of n
+// bytes (zeros; the scanner never reads payloads).
+func clientFrame(fin bool, op byte, n int) []byte {
+	b := []byte{op}
+	if fin {
+		b[0] |= 0x80
+	}
+	switch {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	b = append(b, 1, 2, 3, 4) // masking key
+	return append(b, make([]byte, n)...)
+}
+
+func TestFrameScanner(t *testing.T) {
+	t.Parallel()
+	var pings []byte
+	for range 1000 {
+		pings = append(pings, clientFrame(true, 9, 4)...)
+	}
+	closeLookalike := clientFrame(true, 1, 8)
+	copy(closeLookalike[6:], clientFrame(true, 8, 0))
+	cases := []struct {
+		name     string
+		stream   [][]byte
+		oversize int64
+		closed   bool
+	}{
+		{"small", [][]byte{clientFrame(true, 1, 100)}, 0, false},
+		{"at the limit", [][]byte{clientFrame(true, 1, 1000)}, 0, false},
+		{"16-bit length", [][]byte{clientFrame(true, 2, 1001)}, 1001, false},
+		{"64-bit length", [][]byte{clientFrame(true, 1, 70000)}, 70000, false},
+		{"fragments add up", [][]byte{clientFrame(false, 1, 600), clientFrame(false, 0, 600), clientFrame(true, 0, 300)}, 1500, false},
+		{"control frames between fragments", [][]byte{clientFrame(false, 1, 900), clientFrame(true, 9, 10),
+			clientFrame(true, 0, 200), clientFrame(true, 1, 5000)}, 1100, false},
+		{"first oversized message counts", [][]byte{clientFrame(true, 1, 2000), clientFrame(true, 1, 5000)}, 2000, false},
+		{"ping flood, then close", [][]byte{pings, clientFrame(true, 8, 2)}, 0, true},
+		{"payload bytes that look like a close header", [][]byte{closeLookalike}, 0, false},
+	}
+	for _, tc := range cases {
+		stream := bytes.Join(tc.stream, nil)
+		// Whole, and one byte at a time: the same result.
+		for _, step := range []int{len(stream), 1, 7} {
+			s := frameScanner{limit: 1000}
+			for i := 0; i < len(stream); i += step {
+				s.feed(stream[i:min(i+step, len(stream))])
+			}
+			if s.oversize != tc.oversize || s.closed != tc.closed {
+				t.Errorf("%s (step %d): oversize %d closed %v, want %d %v", tc.name, step, s.oversize, s.closed, tc.oversize, tc.closed)
+			}
+		}
+	}
+}
