@@ -42,6 +42,13 @@ type BansConfig struct {
 	// lifted or expired ban, so that watchers that reconnect see it. At
 	// least one second; zero means one minute.
 	MarkerTTL time.Duration
+	// UseExisting opens the bucket without creating it or changing its
+	// configuration (replicas, storage, marker TTL): a tool that is not a
+	// node sets it, so that it never recreates a bucket with other
+	// settings. NewBans then fails, wrapping jetstream.ErrBucketNotFound,
+	// if the bucket does not exist, and MarkerTTL, Replicas and Storage
+	// are ignored, the bucket's own marker TTL applying.
+	UseExisting bool
 	// NoEvents turns off the ban and unban events.
 	NoEvents bool
 	// OnBan, if set, is called on every node, this one included, for each
@@ -210,14 +217,23 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	kv, err := cfg.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:         cfg.Bucket,
-		Description:    "RateThrottle bans",
-		History:        1,
-		Replicas:       cfg.Replicas,
-		Storage:        cfg.Storage,
-		LimitMarkerTTL: cfg.MarkerTTL,
-	})
+	var kv jetstream.KeyValue
+	var err error
+	if cfg.UseExisting {
+		kv, err = cfg.JetStream.KeyValue(ctx, cfg.Bucket)
+		if err == nil {
+			err = cfg.useBucketMarkerTTL(ctx, kv)
+		}
+	} else {
+		kv, err = cfg.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:         cfg.Bucket,
+			Description:    "RateThrottle bans",
+			History:        1,
+			Replicas:       cfg.Replicas,
+			Storage:        cfg.Storage,
+			LimitMarkerTTL: cfg.MarkerTTL,
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("events: ban bucket %q: %w", cfg.Bucket, err)
 	}
@@ -254,6 +270,18 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 	}
 	go b.run(w)
 	return b, nil
+}
+
+// useBucketMarkerTTL sets MarkerTTL to the existing bucket's.
+func (c *BansConfig) useBucketMarkerTTL(ctx context.Context, kv jetstream.KeyValue) error {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if ttl := st.LimitMarkerTTL(); ttl >= time.Second {
+		c.MarkerTTL = ttl
+	}
+	return nil
 }
 
 // load applies the watch's initial values, without callbacks.

@@ -352,3 +352,28 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 		t.Errorf("%d unban events for a lifted ban, want 1", n)
 	}
 }
+
+// TestBansUseExisting opens a bucket a node created without changing its
+// settings, and fails on a bucket that does not exist.
+func TestBansUseExisting(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	js := newJS(t, connect(t, srv))
+	ctx := testCtx(t)
+	if _, err := events.NewBans(ctx, events.BansConfig{JetStream: js, UseExisting: true}); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("missing bucket: %v", err)
+	}
+	node := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: 3 * time.Second})
+	tool := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), UseExisting: true, MarkerTTL: time.Hour})
+	if err := tool.Ban(ctx, "c", time.Hour, "by tool"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "the node to see the tool's ban", func() bool { return node.IsBanned("c") })
+	st, err := kvOf(t, js).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LimitMarkerTTL() != 3*time.Second {
+		t.Errorf("marker TTL %v after the tool opened the bucket, want 3s", st.LimitMarkerTTL())
+	}
+}
