@@ -279,10 +279,20 @@ func TestTopVerb(t *testing.T) {
 	if !sawClient || !sawRoom {
 		t.Errorf("client seen %v, room seen %v:\n%s", sawClient, sawRoom, r.stdout)
 	}
-	// The text view.
-	r = cli(t, envs, "top", "--once", "--interval", "200ms")
+	// The text view, while the client floods again.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		flood(ctx, n, "busy room")
+	}()
+	r = cli(t, envs, "top", "--count", "2", "--interval", "500ms")
+	cancel()
+	wg.Wait()
+	t.Logf("top:\n%s", r.stdout)
 	if r.code != 0 || !strings.Contains(r.stdout, "nodes 1 (1 ready)") || !strings.Contains(r.stdout, "DENIALS/s") || !strings.Contains(r.stdout, "MESSAGES/s") {
-		t.Errorf("top --once:\n%s\n%s", r.stdout, r.stderr)
+		t.Errorf("top:\n%s\n%s", r.stdout, r.stderr)
 	}
 }
 
