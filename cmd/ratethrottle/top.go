@@ -18,10 +18,11 @@ import (
 const topUsage = `top [--interval 1s] [--limit 10] [--count N | --once] [--json] [flags]
 
 A live view of the cluster, redrawn every --interval: the nodes' totals
-(from the stats request), the clients with the most denials (from the
-violation events) and the busiest rooms (from the room messages the nodes
-relay over NATS), per second over the last interval and in total since
-top started. --count and --once stop after that many views; --json prints
+(from the stats request; messages allowed and violations per second), the
+clients with the most denials (from the violation events, room layers
+included) and the busiest rooms (from the room messages the nodes relay
+over NATS), per second over the last interval and in total since top
+started. --count and --once stop after that many views; --json prints
 each view as one JSON object a line.`
 
 // maxTracked bounds the clients and rooms top keeps counts of; beyond it
@@ -108,18 +109,18 @@ func (t *tally) take(interval time.Duration, limit int, now time.Time, forget ti
 
 // view is one redraw of top.
 type view struct {
-	Time              time.Time `json:"time"`
-	Nodes             int       `json:"nodes"`
-	Ready             int       `json:"ready"`
-	Connections       float64   `json:"connections"`
-	Rooms             float64   `json:"rooms"`
-	Bans              float64   `json:"bans"`
-	StoreDown         int       `json:"store_down"`
-	SyncLagMS         float64   `json:"sync_lag_ms"`
-	MessagesPerSecond float64   `json:"messages_per_second"`
-	DenialsPerSecond  float64   `json:"denials_per_second"`
-	Clients           []row     `json:"clients"`
-	BusiestRooms      []row     `json:"busiest_rooms"`
+	Time                time.Time `json:"time"`
+	Nodes               int       `json:"nodes"`
+	Ready               int       `json:"ready"`
+	Connections         float64   `json:"connections"`
+	Rooms               float64   `json:"rooms"`
+	Bans                float64   `json:"bans"`
+	StoreDown           int       `json:"store_down"`
+	SyncLagMS           float64   `json:"sync_lag_ms"`
+	MessagesPerSecond   float64   `json:"messages_per_second"`
+	ViolationsPerSecond float64   `json:"violations_per_second"`
+	Clients             []row     `json:"clients"`
+	BusiestRooms        []row     `json:"busiest_rooms"`
 }
 
 // roomName decodes a room subject token (limiter.Token) back to the name
@@ -223,7 +224,7 @@ func runTop(ctx context.Context, e env, args []string) error {
 		if prev != nil && len(replies) > 0 {
 			secs := now.Sub(prevAt).Seconds()
 			v.MessagesPerSecond = max(t.num("total_messages")-prev.num("total_messages"), 0) / secs
-			v.DenialsPerSecond = max(t.sumMap("denied")-prev.sumMap("denied"), 0) / secs
+			v.ViolationsPerSecond = max(t.sumMap("violations")-prev.sumMap("violations"), 0) / secs
 		}
 		if len(replies) > 0 {
 			prev, prevAt = t, now
@@ -256,7 +257,7 @@ func drawTop(e env, v view, asJSON bool) error {
 	}
 	fmt.Fprintf(&b, "ratethrottle top  %s  nodes %d (%d ready)  connections %s  rooms %s  bans %s  store %s  sync lag %.1fms\n",
 		v.Time.Format("15:04:05"), v.Nodes, v.Ready, num(v.Connections), num(v.Rooms), num(v.Bans), store, v.SyncLagMS)
-	fmt.Fprintf(&b, "messages %.1f/s  denials %.1f/s\n\n", v.MessagesPerSecond, v.DenialsPerSecond)
+	fmt.Fprintf(&b, "messages allowed %.1f/s  violations %.1f/s\n\n", v.MessagesPerSecond, v.ViolationsPerSecond)
 	var ct table
 	ct.add("CLIENT", "DENIALS/s", "TOTAL", "LAST")
 	for _, r := range v.Clients {
