@@ -39,11 +39,12 @@ type counter struct {
 // tally is the counts of one kind (clients or rooms), safe for the
 // subscription goroutines and the drawing loop.
 type tally struct {
-	mu sync.Mutex
-	m  map[string]*counter
+	mu    sync.Mutex
+	m     map[string]*counter
+	since time.Time // start of the current interval
 }
 
-func newTally() *tally { return &tally{m: map[string]*counter{}} }
+func newTally() *tally { return &tally{m: map[string]*counter{}, since: time.Now()} }
 
 func (t *tally) add(name, last string, at time.Time) {
 	t.mu.Lock()
@@ -73,14 +74,16 @@ type row struct {
 }
 
 // take returns the limit rows with the most counts in the interval that
-// just ended (then in total), starts a new interval and forgets names not
+// ends now (then in total), starts a new interval and forgets names not
 // seen for forget.
-func (t *tally) take(interval time.Duration, limit int, now time.Time, forget time.Duration) []row {
+func (t *tally) take(limit int, now time.Time, forget time.Duration) []row {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	secs := max(now.Sub(t.since).Seconds(), 0.001)
+	t.since = now
 	rows := make([]row, 0, len(t.m))
 	for name, c := range t.m {
-		rows = append(rows, row{Name: name, PerSecond: float64(c.now) / interval.Seconds(), Total: c.total, Last: c.last})
+		rows = append(rows, row{Name: name, PerSecond: float64(c.now) / secs, Total: c.total, Last: c.last})
 		c.now = 0
 		if now.Sub(c.seen) > forget {
 			delete(t.m, name)
@@ -229,8 +232,8 @@ func runTop(ctx context.Context, e env, args []string) error {
 		if len(replies) > 0 {
 			prev, prevAt = t, now
 		}
-		v.Clients = clients.take(*interval, *limit, now, time.Minute)
-		v.BusiestRooms = rooms.take(*interval, *limit, now, time.Minute)
+		v.Clients = clients.take(*limit, now, time.Minute)
+		v.BusiestRooms = rooms.take(*limit, now, time.Minute)
 		if err := drawTop(e, v, *asJSON); err != nil {
 			return err
 		}
