@@ -131,7 +131,7 @@ func run(ctx context.Context, args []string, e env) int {
 		code = xe.code
 	}
 	if ctx.Err() != nil && code == exitFailed {
-		code = exitInterrupted
+		code, err = exitInterrupted, errors.New("interrupted")
 	}
 	fmt.Fprintf(e.stderr, "ratethrottle: %v\n", err)
 	if code == exitUsage {

@@ -245,3 +245,21 @@ func TestUnreachableNATS(t *testing.T) {
 		t.Errorf("right token: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestInterrupted: a verb waiting when the process is told to stop exits
+// 130 and says so.
+func TestInterrupted(t *testing.T) {
+	t.Parallel()
+	srv := startNATS(t)
+	base := srv.Server().NumSubscriptions()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() { done <- cliCtx(ctx, natsEnv(srv.ClientURL()), "events", "tail") }()
+	// Cancel once the tail is subscribed: the server then counts it.
+	wait.For(t, 5*time.Second, "the tail to subscribe", func() bool { return srv.Server().NumSubscriptions() > base })
+	cancel()
+	r := <-done
+	if r.code != exitInterrupted || strings.TrimSpace(r.stderr) != "ratethrottle: interrupted" {
+		t.Errorf("interrupted tail: %+v", r)
+	}
+}
