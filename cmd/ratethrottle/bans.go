@@ -81,7 +81,12 @@ func runBans(ctx context.Context, e env, args []string) error {
 		}
 		until, _ := b.BannedUntil(pos[0], time.Now())
 		if *asJSON {
-			return printJSON(e, events.Ban{Client: pos[0], Reason: *reason, Until: until})
+			for _, ban := range b.List() {
+				if ban.Client == pos[0] {
+					return printJSON(e, ban)
+				}
+			}
+			return failed(fmt.Errorf("ban of %s not in force after it was set", clean(pos[0])))
 		}
 		if until.IsZero() {
 			fmt.Fprintf(e.stdout, "banned %s until lifted\n", clean(pos[0]))

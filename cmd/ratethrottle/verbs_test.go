@@ -95,6 +95,13 @@ func TestBansVerb(t *testing.T) {
 	if r := cli(t, envs, "bans", "add", "198.51.100.1"); r.code != 0 || !strings.Contains(r.stdout, "until lifted") {
 		t.Errorf("add until lifted: %+v", r)
 	}
+	// --json prints the ban as stored.
+	r = cli(t, envs, "bans", "add", "198.51.100.2", "--for", "1h", "--reason", "json", "--json")
+	var ban events.Ban
+	if err := json.Unmarshal([]byte(r.stdout), &ban); err != nil || r.code != 0 || ban.Client != "198.51.100.2" || ban.Reason != "json" ||
+		ban.Since.IsZero() || ban.Until.Sub(ban.Since) != time.Hour {
+		t.Errorf("add --json: %v %+v", err, r)
+	}
 	// Another bucket: no node uses it.
 	if r := cli(t, envs, "bans", "list", "--kv-bucket", "other"); r.code != exitNotFound || !strings.Contains(r.stderr, `"other_bans"`) {
 		t.Errorf("missing bucket: %+v", r)
