@@ -435,8 +435,8 @@ func (b *Bans) claimUnban(token string, rev uint64, n notice) {
 			b.claimLost.Add(1)
 			return
 		}
-		b.claimWon.Add(1)
 		b.publish(e)
+		b.claimWon.Add(1)
 	}()
 }
 

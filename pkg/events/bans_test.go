@@ -377,3 +377,47 @@ func TestBansUseExisting(t *testing.T) {
 		t.Errorf("marker TTL %v after the tool opened the bucket, want 3s", st.LimitMarkerTTL())
 	}
 }
+
+// TestRemovedBanKeyPublishesUnban deletes a ban's key with a plain KV
+// client, as an operator's other tools might: the nodes lift the ban and
+// one unban event says it was removed from the store.
+func TestRemovedBanKeyPublishesUnban(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	watch := subscribe(t, connect(t, srv), events.Filter{Types: []events.Type{events.TypeBan, events.TypeUnban}})
+	js := newJS(t, connect(t, srv))
+	a := newBans(t, events.BansConfig{JetStream: js, Node: "a"})
+	b := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "b"})
+	ctx := testCtx(t)
+	if err := a.Ban(ctx, "gone", time.Hour, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "node b to see the ban", func() bool { return b.IsBanned("gone") })
+	if err := kvOf(t, js).Delete(ctx, events.ClientToken("gone")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "both nodes to lift the ban", func() bool { return !a.IsBanned("gone") && !b.IsBanned("gone") })
+	waitFor(t, 2*time.Second, "both nodes' claims", func() bool {
+		wa, la := a.UnbanClaims()
+		wb, lb := b.UnbanClaims()
+		return wa+la+wb+lb == 2
+	})
+	// A later event from each node shows nothing else is in flight.
+	if err := a.Ban(ctx, "s1", time.Hour, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Unban(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "node a's ban event and node b's unban event", func() bool {
+		_, banned := watch.find(func(e events.Event) bool { return e.Type == events.TypeBan && e.Client == "s1" })
+		return banned && unbanCount(watch, "s1") == 1
+	})
+	if n := unbanCount(watch, "gone"); n != 1 {
+		t.Fatalf("%d unban events, want 1", n)
+	}
+	e, _ := watch.find(func(e events.Event) bool { return e.Type == events.TypeUnban && e.Client == "gone" })
+	if e.Reason != "removed" || e.Metadata["source"] != "store" {
+		t.Errorf("unban event %+v", e)
+	}
+}
