@@ -206,6 +206,9 @@ func runTop(ctx context.Context, e env, args []string) error {
 		case <-ticker.C:
 		}
 		now := time.Now()
+		// The tables' interval ends now, as the stats request goes out.
+		clientRows := clients.take(*limit, now, time.Minute)
+		roomRows := rooms.take(*limit, now, time.Minute)
 		// Wait for the nodes that answered last time, but never longer
 		// than 40% of the interval.
 		replies, err := askStats(ctx, nc, c.prefix, *interval*4/10, known, nil)
@@ -232,8 +235,7 @@ func runTop(ctx context.Context, e env, args []string) error {
 		if len(replies) > 0 {
 			prev, prevAt = t, now
 		}
-		v.Clients = clients.take(*limit, now, time.Minute)
-		v.BusiestRooms = rooms.take(*limit, now, time.Minute)
+		v.Clients, v.BusiestRooms = clientRows, roomRows
 		if err := drawTop(e, v, *asJSON); err != nil {
 			return err
 		}

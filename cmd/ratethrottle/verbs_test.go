@@ -242,31 +242,33 @@ func TestTotal(t *testing.T) {
 	}
 }
 
-// TestTopVerb floods a real node from one client in one room and checks
-// that top's views name the client among the denials and the room among
-// the busiest.
+// TestTopVerb runs two connections of one client on a real node: one
+// sends steadily to a room with room for it, the other floods a room that
+// allows one message a minute. top's views name the client among the
+// denials and the first room among the busiest.
 func TestTopVerb(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, "top-node", "--limits-preset", "strict", "--max-denials", "-1")
+	n := startNode(t, "top-node", "--limits-preset", "generous", "--max-denials", "-1",
+		"--rooms", "lobby/main:member_messages_per_minute=100000,member_message_burst=1000;*:member_messages_per_minute=1,member_message_burst=1")
 	envs := natsEnv(n.nats)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		flood(ctx, n, "busy room")
-	}()
-	r := cli(t, envs, "top", "--json", "--count", "4", "--interval", "300ms")
-	cancel()
-	wg.Wait()
+	traffic := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); send(ctx, n, "lobby/main", 100*time.Millisecond) }()
+		go func() { defer wg.Done(); send(ctx, n, "tight", 10*time.Millisecond) }()
+		return func() { cancel(); wg.Wait() }
+	}
+	stop := traffic()
+	r := cli(t, envs, "top", "--json", "--count", "5", "--interval", "300ms")
+	stop()
 	if r.code != 0 {
 		t.Fatalf("top: %+v", r)
 	}
 	var sawClient, sawRoom bool
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("%d views, want 4:\n%s", len(lines), r.stdout)
+	if len(lines) != 5 {
+		t.Fatalf("%d views, want 5:\n%s", len(lines), r.stdout)
 	}
 	for _, l := range lines {
 		var v view
@@ -276,42 +278,38 @@ func TestTopVerb(t *testing.T) {
 		if v.Nodes != 1 || v.Ready != 1 {
 			t.Errorf("view nodes %d ready %d", v.Nodes, v.Ready)
 		}
-		if len(v.Clients) > 0 && v.Clients[0].Name == "127.0.0.1" && v.Clients[0].Total > 0 {
+		if len(v.Clients) > 0 && v.Clients[0].Name == "127.0.0.1" && v.Clients[0].Total > 0 && v.Clients[0].Last == "room_rate" {
 			sawClient = true
 		}
-		if len(v.BusiestRooms) > 0 && v.BusiestRooms[0].Name == "busy room" && v.BusiestRooms[0].Total > 0 {
+		if len(v.BusiestRooms) > 0 && v.BusiestRooms[0].Name == "lobby/main" && v.BusiestRooms[0].Total > 0 {
 			sawRoom = true
 		}
 	}
 	if !sawClient || !sawRoom {
 		t.Errorf("client seen %v, room seen %v:\n%s", sawClient, sawRoom, r.stdout)
 	}
-	// The text view, while the client floods again.
-	ctx, cancel = context.WithCancel(context.Background())
-	defer cancel()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		flood(ctx, n, "busy room")
-	}()
+	// The text view.
+	stop = traffic()
 	r = cli(t, envs, "top", "--count", "2", "--interval", "500ms")
-	cancel()
-	wg.Wait()
+	stop()
 	t.Logf("top:\n%s", r.stdout)
 	if r.code != 0 || !strings.Contains(r.stdout, "nodes 1 (1 ready)") || !strings.Contains(r.stdout, "DENIALS/s") || !strings.Contains(r.stdout, "MESSAGES/s") {
 		t.Errorf("top:\n%s\n%s", r.stdout, r.stderr)
 	}
 }
 
-// flood sends room messages from 127.0.0.1 until ctx ends, reconnecting
-// when the node closes the connection; at most 20,000 frames.
-func flood(ctx context.Context, n *node, room string) {
+// send joins room as 127.0.0.1 and sends a message every period until ctx
+// ends, reconnecting if the node closes the connection; at most 20,000
+// frames.
+func send(ctx context.Context, n *node, room string, period time.Duration) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
 	for sent := 0; sent < 20000 && ctx.Err() == nil; {
 		c, _, err := websocket.DefaultDialer.DialContext(ctx, "ws://"+n.http+"/ws", nil)
 		if err != nil {
 			select {
 			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
+			case <-tick.C:
 			}
 			continue
 		}
@@ -323,11 +321,14 @@ func flood(ctx context.Context, n *node, room string) {
 			}
 		}()
 		_ = c.WriteJSON(map[string]string{"type": "join", "room": room})
-		for ; sent < 20000 && ctx.Err() == nil; sent++ {
-			if err := c.WriteJSON(map[string]any{"type": "message", "room": room, "data": map[string]int{"n": sent}}); err != nil {
+		for ; sent < 20000; sent++ {
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+			if ctx.Err() != nil || c.WriteJSON(map[string]any{"type": "message", "room": room, "data": map[string]int{"n": sent}}) != nil {
 				break
 			}
-			time.Sleep(2 * time.Millisecond) // a steady 500 frames/s, bounded by the count
 		}
 		c.Close()
 	}
