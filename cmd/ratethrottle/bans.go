@@ -102,7 +102,7 @@ func runBans(ctx context.Context, e env, args []string) error {
 			return classify("unban", err)
 		}
 		if *asJSON {
-			return printJSON(e, map[string]string{"client": pos[0], "lifted": "true"})
+			return printJSON(e, map[string]any{"client": pos[0], "lifted": true})
 		}
 		fmt.Fprintf(e.stdout, "lifted the ban of %s\n", clean(pos[0]))
 		return nil

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ratethrottle/ratethrottle/pkg/events"
 )
 
 // envPrefix starts the environment variables the tool shares with the
@@ -69,7 +71,7 @@ func (c *connFlags) check() error {
 		return usageErr("--nats-tls-cert and --nats-tls-key: set both or neither")
 	case c.timeout <= 0:
 		return usageErr("--timeout %v: must be positive", c.timeout)
-	case c.prefix == "" || strings.ContainsAny(c.prefix, "*> \t\r\n") || strings.Contains(c.prefix, ".."):
+	case c.prefix == "" || events.ValidatePrefix(c.prefix) != nil:
 		return usageErr("--events-prefix %q: must be dot-separated tokens without spaces or wildcards", c.prefix)
 	}
 	return nil

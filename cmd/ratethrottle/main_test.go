@@ -192,6 +192,9 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{[]string{"stats", "--nats-token", "x", "--nats-user", "u"}, exitUsage, "--nats-token"},
 		{[]string{"stats", "--nats-password", "p"}, exitUsage, "--nats-password"},
 		{[]string{"stats", "--nats-tls-cert", "c"}, exitUsage, "--nats-tls-key"},
+		{[]string{"stats", "--events-prefix", "a.*"}, exitUsage, "--events-prefix"},
+		{[]string{"top", "--limit", "0"}, exitUsage, "--limit"},
+		{[]string{"events", "keep", "--replicas", "7"}, exitUsage, "--replicas"},
 	} {
 		r := cli(t, nil, c.args...)
 		if r.code != c.code || !strings.Contains(r.stdout+r.stderr, c.want) {
