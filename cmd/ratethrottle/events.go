@@ -22,7 +22,7 @@ tail prints violation and ban events as they happen, one a line; with
 stream, then follows. keep creates (or updates) the history stream, which
 captures every event the nodes publish.`
 
-// multi is a repeatable string flag; commas separate values too.
+// multi is a repeatable string flag; each use adds one value.
 type multi []string
 
 func (m *multi) String() string { return strings.Join(*m, ",") }
