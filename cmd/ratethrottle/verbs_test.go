@@ -333,3 +333,44 @@ func send(ctx context.Context, n *node, room string, period time.Duration) {
 		c.Close()
 	}
 }
+
+// TestBansVerbLongBan sets, through the tool, a ban longer than the NATS
+// server's expiry clock holds (issue: such a ban answered success and was
+// gone within a second) and a one-second ban. Once the short ban's expiry
+// event shows the server's expiry pass has run, a real node still refuses
+// the long-banned client, and the tool lists the ban as until lifted.
+func TestBansVerbLongBan(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "long-ban-node")
+	envs := natsEnv(n.nats)
+	tl := startTail(envs, "--type", "unban", "--client", "short", "--count", "1", "--json")
+	// The tail subscribes asynchronously: set the short ban again until its
+	// expiry is seen (each ban of "short" replaces the last).
+	var long result
+	r := tl.untilDone(t, func(i int) {
+		if i == 0 {
+			long = cli(t, envs, "bans", "add", "127.0.0.1", "--for", "2100000h")
+		}
+		if i%40 == 0 {
+			cli(t, envs, "bans", "add", "short", "--for", "1s")
+		}
+	})
+	if long.code != 0 {
+		t.Fatalf("long ban: %+v", long)
+	}
+	var ev events.Event
+	if err := json.Unmarshal([]byte(r.stdout), &ev); err != nil || ev.Reason != "expired" {
+		t.Fatalf("short ban's expiry: %v %+v", err, r)
+	}
+	if ok, why := admitted(t, n); ok || !strings.Contains(why, "banned") {
+		t.Errorf("long-banned client after the expiry pass: admitted %v (%s)", ok, why)
+	}
+	var bans []events.Ban
+	r = cli(t, envs, "bans", "list", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &bans); err != nil || len(bans) != 1 || bans[0].Client != "127.0.0.1" || !bans[0].Until.IsZero() {
+		t.Errorf("list after the expiry pass: %v %s", err, r.stdout)
+	}
+	if !strings.Contains(long.stdout, "until lifted") {
+		t.Errorf("long ban: %s", long.stdout)
+	}
+}
