@@ -151,7 +151,7 @@ func TestBrowserChat(t *testing.T) {
 	shot(t, bob, filepath.Join(dir, "chat.png"))
 	dash := tab(t, browser)
 	within(t, dash, 30*time.Second, "the dashboard shows the violations",
-		chromedp.Navigate(base+"/dashboard"),
+		chromedp.Navigate("http://"+n.ops+"/dashboard"),
 		poll(`document.querySelectorAll("#violations tr").length > 3 && document.getElementById("live").textContent.startsWith("live")`),
 	)
 	shot(t, dash, filepath.Join(dir, "dashboard.png"))

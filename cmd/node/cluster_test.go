@@ -46,6 +46,7 @@ func TestBinaryCluster(t *testing.T) {
 		procs[i] = startProc(t, t.TempDir(), []string{"RATETHROTTLE_LIMITS_CONNECTIONS_PER_MINUTE=" + fmt.Sprint(perMinute)},
 			"--node-id", fmt.Sprintf("node%d", i+1),
 			"--listen", "127.0.0.1:0",
+			"--ops-listen", "127.0.0.1:0",
 			"--nats-listen", "127.0.0.1:0",
 			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[i]),
 			"--routes", strings.Join(routes, ","),
@@ -104,7 +105,7 @@ func TestBinaryCluster(t *testing.T) {
 	// Cluster-wide statistics come from every node.
 	var cs ClusterStats
 	waitFor(t, 15*time.Second, "cluster stats from 3 nodes", func() bool {
-		_, body := httpGet(t, "http://"+procs[0].addr+"/stats?scope=cluster")
+		_, body := httpGet(t, "http://"+procs[0].ops+"/stats?scope=cluster")
 		cs = ClusterStats{}
 		return json.Unmarshal([]byte(body), &cs) == nil && len(cs.Nodes) == 3
 	})

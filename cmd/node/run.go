@@ -34,6 +34,10 @@ type node struct {
 	// dashboards counts the open dashboard WebSockets, which the HTTP
 	// server does not track once hijacked.
 	dashboards tracker
+	// dashHub builds the frames every open dashboard shares.
+	dashHub *dashboardHub
+	// pages are the chat page's renderings.
+	pages *chatPages
 }
 
 // run runs a node until ctx ends, with the command-line args (without the
@@ -84,12 +88,40 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return &ConfigError{Key: "listen", Value: cfg.Listen, Reason: err.Error()}
 	}
-	hs := &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	fmt.Fprintf(stdout, "RateThrottle node %s: open http://%s/ (dashboard http://%s/dashboard)\n",
-		n.id, browserAddr(ln.Addr()), browserAddr(ln.Addr()))
-	n.log.Info("listening", "addr", ln.Addr().String(), "node", n.id, "nats", nc.ConnectedUrlRedacted())
+	defer ln.Close()
+	var opsLn net.Listener
+	var opsAddr net.Addr
+	if cfg.OpsListen != "" {
+		if opsLn, err = net.Listen("tcp", cfg.OpsListen); err != nil {
+			return &ConfigError{Key: "ops_listen", Value: cfg.OpsListen, Reason: err.Error() + " (each node on a machine needs its own ops_listen port; empty turns the operations endpoints off)"}
+		}
+		defer opsLn.Close()
+		opsAddr = opsLn.Addr()
+	}
+	if n.pages, err = newChatPages(opsAddr); err != nil {
+		return err
+	}
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
+	n.dashHub = newDashboardHub(dashboardInterval, n.dashboardFrame)
+	go n.dashHub.run(hubCtx)
+
+	servers := []*http.Server{cfg.HTTP.newServer(n.publicRoutes())}
+	listeners := []net.Listener{ln}
+	if opsLn != nil {
+		servers = append(servers, cfg.HTTP.newServer(n.opsRoutes()))
+		listeners = append(listeners, opsLn)
+	}
+	served := make(chan error, len(servers))
+	for i, hs := range servers {
+		go func() { served <- hs.Serve(listeners[i]) }()
+	}
+	ops := "operations endpoints off (ops_listen is empty)"
+	if opsAddr != nil {
+		ops = fmt.Sprintf("operations on http://%s/: /dashboard, /metrics, /stats, /admin", browserAddr(opsAddr))
+	}
+	fmt.Fprintf(stdout, "RateThrottle node %s: open http://%s/ (%s)\n", n.id, browserAddr(ln.Addr()), ops)
+	n.log.Info("listening", "addr", ln.Addr().String(), "ops_addr", addrString(opsAddr), "node", n.id, "nats", nc.ConnectedUrlRedacted())
 
 	upCtx, cancelUp := context.WithCancel(ctx)
 	upDone := make(chan struct{})
@@ -101,6 +133,9 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	select {
 	case <-ctx.Done():
 	case err := <-served:
+		for _, hs := range servers {
+			_ = hs.Close()
+		}
 		cancelUp()
 		<-upDone
 		n.shutdownStack(context.Background())
@@ -117,9 +152,11 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 			n.log.Warn("websocket shutdown", "err", err)
 		}
 	}
-	if err := hs.Shutdown(sctx); err != nil {
-		n.log.Warn("http shutdown", "err", err)
-		_ = hs.Close()
+	for _, hs := range servers {
+		if err := hs.Shutdown(sctx); err != nil {
+			n.log.Warn("http shutdown", "err", err)
+			_ = hs.Close()
+		}
 	}
 	n.dashboards.closeAndWait()
 	closed := make(chan struct{})
@@ -260,6 +297,14 @@ func joinURLs(urls []string) string {
 		s += u
 	}
 	return s
+}
+
+// addrString returns a's address, or "off" for nil.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
 }
 
 // browserAddr returns host:port to print for a listen address, with
