@@ -250,6 +250,27 @@ var limitFields = []struct {
 	{"max_message_size", "MaxMessageSize", "largest message in bytes"},
 }
 
+// presetNames are the names limiter.Preset knows, in order of strictness
+// after the default.
+var presetNames = []string{"default", "strict", "moderate", "generous"}
+
+// presetUsage describes the limits.preset setting with every preset's
+// values, read from the limiter, so that the help cannot drift from them.
+func presetUsage() string {
+	var b strings.Builder
+	b.WriteString("limits preset, whose fields the limits.* settings override one by one (0: unlimited; a burst not shown equals its rate)")
+	for _, name := range presetNames {
+		l, _ := limiter.Preset(name)
+		fmt.Fprintf(&b, "\n  %-8s", name)
+		for _, lf := range limitFields {
+			if v := *limitField(&l, lf.name); v != 0 || !strings.HasSuffix(lf.name, "_burst") {
+				fmt.Fprintf(&b, " %s=%d", lf.name, v)
+			}
+		}
+	}
+	return b.String()
+}
+
 func limitField(l *limiter.Limits, name string) *int64 {
 	switch name {
 	case "connections_per_minute":

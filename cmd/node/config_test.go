@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -293,4 +295,50 @@ func TestSettingsDeclaredOnce(t *testing.T) {
 			t.Errorf("no flag --%s", f)
 		}
 	}
+}
+
+// TestPresetsDocumented checks that --help and README.md show every
+// preset's values as pkg/limiter defines them.
+func TestPresetsDocumented(t *testing.T) {
+	t.Parallel()
+	var help strings.Builder
+	if _, err := loadConfig([]string{"--help"}, nil, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range presetNames {
+		l, ok := limiter.Preset(name)
+		if !ok {
+			t.Fatalf("limiter knows no preset %q", name)
+		}
+		line := fmt.Sprintf("  %-8s connections_per_minute=%d messages_per_minute=%d bytes_per_minute=%d max_concurrent_connections=%d max_message_size=%d",
+			name, l.ConnectionsPerMinute, l.MessagesPerMinute, l.BytesPerMinute, l.MaxConcurrentConnections, l.MaxMessageSize)
+		if !strings.Contains(help.String(), line) {
+			t.Errorf("--help lacks the line %q", line)
+		}
+		if l.ConnectionBurst != 0 || l.MessageBurst != 0 || l.ByteBurst != 0 {
+			t.Errorf("preset %s sets a burst; README.md says every burst equals its rate", name)
+		}
+		bytes := "unlimited"
+		if l.BytesPerMinute > 0 {
+			bytes = grouped(l.BytesPerMinute)
+		}
+		row := fmt.Sprintf("| `%s` | %s | %s | %s | %s | %s |", name, grouped(l.ConnectionsPerMinute), grouped(l.MessagesPerMinute),
+			bytes, grouped(l.MaxConcurrentConnections), grouped(l.MaxMessageSize))
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README.md lacks the row %s", row)
+		}
+	}
+}
+
+// grouped formats n with commas between groups of three digits.
+func grouped(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }

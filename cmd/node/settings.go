@@ -81,9 +81,9 @@ func buildSettings() []setting {
 		str("kv.bucket", "ratethrottle", "JetStream KV bucket of the limiter's shared state", func(c *Config) *string { return &c.KVBucket }),
 		num("kv.replicas", "0", "KV replicas (0: 1, or up to 3 with an embedded cluster)", func(c *Config) *int { return &c.KVReplicas }),
 
-		{key: "limits.preset", def: "moderate", usage: "limits preset: default, strict, moderate or generous", set: func(c *Config, v string) error {
+		{key: "limits.preset", def: "moderate", usage: presetUsage(), set: func(c *Config, v string) error {
 			if _, ok := limiter.Preset(v); !ok {
-				return errors.New("unknown preset (want default, strict, moderate or generous)")
+				return errors.New("unknown preset (want " + strings.Join(presetNames, ", ") + ")")
 			}
 			c.Preset = v
 			return nil
@@ -390,9 +390,14 @@ func loadConfig(args, env []string, out io.Writer) (*Config, error) {
 	var flagValues []flagValue
 	for _, s := range settings {
 		s := s
-		usage := fmt.Sprintf("%s (env %s, yaml %s)", s.usage, s.Env(), s.key)
+		// The sources and the default end the usage's first line.
+		first, rest, _ := strings.Cut(s.usage, "\n")
+		usage := fmt.Sprintf("%s (env %s, yaml %s)", first, s.Env(), s.key)
 		if s.def != "" && !s.secret {
 			usage += fmt.Sprintf(" (default %q)", s.def)
+		}
+		if rest != "" {
+			usage += "\n" + rest
 		}
 		fs.Func(s.Flag(), usage, func(v string) error {
 			flagValues = append(flagValues, flagValue{s.key, s.Flag(), v})
