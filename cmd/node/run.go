@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 )
@@ -180,10 +181,42 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 
 // bringUp builds the limiter stack, retrying until it succeeds or ctx ends:
 // JetStream in a cluster of embedded servers is ready only once a quorum of
-// nodes runs.
+// nodes runs and has elected its leaders.
+//
+// Each attempt first asks JetStream for the account's information, with a
+// short timeout: in a cluster only the meta leader answers. A new cluster
+// elects it within a second, but a cluster restarted on its data directories
+// waits out a Raft election timeout (4 to 9 s at random in nats-server)
+// before its meta leader and each stream's leader exist. Building the stack
+// before then would spend its whole operation timeout (stackOpTimeout) waiting, and
+// make readiness lag the cluster's by up to as much.
 func (n *node) bringUp(ctx context.Context) {
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		n.log.Error("jetstream", "err", err)
+		return
+	}
 	wait := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	probes := 0
+	for attempt := 1; ; {
+		pctx, cancel := context.WithTimeout(ctx, jetStreamProbeTimeout)
+		_, err := js.AccountInfo(pctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if probes%10 == 0 {
+				n.log.Info("waiting for JetStream", "probe", probes+1, "err", err)
+			}
+			probes++
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(jetStreamProbeTimeout / 2):
+			}
+			continue
+		}
 		s, err := newStack(ctx, n)
 		if err == nil {
 			n.stack.Store(s)
@@ -199,9 +232,13 @@ func (n *node) bringUp(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		attempt++
 		wait = min(wait*2, 2*time.Second)
 	}
 }
+
+// jetStreamProbeTimeout bounds one probe of JetStream in bringUp.
+const jetStreamProbeTimeout = 500 * time.Millisecond
 
 func (n *node) shutdownStack(ctx context.Context) {
 	if s := n.stack.Swap(nil); s != nil {
