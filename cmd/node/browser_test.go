@@ -146,6 +146,22 @@ func TestBrowserChat(t *testing.T) {
 	within(t, alice, 15*time.Second, "alice sees bob's answer, not as hers",
 		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("Watch this") && !li.classList.contains("mine"))`),
 	)
+	// A member that puts bob's name in its message's data is not shown as
+	// bob, and bob's page does not take the message for its own.
+	eve, err := dialWS(t, n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eve.send(map[string]any{"type": "join", "room": "lobby", "name": "eve"}); err != nil {
+		t.Fatal(err)
+	}
+	eve.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "joined" })
+	if err := eve.send(map[string]any{"type": "message", "room": "lobby", "data": map[string]any{"name": "bob", "text": "spoofed as bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, bob, 15*time.Second, "bob sees eve's message under eve's identity, not as his",
+		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("spoofed as bob") && !li.classList.contains("mine") && li.querySelector(".who")?.textContent !== "bob")`),
+	)
 	if identity {
 		// A second "alice" in the lobby is told that the name is taken.
 		mallory := tab(t, browser)
