@@ -138,3 +138,21 @@ func TestBinaryInvalidConfig(t *testing.T) {
 		t.Errorf("message does not name the field and the value:\n%s", out)
 	}
 }
+
+// TestBinaryOpsPortBusy starts a node whose operations port is taken: it
+// exits non-zero and says which setting to change.
+func TestBinaryOpsPortBusy(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	out, err := runBinary(t, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--ops-listen", ln.Addr().String())
+	if err == nil {
+		t.Fatalf("exit 0 with the operations port taken:\n%s", out)
+	}
+	if !strings.Contains(out, "ops_listen") || !strings.Contains(out, ln.Addr().String()) || !strings.Contains(out, "own ops_listen port") {
+		t.Errorf("message does not name ops_listen, the address and the remedy:\n%s", out)
+	}
+}
