@@ -10,16 +10,19 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// testAdminToken is an admin token long enough for the node to accept.
+const testAdminToken = "test-admin-token-0123456789"
+
 // TestAdminAPI runs a node in-process with an admin token: the ban API
 // refuses requests without the right token, and a ban closes the client's
 // open connection and refuses new ones until lifted.
 func TestAdminAPI(t *testing.T) {
 	t.Parallel()
-	n := startInProcess(t, "--admin-token", "s3cret", "--node-id", "admin-node")
-	base := "http://" + n.addr
+	n := startInProcess(t, "--admin-token", testAdminToken, "--node-id", "admin-node")
+	base := "http://" + n.ops
 	waitReady(t, n.addr, 30*time.Second)
 
-	for _, h := range [][]string{nil, {"Authorization", "Bearer wrong"}, {"Authorization", "s3cret"}} {
+	for _, h := range [][]string{nil, {"Authorization", "Bearer wrong"}, {"Authorization", testAdminToken}} {
 		if code, _ := httpGet(t, base+"/admin/bans", h...); code != http.StatusUnauthorized {
 			t.Errorf("GET /admin/bans with %v = %d, want 401", h, code)
 		}
@@ -30,7 +33,7 @@ func TestAdminAPI(t *testing.T) {
 			t.Errorf("DELETE /admin/bans with %v = %d, want 401", h, code)
 		}
 	}
-	auth := []string{"Authorization", "Bearer s3cret"}
+	auth := []string{"Authorization", "Bearer " + testAdminToken, "Content-Type", "application/json"}
 
 	c, err := dialWS(t, n.addr)
 	if err != nil {
@@ -67,7 +70,7 @@ func TestAdminAPI(t *testing.T) {
 func TestAdminAPIDisabled(t *testing.T) {
 	t.Parallel()
 	n := startInProcess(t)
-	code, body := httpGet(t, "http://"+n.addr+"/admin/bans", "Authorization", "Bearer ")
+	code, body := httpGet(t, "http://"+n.ops+"/admin/bans", "Authorization", "Bearer ")
 	if code != http.StatusForbidden || !strings.Contains(body, "admin_token") {
 		t.Errorf("GET /admin/bans without a configured token = %d %s, want 403", code, body)
 	}
@@ -82,4 +85,66 @@ func tryJoin(t *testing.T, addr string) string {
 	}
 	defer c.ws.Close()
 	return c.joinOutcome("lobby")
+}
+
+// TestAdminAPIRequests checks how the admin API reads a request: the
+// Bearer scheme in any case, one JSON object as the body and nothing after
+// it, application/json only; with the token read from a file.
+func TestAdminAPIRequests(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t, "--admin-token-file", writeFile(t, "admin.token", testAdminToken+"\n"))
+	waitReady(t, n.addr, 30*time.Second)
+	url := "http://" + n.ops + "/admin/bans"
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "bEaReR"} {
+		if code, body := httpGet(t, url, "Authorization", scheme+" "+testAdminToken); code != http.StatusOK {
+			t.Errorf("scheme %q: %d %s, want 200", scheme, code, body)
+		}
+	}
+	for _, h := range []string{"Basic " + testAdminToken, "Bearer" + testAdminToken, "Bearer " + testAdminToken + "x", "Bearer " + testAdminToken[:16]} {
+		if code, _ := httpGet(t, url, "Authorization", h); code != http.StatusUnauthorized {
+			t.Errorf("Authorization %q: %d, want 401", h, code)
+		}
+	}
+	auth := "Bearer " + testAdminToken
+	cases := []struct {
+		name, contentType, body string
+		want                    int
+	}{
+		{"trailing object", "application/json", `{"client":"198.51.100.1"}{"client":"198.51.100.2"}`, http.StatusBadRequest},
+		{"trailing text", "application/json", `{"client":"198.51.100.1"} x`, http.StatusBadRequest},
+		{"no content type", "", `{"client":"198.51.100.1"}`, http.StatusUnsupportedMediaType},
+		{"form", "application/x-www-form-urlencoded", `{"client":"198.51.100.1"}`, http.StatusUnsupportedMediaType},
+		{"text", "text/plain", `{"client":"198.51.100.1"}`, http.StatusUnsupportedMediaType},
+		{"unknown field", "application/json", `{"client":"198.51.100.1","until":"never"}`, http.StatusBadRequest},
+		{"trailing whitespace", "application/json", "{\"client\":\"198.51.100.3\",\"duration\":\"1m\"}\n \n", http.StatusCreated},
+		{"charset", "application/json; charset=utf-8", `{"client":"198.51.100.4","duration":"1m"}`, http.StatusCreated},
+	}
+	for _, c := range cases {
+		h := []string{"Authorization", auth}
+		if c.contentType != "" {
+			h = append(h, "Content-Type", c.contentType)
+		}
+		if code, body := httpDo(t, http.MethodPost, url, c.body, h...); code != c.want {
+			t.Errorf("%s: %d %s, want %d", c.name, code, body, c.want)
+		}
+	}
+	_, list := httpGet(t, url, "Authorization", auth)
+	if strings.Contains(list, "198.51.100.1") || strings.Contains(list, "198.51.100.2") {
+		t.Errorf("a refused request set a ban: %s", list)
+	}
+}
+
+// TestBearerMatches checks the token comparison alone.
+func TestBearerMatches(t *testing.T) {
+	t.Parallel()
+	const tok = "0123456789abcdef"
+	for h, want := range map[string]bool{
+		"Bearer " + tok: true, "bearer " + tok: true, "BEARER  " + tok: true,
+		"Bearer " + tok + " ": false, "Bearer": false, "": false, tok: false,
+		"Token " + tok: false, "Bearer 0123456789abcdeF": false, "Bearer 0123456789abcde": false,
+	} {
+		if got := bearerMatches(h, tok); got != want {
+			t.Errorf("bearerMatches(%q) = %v, want %v", h, got, want)
+		}
+	}
 }

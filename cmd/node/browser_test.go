@@ -5,9 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -88,9 +90,11 @@ func within(t *testing.T, tab context.Context, d time.Duration, what string, act
 }
 
 // TestBrowserChat drives the chat page in headless Chromium: two pages chat
-// in one room, one floods and sees the rate-limit notice. With
-// RATETHROTTLE_SCREENSHOTS=1 it writes docs/img/chat.png and
-// docs/img/dashboard.png.
+// in one room, one floods and sees the rate-limit notice, and the
+// dashboard, reached through the page's link, goes live. Every page runs
+// under the content security policy without a violation or an uncaught
+// exception. With RATETHROTTLE_SCREENSHOTS=1 it writes docs/img/chat.png
+// and docs/img/dashboard.png.
 func TestBrowserChat(t *testing.T) {
 	browser := newBrowser(t)
 	n := startInProcess(t, "--node-id", "node-1")
@@ -98,6 +102,7 @@ func TestBrowserChat(t *testing.T) {
 	base := "http://" + n.addr
 
 	alice, bob := tab(t, browser), tab(t, browser)
+	watches := map[string]*pageWatch{"alice": watchTab(t, alice), "bob": watchTab(t, bob)}
 	for _, p := range []struct {
 		tab  context.Context
 		name string
@@ -110,21 +115,64 @@ func TestBrowserChat(t *testing.T) {
 			poll(`document.getElementById("status").textContent.includes("Connected")`),
 		)
 	}
+	// The server names a member's connection in "joined" once it attaches
+	// identities to messages; until then the page shows the sender's
+	// connection ID and marks nothing as its own.
+	identity := jsString(t, alice, `document.getElementById("chat").dataset.connection || ""`) != ""
+	t.Logf("server attaches identities: %v", identity)
 
 	within(t, alice, 15*time.Second, "alice says hello",
 		chromedp.SendKeys("#text", "Hello Bob, are you rate-limited yet?"),
 		chromedp.Click("#send-btn"),
 	)
 	within(t, bob, 15*time.Second, "bob sees alice's message",
-		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("alice") && li.textContent.includes("Hello Bob"))`),
+		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("Hello Bob") && !li.classList.contains("mine"))`),
 	)
+	within(t, alice, 15*time.Second, "alice sees her message",
+		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("Hello Bob"))`),
+	)
+	if identity {
+		within(t, bob, 15*time.Second, "bob sees alice's name on her message",
+			poll(`[...document.querySelectorAll("#messages li")].some(li => li.querySelector(".who")?.textContent === "alice" && li.textContent.includes("Hello Bob"))`),
+		)
+		within(t, alice, 15*time.Second, "alice's page marks her message as hers",
+			poll(`[...document.querySelectorAll("#messages li.mine")].some(li => li.textContent.includes("Hello Bob"))`),
+		)
+	}
 	within(t, bob, 15*time.Second, "bob answers",
 		chromedp.SendKeys("#text", "Not yet. Watch this."),
 		chromedp.Click("#send-btn"),
 	)
-	within(t, alice, 15*time.Second, "alice sees bob's answer",
-		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("Watch this"))`),
+	within(t, alice, 15*time.Second, "alice sees bob's answer, not as hers",
+		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("Watch this") && !li.classList.contains("mine"))`),
 	)
+	// A member that puts bob's name in its message's data is not shown as
+	// bob, and bob's page does not take the message for its own.
+	eve, err := dialWS(t, n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eve.send(map[string]any{"type": "join", "room": "lobby", "name": "eve"}); err != nil {
+		t.Fatal(err)
+	}
+	eve.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "joined" })
+	if err := eve.send(map[string]any{"type": "message", "room": "lobby", "data": map[string]any{"name": "bob", "text": "spoofed as bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, bob, 15*time.Second, "bob sees eve's message under eve's identity, not as his",
+		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("spoofed as bob") && !li.classList.contains("mine") && li.querySelector(".who")?.textContent !== "bob")`),
+	)
+	if identity {
+		// A second "alice" in the lobby is told that the name is taken.
+		mallory := tab(t, browser)
+		watches["mallory"] = watchTab(t, mallory)
+		within(t, mallory, 30*time.Second, "a second alice is refused the name",
+			chromedp.Navigate(base+"/?room=lobby&name=alice"),
+			chromedp.WaitVisible("#join-btn"),
+			chromedp.Click("#join-btn"),
+			poll(`(() => { const n = document.getElementById("notice"); return !n.hidden && n.dataset.reason === "name_taken" && n.textContent.includes("taken") })()`),
+		)
+	}
 
 	within(t, bob, 15*time.Second, "bob floods and sees the rate-limit notice",
 		chromedp.Click("#flood-btn"),
@@ -141,6 +189,22 @@ func TestBrowserChat(t *testing.T) {
 		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("flood 1"))`),
 	)
 
+	// The page links to the dashboard, which is on the operations
+	// listener, on loopback like the browser.
+	href := jsString(t, alice, `document.querySelector("#ops-links a")?.href || ""`)
+	if want := "http://" + n.ops + "/dashboard"; href != want {
+		t.Fatalf("the chat page's dashboard link is %q, want %q", href, want)
+	}
+	dash := tab(t, browser)
+	watches["dashboard"] = watchTab(t, dash)
+	within(t, dash, 30*time.Second, "the dashboard shows the violations",
+		chromedp.Navigate(href),
+		poll(`document.querySelectorAll("#violations tr").length > 3 && document.getElementById("live").textContent.startsWith("live")`),
+	)
+	for name, w := range watches {
+		w.check(t, name)
+	}
+
 	if os.Getenv(screenshotsEnv) != "1" {
 		return
 	}
@@ -149,12 +213,100 @@ func TestBrowserChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	shot(t, bob, filepath.Join(dir, "chat.png"))
-	dash := tab(t, browser)
-	within(t, dash, 30*time.Second, "the dashboard shows the violations",
-		chromedp.Navigate(base+"/dashboard"),
-		poll(`document.querySelectorAll("#violations tr").length > 3 && document.getElementById("live").textContent.startsWith("live")`),
-	)
 	shot(t, dash, filepath.Join(dir, "dashboard.png"))
+}
+
+// TestBrowserCSPWatch checks that the watch TestBrowserChat relies on
+// sees a violation: inline code that the policy blocks.
+func TestBrowserCSPWatch(t *testing.T) {
+	browser := newBrowser(t)
+	n := startInProcess(t)
+	page := tab(t, browser)
+	w := watchTab(t, page)
+	within(t, page, 30*time.Second, "the page runs inline code",
+		chromedp.Navigate("http://"+n.addr+"/"),
+		chromedp.WaitVisible("#join-btn"),
+		chromedp.Evaluate[chromedp.Void](`(() => { const s = document.createElement("script"); s.textContent = "window.inlineRan = true"; document.body.appendChild(s); })()`),
+		poll(`window.cspViolations.length > 0`),
+	)
+	if ran := jsString(t, page, `String(window.inlineRan === true)`); ran != "false" {
+		t.Errorf("inline script ran under the policy")
+	}
+	waitFor(t, 10*time.Second, "the console to report the violation", func() bool { return len(w.problems()) > 0 })
+	if v := jsString(t, page, `window.cspViolations.join("; ")`); !strings.Contains(v, "script-src") {
+		t.Errorf("violations %q, want one of script-src", v)
+	}
+}
+
+// pageWatch records a tab's console messages and, through a listener that
+// runs before any page script, the page's securitypolicyviolation events
+// in window.cspViolations.
+type pageWatch struct {
+	tab  context.Context
+	mu   sync.Mutex
+	msgs []chromedp.ConsoleMessage
+}
+
+// watchTab starts watching tab; call it before navigating.
+func watchTab(t *testing.T, tab context.Context) *pageWatch {
+	t.Helper()
+	w := &pageWatch{tab: tab}
+	msgs := chromedp.Console(tab)
+	go func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			w.msgs = append(w.msgs, m)
+			w.mu.Unlock()
+		}
+	}()
+	_, err := chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => window.cspViolations.push(e.violatedDirective + " " + e.blockedURI));`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// problems returns the console messages that report a policy violation or
+// an uncaught exception.
+func (w *pageWatch) problems() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, m := range w.msgs {
+		if m.IsException() || m.Source == "security" || strings.Contains(m.Text, "Content Security Policy") {
+			out = append(out, m.String())
+		}
+	}
+	return out
+}
+
+// check fails the test when the tab's page saw a violation or its console
+// reported a problem.
+func (w *pageWatch) check(t *testing.T, name string) {
+	t.Helper()
+	if v := jsString(t, w.tab, `(window.cspViolations || ["no watch installed"]).join("; ")`); v != "" {
+		t.Errorf("%s: securitypolicyviolation: %s", name, v)
+	}
+	for _, p := range w.problems() {
+		t.Errorf("%s: console: %s", name, p)
+	}
+}
+
+// jsString evaluates a JavaScript expression of string value in tab.
+func jsString(t *testing.T, tab context.Context, expr string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
 }
 
 // poll waits until the JavaScript expression is truthy, for at most 10 s.

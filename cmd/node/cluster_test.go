@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 )
 
 // admitted dials /ws on addr and joins a room: true if the node admits the
@@ -35,33 +37,10 @@ func admitted(t *testing.T, addr string) bool {
 // across all three, and room messages reach members on every node.
 func TestBinaryCluster(t *testing.T) {
 	t.Parallel()
-	ports := []int{freePort(t), freePort(t), freePort(t)}
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
-	}
 	const perMinute = 6
-	procs := make([]*proc, 3)
-	for i := range procs {
-		procs[i] = startProc(t, t.TempDir(), []string{"RATETHROTTLE_LIMITS_CONNECTIONS_PER_MINUTE=" + fmt.Sprint(perMinute)},
-			"--node-id", fmt.Sprintf("node%d", i+1),
-			"--listen", "127.0.0.1:0",
-			"--nats-listen", "127.0.0.1:0",
-			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[i]),
-			"--routes", strings.Join(routes, ","),
-			"--consistency-connections", "strict",
-			"--limits-max-concurrent-connections", "0",
-		)
-	}
-	t.Cleanup(func() {
-		// Stop the nodes together, as a cluster is stopped: a node that
-		// outlives the others' quorum waits for KV timeouts.
-		var wg sync.WaitGroup
-		for _, p := range procs {
-			wg.Go(func() { _ = p.stop(t) })
-		}
-		wg.Wait()
-	})
+	procs := startCluster(t, []string{t.TempDir(), t.TempDir(), t.TempDir()}, []int{freePort(t), freePort(t), freePort(t)},
+		[]string{"RATETHROTTLE_LIMITS_CONNECTIONS_PER_MINUTE=" + fmt.Sprint(perMinute)},
+		"--consistency-connections", "strict", "--limits-max-concurrent-connections", "0")
 	for _, p := range procs {
 		waitReady(t, p.addr, 60*time.Second)
 	}
@@ -104,11 +83,74 @@ func TestBinaryCluster(t *testing.T) {
 	// Cluster-wide statistics come from every node.
 	var cs ClusterStats
 	waitFor(t, 15*time.Second, "cluster stats from 3 nodes", func() bool {
-		_, body := httpGet(t, "http://"+procs[0].addr+"/stats?scope=cluster")
+		_, body := httpGet(t, "http://"+procs[0].ops+"/stats?scope=cluster")
 		cs = ClusterStats{}
 		return json.Unmarshal([]byte(body), &cs) == nil && len(cs.Nodes) == 3
 	})
 	if cs.Total.Violations["connection_rate"] == 0 {
 		t.Errorf("cluster stats count no connection_rate violations: %+v", cs.Total)
+	}
+}
+
+// startCluster starts three node processes, node1 to node3, in dirs (their
+// data under dirs[i]/data) whose embedded servers route to each other on
+// routePorts, with env and extra arguments. Cleanup stops them together.
+func startCluster(t *testing.T, dirs []string, routePorts []int, env []string, extra ...string) []*proc {
+	t.Helper()
+	var routes []string
+	for _, p := range routePorts {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	procs := make([]*proc, len(dirs))
+	for i := range procs {
+		args := append([]string{
+			"--node-id", fmt.Sprintf("node%d", i+1),
+			"--listen", "127.0.0.1:0",
+			"--ops-listen", "127.0.0.1:0",
+			"--nats-listen", "127.0.0.1:0",
+			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", routePorts[i]),
+			"--routes", strings.Join(routes, ","),
+		}, extra...)
+		procs[i] = startProc(t, dirs[i], env, args...)
+	}
+	t.Cleanup(func() { stopAll(t, procs) })
+	return procs
+}
+
+// stopAll stops the nodes together, as a cluster is stopped: a node that
+// outlives the others' quorum waits for KV timeouts.
+func stopAll(t *testing.T, procs []*proc) {
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(func() { _ = p.stop(t) })
+	}
+	wg.Wait()
+}
+
+// TestBinaryClusterRestartReady measures how long three node processes
+// take to become ready, first on empty data directories and then
+// restarted on them. The restart waits for a Raft election timeout, 4 to
+// 9 s at random in nats-server, before JetStream's meta leader exists; a
+// new cluster's servers campaign at once. The bound is that timeout's
+// maximum with room for a loaded machine.
+func TestBinaryClusterRestartReady(t *testing.T) {
+	t.Parallel()
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	nodetest.Binary(t) // built before the clock starts
+	ready := func(what string) time.Duration {
+		start := time.Now()
+		procs := startCluster(t, dirs, ports, nil)
+		for _, p := range procs {
+			waitReady(t, p.addr, 60*time.Second)
+		}
+		took := time.Since(start)
+		stopAll(t, procs)
+		t.Logf("%s cluster: every node ready %.1f s after the start", what, took.Seconds())
+		return took
+	}
+	ready("new")
+	if took := ready("restarted"); took > 30*time.Second {
+		t.Errorf("the restarted cluster took %v to become ready, want at most 30 s", took)
 	}
 }

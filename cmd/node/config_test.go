@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +165,8 @@ func TestConfigErrors(t *testing.T) {
 	typeYAML := writeFile(t, "type.yaml", "limits:\n  max_message_size: big\n")
 	scalarYAML := writeFile(t, "scalar.yaml", "nats: 5\n")
 	cert := writeFile(t, "cert.pem", "x")
+	shortToken := writeFile(t, "short.token", "tooshort\n")
+	emptyToken := writeFile(t, "empty.token", "\n")
 	tests := []struct {
 		name string
 		args []string
@@ -210,6 +214,14 @@ func TestConfigErrors(t *testing.T) {
 		{"config file shape", []string{"--config", scalarYAML}, nil, []string{"nats", `"5"`}},
 		{"unknown env", nil, []string{"RATETHROTTLE_LIMIT_PRESET=strict"}, []string{"RATETHROTTLE_LIMIT_PRESET", `"strict"`, "unknown environment variable"}},
 		{"positional argument", []string{"serve"}, nil, []string{"arguments", `"serve"`}},
+		{"short admin token", []string{"--admin-token", "s3cret"}, nil, []string{"admin_token", "(hidden)", "has 6 bytes", "at least 16"}},
+		{"short admin token in env", nil, []string{"RATETHROTTLE_ADMIN_TOKEN=s3cret"}, []string{"admin_token", "env RATETHROTTLE_ADMIN_TOKEN", "at least 16"}},
+		{"short admin token file", []string{"--admin-token-file", shortToken}, nil, []string{"admin_token_file", shortToken, "has 8 bytes", "at least 16"}},
+		{"empty admin token file", []string{"--admin-token-file", emptyToken}, nil, []string{"admin_token_file", "no token"}},
+		{"missing admin token file", []string{"--admin-token-file", missing}, nil, []string{"admin_token_file", missing, "cannot read"}},
+		{"admin token twice", []string{"--admin-token", testAdminToken, "--admin-token-file", shortToken}, nil, []string{"admin_token_file", "not both"}},
+		{"ops listen address", []string{"--ops-listen", "9000"}, nil, []string{"ops_listen", `"9000"`, "host:port"}},
+		{"http timeout", []string{"--http-idle-timeout", "long"}, nil, []string{"http.idle_timeout", `"long"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -233,6 +245,35 @@ func TestConfigErrors(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("error %v shows the token", err)
 	}
+	_, err = loadConfig([]string{"--admin-token", "s3cret"}, nil, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error %v shows the admin token", err)
+	}
+}
+
+// TestAdminTokenSources reads the admin token from a file, without its
+// trailing newline, and from the environment.
+func TestAdminTokenSources(t *testing.T) {
+	t.Parallel()
+	f := writeFile(t, "admin.token", testAdminToken+"\n")
+	c, err := loadConfig([]string{"--admin-token-file", f}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdminToken != testAdminToken {
+		t.Errorf("token from file = %q, want %q", c.AdminToken, testAdminToken)
+	}
+	c, err = loadConfig(nil, []string{"RATETHROTTLE_ADMIN_TOKEN=" + testAdminToken}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdminToken != testAdminToken {
+		t.Errorf("token from the environment = %q, want %q", c.AdminToken, testAdminToken)
+	}
+	c, err = loadConfig(nil, []string{"RATETHROTTLE_ADMIN_TOKEN_FILE=" + f}, io.Discard)
+	if err != nil || c.AdminToken != testAdminToken {
+		t.Errorf("token from the file named in the environment = %q, %v", c.AdminToken, err)
+	}
 }
 
 // TestSettingsDeclaredOnce checks that flags and environment variables
@@ -249,9 +290,55 @@ func TestSettingsDeclaredOnce(t *testing.T) {
 			t.Errorf("setting %s has no usage", s.key)
 		}
 	}
-	for _, f := range []string{"cluster-listen", "routes", "nats-url", "admin-token", "limits-preset", "fail-mode", "events-prefix", "node-id", "rooms", "consistency"} {
+	for _, f := range []string{"cluster-listen", "routes", "nats-url", "admin-token", "admin-token-file", "ops-listen", "limits-preset", "fail-mode", "events-prefix", "node-id", "rooms", "consistency"} {
 		if !flags[f] {
 			t.Errorf("no flag --%s", f)
 		}
 	}
+}
+
+// TestPresetsDocumented checks that --help and README.md show every
+// preset's values as pkg/limiter defines them.
+func TestPresetsDocumented(t *testing.T) {
+	t.Parallel()
+	var help strings.Builder
+	if _, err := loadConfig([]string{"--help"}, nil, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range presetNames {
+		l, ok := limiter.Preset(name)
+		if !ok {
+			t.Fatalf("limiter knows no preset %q", name)
+		}
+		line := fmt.Sprintf("  %-8s connections_per_minute=%d messages_per_minute=%d bytes_per_minute=%d max_concurrent_connections=%d max_message_size=%d",
+			name, l.ConnectionsPerMinute, l.MessagesPerMinute, l.BytesPerMinute, l.MaxConcurrentConnections, l.MaxMessageSize)
+		if !strings.Contains(help.String(), line) {
+			t.Errorf("--help lacks the line %q", line)
+		}
+		if l.ConnectionBurst != 0 || l.MessageBurst != 0 || l.ByteBurst != 0 {
+			t.Errorf("preset %s sets a burst; README.md says every burst equals its rate", name)
+		}
+		bytes := "unlimited"
+		if l.BytesPerMinute > 0 {
+			bytes = grouped(l.BytesPerMinute)
+		}
+		row := fmt.Sprintf("| `%s` | %s | %s | %s | %s | %s |", name, grouped(l.ConnectionsPerMinute), grouped(l.MessagesPerMinute),
+			bytes, grouped(l.MaxConcurrentConnections), grouped(l.MaxMessageSize))
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README.md lacks the row %s", row)
+		}
+	}
+}
+
+// grouped formats n with commas between groups of three digits.
+func grouped(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }

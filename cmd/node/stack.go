@@ -47,7 +47,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	opCtx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	opCtx, cancel := context.WithTimeout(ctx, stackOpTimeout)
 	defer cancel()
 	def, modes := cfg.Modes()
 	kc := kvstore.Config{
@@ -186,3 +186,10 @@ func (s *stack) close(ctx context.Context, log *slog.Logger) {
 		}
 	}
 }
+
+// stackOpTimeout bounds the KV operations of one attempt to build the
+// stack. An attempt that times out is retried, and creating a bucket is
+// idempotent, so a short bound costs nothing but a retry; a long one made
+// a node that raced the others to create a bucket wait it out (see
+// bringUp).
+const stackOpTimeout = 2 * time.Second
