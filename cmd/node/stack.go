@@ -110,6 +110,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	hc := wshandler.Config{
 		Limiter:         s.lim,
 		TrustedProxies:  cfg.TrustedProxies,
+		IPv6PrefixLen:   cfg.IPv6PrefixLen,
 		Gate:            s.bans,
 		Sink:            sink,
 		RejectWithClose: cfg.RejectWithClose,
