@@ -115,11 +115,11 @@ func TestBrowserChat(t *testing.T) {
 			poll(`document.getElementById("status").textContent.includes("Connected")`),
 		)
 	}
-	// The server names a member's connection in "joined" once it attaches
-	// identities to messages; until then the page shows the sender's
-	// connection ID and marks nothing as its own.
-	identity := jsString(t, alice, `document.getElementById("chat").dataset.connection || ""`) != ""
-	t.Logf("server attaches identities: %v", identity)
+	// The server names a member's connection in "joined"; the page marks
+	// its own messages by it.
+	if conn := jsString(t, alice, `document.getElementById("chat").dataset.connection || ""`); conn == "" {
+		t.Fatal(`alice's page has no connection ID from its "joined" frame`)
+	}
 
 	within(t, alice, 15*time.Second, "alice says hello",
 		chromedp.SendKeys("#text", "Hello Bob, are you rate-limited yet?"),
@@ -131,14 +131,12 @@ func TestBrowserChat(t *testing.T) {
 	within(t, alice, 15*time.Second, "alice sees her message",
 		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("Hello Bob"))`),
 	)
-	if identity {
-		within(t, bob, 15*time.Second, "bob sees alice's name on her message",
-			poll(`[...document.querySelectorAll("#messages li")].some(li => li.querySelector(".who")?.textContent === "alice" && li.textContent.includes("Hello Bob"))`),
-		)
-		within(t, alice, 15*time.Second, "alice's page marks her message as hers",
-			poll(`[...document.querySelectorAll("#messages li.mine")].some(li => li.textContent.includes("Hello Bob"))`),
-		)
-	}
+	within(t, bob, 15*time.Second, "bob sees alice's name on her message",
+		poll(`[...document.querySelectorAll("#messages li")].some(li => li.querySelector(".who")?.textContent === "alice" && li.textContent.includes("Hello Bob"))`),
+	)
+	within(t, alice, 15*time.Second, "alice's page marks her message as hers",
+		poll(`[...document.querySelectorAll("#messages li.mine")].some(li => li.textContent.includes("Hello Bob"))`),
+	)
 	within(t, bob, 15*time.Second, "bob answers",
 		chromedp.SendKeys("#text", "Not yet. Watch this."),
 		chromedp.Click("#send-btn"),
@@ -162,17 +160,15 @@ func TestBrowserChat(t *testing.T) {
 	within(t, bob, 15*time.Second, "bob sees eve's message under eve's identity, not as his",
 		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("spoofed as bob") && !li.classList.contains("mine") && li.querySelector(".who")?.textContent !== "bob")`),
 	)
-	if identity {
-		// A second "alice" in the lobby is told that the name is taken.
-		mallory := tab(t, browser)
-		watches["mallory"] = watchTab(t, mallory)
-		within(t, mallory, 30*time.Second, "a second alice is refused the name",
-			chromedp.Navigate(base+"/?room=lobby&name=alice"),
-			chromedp.WaitVisible("#join-btn"),
-			chromedp.Click("#join-btn"),
-			poll(`(() => { const n = document.getElementById("notice"); return !n.hidden && n.dataset.reason === "name_taken" && n.textContent.includes("taken") })()`),
-		)
-	}
+	// A second "alice" in the lobby is told that the name is taken.
+	mallory := tab(t, browser)
+	watches["mallory"] = watchTab(t, mallory)
+	within(t, mallory, 30*time.Second, "a second alice is refused the name",
+		chromedp.Navigate(base+"/?room=lobby&name=alice"),
+		chromedp.WaitVisible("#join-btn"),
+		chromedp.Click("#join-btn"),
+		poll(`(() => { const n = document.getElementById("notice"); return !n.hidden && n.dataset.reason === "name_taken" && n.textContent.includes("taken") })()`),
+	)
 
 	within(t, bob, 15*time.Second, "bob floods and sees the rate-limit notice",
 		chromedp.Click("#flood-btn"),
