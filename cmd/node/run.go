@@ -30,6 +30,8 @@ type node struct {
 	nc     *nats.Conn
 	stack  atomic.Pointer[stack]
 	recent *recentViolations
+	// peers remembers which nodes answered statistics requests, and when.
+	peers *peerBook
 	// stopping is closed when shutdown begins; dashboards watch it.
 	stopping chan struct{}
 	// dashboards counts the open dashboard WebSockets, which the HTTP
@@ -53,7 +55,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), stopping: make(chan struct{})}
+	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), peers: newPeerBook(), stopping: make(chan struct{})}
 	return n.run(ctx, stdout)
 }
 
@@ -146,6 +148,9 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	close(n.stopping)
 	cancelUp()
 	<-upDone
+	if s := n.stack.Load(); s != nil {
+		n.sayLeaving(s)
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if s := n.stack.Load(); s != nil {
