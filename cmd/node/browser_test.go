@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -97,7 +100,7 @@ func within(t *testing.T, tab context.Context, d time.Duration, what string, act
 // and docs/img/dashboard.png.
 func TestBrowserChat(t *testing.T) {
 	browser := newBrowser(t)
-	n := startInProcess(t, "--node-id", "node-1")
+	n := startInProcess(t, "--node-id", "node-1", "--rooms", "*:member_messages_per_minute=30,member_message_burst=10;demo:member_messages_per_minute=1200,member_message_burst=40", "--limits-messages-per-minute", "1200")
 	waitReady(t, n.addr, 30*time.Second)
 	base := "http://" + n.addr
 
@@ -191,25 +194,96 @@ func TestBrowserChat(t *testing.T) {
 	if want := "http://" + n.ops + "/dashboard"; href != want {
 		t.Fatalf("the chat page's dashboard link is %q, want %q", href, want)
 	}
+	screenshots := filepath.Join("..", "..", "docs", "img")
+	if os.Getenv(screenshotsEnv) == "1" {
+		if err := os.MkdirAll(screenshots, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		shot(t, bob, filepath.Join(screenshots, "chat.png")) // with the rate-limit notice
+		demoTraffic(t, n.addr)
+	}
+	// The node has sampled for a while before the dashboard opens, so its
+	// charts start with that history.
+	waitFor(t, 15*time.Second, "the node to have run for 8 s", func() bool {
+		_, body := httpGet(t, "http://"+n.ops+"/stats")
+		var st NodeStats
+		return json.Unmarshal([]byte(body), &st) == nil && st.UptimeSeconds >= 8
+	})
 	dash := tab(t, browser)
 	watches["dashboard"] = watchTab(t, dash)
 	within(t, dash, 30*time.Second, "the dashboard shows the violations",
 		chromedp.Navigate(href),
 		poll(`document.querySelectorAll("#violations tr").length > 3 && document.getElementById("live").textContent.startsWith("live")`),
 	)
+	checkCharts(t, dash)
 	for name, w := range watches {
 		w.check(t, name)
 	}
 
-	if os.Getenv(screenshotsEnv) != "1" {
-		return
+	if os.Getenv(screenshotsEnv) == "1" {
+		shot(t, dash, filepath.Join(screenshots, "dashboard.png"))
 	}
-	dir := filepath.Join("..", "..", "docs", "img")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+}
+
+// demoTraffic sends 20 seconds of varying room traffic, so that the
+// dashboard's screenshot shows its charts moving. The demo room allows 1,200 messages a minute per member.
+func demoTraffic(t *testing.T, addr string) {
+	t.Helper()
+	c, err := dialWS(t, addr)
+	if err != nil {
 		t.Fatal(err)
 	}
-	shot(t, bob, filepath.Join(dir, "chat.png"))
-	shot(t, dash, filepath.Join(dir, "dashboard.png"))
+	defer c.ws.Close()
+	if err := c.send(map[string]any{"type": "join", "room": "demo", "name": "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "joined" })
+	go func() { // drain the echoes until the connection closes
+		for {
+			if _, _, err := c.ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for i := range 20 {
+		for j := range 3 + 3*(i%6) {
+			if err := c.send(map[string]any{"type": "message", "room": "demo", "data": map[string]any{"text": fmt.Sprintf("demo %d.%d", i, j)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		<-tick.C
+	}
+}
+
+// chartIDs are the dashboard's charts.
+var chartIDs = []string{"chart-decisions", "chart-violations", "chart-connections", "chart-lag", "chart-kv"}
+
+// checkCharts checks the dashboard's charts: each draws its series as
+// polylines with points, the first frame brought at least five seconds of
+// history, the violations chart has the room_rate line of the flood, and
+// the charts move on with new samples.
+func checkCharts(t *testing.T, dash context.Context) {
+	t.Helper()
+	for _, id := range chartIDs {
+		within(t, dash, 15*time.Second, id+" draws points",
+			poll(`(() => { const svg = document.querySelector("#`+id+` svg"); return svg.querySelectorAll("polyline").length > 0 && Number(svg.dataset.points) >= 5 })()`),
+		)
+		if first, _ := strconv.Atoi(jsString(t, dash, `document.querySelector("#`+id+` svg").dataset.firstPoints`)); first < 5 {
+			t.Errorf("%s: the first frame drew %d points, want the node's history (at least 5)", id, first)
+		}
+	}
+	if got := jsString(t, dash, `[...document.querySelectorAll("#chart-decisions polyline")].map(p => p.dataset.series).join(",")`); got != "allowed,denied" {
+		t.Errorf("decisions chart series %q, want allowed,denied", got)
+	}
+	within(t, dash, 15*time.Second, "the violations chart has the flood's room_rate line",
+		poll(`[...document.querySelectorAll("#chart-violations polyline")].some(p => p.dataset.series === "room_rate" && p.getAttribute("points").split(" ").length >= 5)`),
+	)
+	newest := jsString(t, dash, `document.querySelector("#chart-connections svg").dataset.newest`)
+	within(t, dash, 15*time.Second, "the charts take new samples",
+		poll(`Number(document.querySelector("#chart-connections svg").dataset.newest) >= `+newest+` + 2 && Number(document.querySelector("#chart-decisions svg").dataset.newest) >= `+newest+` + 2`),
+	)
 }
 
 // TestBrowserCSPWatch checks that the watch TestBrowserChat relies on

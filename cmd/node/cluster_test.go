@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 )
 
@@ -193,6 +195,23 @@ func TestBinaryClusterStatsNodeKilled(t *testing.T) {
 		cs, _ := ask()
 		return ids(cs) == "node1,node2,node3 missing " && cs.Expected == 3
 	})
+
+	// The dashboard's first frame brings every node's chart history.
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+procs[0].ops+"/dashboard/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var first struct{ History map[string][]Sample }
+	if err := ws.ReadJSON(&first); err != nil {
+		t.Fatal(err)
+	}
+	ws.Close()
+	for _, id := range []string{"node1", "node2", "node3"} {
+		if len(first.History[id]) < 2 {
+			t.Errorf("the dashboard's first frame holds %d samples of %s, want its history", len(first.History[id]), id)
+		}
+	}
 
 	if err := procs[2].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -32,6 +32,10 @@ type node struct {
 	recent *recentViolations
 	// peers remembers which nodes answered statistics requests, and when.
 	peers *peerBook
+	// samples are this node's per-second samples; charts are every node's,
+	// as the dashboard hub last merged them.
+	samples sampleRing
+	charts  chartHistory
 	// stopping is closed when shutdown begins; dashboards watch it.
 	stopping chan struct{}
 	// dashboards counts the open dashboard WebSockets, which the HTTP
@@ -108,6 +112,7 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	defer stopHub()
 	n.dashHub = newDashboardHub(dashboardInterval, n.dashboardFrame)
 	go n.dashHub.run(hubCtx)
+	go n.runSampler(hubCtx)
 
 	servers := []*http.Server{cfg.HTTP.newServer(n.publicRoutes())}
 	listeners := []net.Listener{ln}

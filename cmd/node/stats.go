@@ -73,6 +73,9 @@ type NodeStats struct {
 	// Bans is the number of bans in force; the largest in
 	// ClusterStats.Total.
 	Bans int `json:"bans"`
+	// History holds the node's per-second samples, oldest first, when the
+	// request asked for them (the dashboard does); otherwise it is absent.
+	History []Sample `json:"history,omitempty"`
 }
 
 // LimitsJSON is limiter.Limits with the setting names as JSON keys. A zero
@@ -174,7 +177,12 @@ func limitsJSON(l limiter.Limits) LimitsJSON {
 // statistics.
 func (n *node) serveStatsRequests(s *stack) (*nats.Subscription, error) {
 	sub, err := n.nc.Subscribe(statsSubject(n.cfg.EventPrefix), func(m *nats.Msg) {
-		b, err := json.Marshal(n.localStats())
+		st := n.localStats()
+		var req statsRequest
+		if len(m.Data) > 0 && json.Unmarshal(m.Data, &req) == nil && req.History {
+			st.History = n.samples.since(req.Since[n.id])
+		}
+		b, err := json.Marshal(st)
 		if err == nil {
 			_ = m.Respond(b)
 		}
@@ -274,8 +282,9 @@ func leaveSubject(prefix string) string { return prefix + ".node.leave" }
 // peerWaitTTL, and at least as many as the store counts as live), but for
 // at most clusterStatsGrace after the first answer, and never past timeout
 // or ctx. Nodes that answered within peerMissingTTL and did not answer
-// this time are listed in Missing.
-func (n *node) clusterStats(ctx context.Context, timeout time.Duration) (ClusterStats, error) {
+// this time are listed in Missing. The request's body is req, nil or a
+// statsRequest in JSON.
+func (n *node) clusterStats(ctx context.Context, timeout time.Duration, req []byte) (ClusterStats, error) {
 	start := time.Now()
 	want := 1
 	if s := n.stack.Load(); s != nil {
@@ -289,7 +298,7 @@ func (n *node) clusterStats(ctx context.Context, timeout time.Duration) (Cluster
 		return ClusterStats{}, err
 	}
 	defer sub.Unsubscribe()
-	if err := n.nc.PublishRequest(statsSubject(n.cfg.EventPrefix), inbox, nil); err != nil {
+	if err := n.nc.PublishRequest(statsSubject(n.cfg.EventPrefix), inbox, req); err != nil {
 		return ClusterStats{}, err
 	}
 	out := ClusterStats{Time: start.UTC(), Total: NodeStats{Node: "*", Denied: map[string]int64{}, Violations: map[string]int64{}}, Missing: []string{}}
