@@ -19,9 +19,13 @@ import (
 // chromiumPath is Debian's Chromium, which .ci/run installs.
 const chromiumPath = "/usr/bin/chromium"
 
-// screenshotsEnv, when set to 1, makes TestBrowserChat write the
-// screenshots of the README to docs/img.
+// screenshotsEnv, when set to 1, makes TestBrowserChat and
+// TestBrowserDashboardCluster write the screenshots of the README to
+// screenshotDir.
 const screenshotsEnv = "RATETHROTTLE_SCREENSHOTS"
+
+// screenshotDir is docs/img, from the package directory.
+var screenshotDir = filepath.Join("..", "..", "docs", "img")
 
 // newBrowser starts headless Chromium with a fresh profile and returns a
 // context for its first tab. It skips the test when Chromium is missing,
@@ -96,11 +100,10 @@ func within(t *testing.T, tab context.Context, d time.Duration, what string, act
 // in one room, one floods and sees the rate-limit notice, and the
 // dashboard, reached through the page's link, goes live. Every page runs
 // under the content security policy without a violation or an uncaught
-// exception. With RATETHROTTLE_SCREENSHOTS=1 it writes docs/img/chat.png
-// and docs/img/dashboard.png.
+// exception. With RATETHROTTLE_SCREENSHOTS=1 it writes docs/img/chat.png.
 func TestBrowserChat(t *testing.T) {
 	browser := newBrowser(t)
-	n := startInProcess(t, "--node-id", "node-1", "--rooms", "*:member_messages_per_minute=30,member_message_burst=10;demo:member_messages_per_minute=1200,member_message_burst=40", "--limits-messages-per-minute", "1200")
+	n := startInProcess(t, "--node-id", "node-1")
 	waitReady(t, n.addr, 30*time.Second)
 	base := "http://" + n.addr
 
@@ -194,13 +197,8 @@ func TestBrowserChat(t *testing.T) {
 	if want := "http://" + n.ops + "/dashboard"; href != want {
 		t.Fatalf("the chat page's dashboard link is %q, want %q", href, want)
 	}
-	screenshots := filepath.Join("..", "..", "docs", "img")
 	if os.Getenv(screenshotsEnv) == "1" {
-		if err := os.MkdirAll(screenshots, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		shot(t, bob, filepath.Join(screenshots, "chat.png")) // with the rate-limit notice
-		demoTraffic(t, n.addr)
+		shot(t, bob, filepath.Join(screenshotDir, "chat.png")) // with the rate-limit notice
 	}
 	// The node has sampled for a while before the dashboard opens, so its
 	// charts start with that history.
@@ -220,40 +218,117 @@ func TestBrowserChat(t *testing.T) {
 		w.check(t, name)
 	}
 
-	if os.Getenv(screenshotsEnv) == "1" {
-		shot(t, dash, filepath.Join(screenshots, "dashboard.png"))
-	}
 }
 
-// demoTraffic sends 20 seconds of varying room traffic, so that the
-// dashboard's screenshot shows its charts moving. The demo room allows 1,200 messages a minute per member.
-func demoTraffic(t *testing.T, addr string) {
+// demoTraffic sends 20 seconds of room traffic that varies from node to
+// node and second to second, with two short floods of the lobby, so that
+// the dashboard's screenshot shows its charts moving. The node must allow
+// the demo room's rate (see TestBrowserDashboardCluster).
+func demoTraffic(t *testing.T, addrs []string) {
 	t.Helper()
-	c, err := dialWS(t, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.ws.Close()
-	if err := c.send(map[string]any{"type": "join", "room": "demo", "name": "carol"}); err != nil {
-		t.Fatal(err)
-	}
-	c.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "joined" })
-	go func() { // drain the echoes until the connection closes
-		for {
-			if _, _, err := c.ws.ReadMessage(); err != nil {
-				return
-			}
+	var cs []*wsClient
+	for i, addr := range addrs {
+		c, err := dialWS(t, addr)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
+		defer c.ws.Close()
+		for _, room := range []string{"demo", "lobby"} {
+			if err := c.send(map[string]any{"type": "join", "room": room, "name": fmt.Sprintf("demo%d", i+1)}); err != nil {
+				t.Fatal(err)
+			}
+			c.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "joined" })
+		}
+		go func() { // drain what the rooms relay until the connection closes
+			for {
+				if _, _, err := c.ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		cs = append(cs, c)
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for i := range 20 {
-		for j := range 3 + 3*(i%6) {
-			if err := c.send(map[string]any{"type": "message", "room": "demo", "data": map[string]any{"text": fmt.Sprintf("demo %d.%d", i, j)}}); err != nil {
-				t.Fatal(err)
+		for k, c := range cs {
+			for j := range 2 + 2*((i+3*k)%6) {
+				if err := c.send(map[string]any{"type": "message", "room": "demo", "data": map[string]any{"text": fmt.Sprintf("demo %d.%d", i, j)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if i == 6 || i == 14 { // the lobby allows a burst of 10 a member
+			for j := range 14 {
+				if err := cs[i%len(cs)].send(map[string]any{"type": "message", "room": "lobby", "data": fmt.Sprintf("flood %d", j)}); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		<-tick.C
+	}
+}
+
+// TestBrowserDashboardCluster opens the dashboard of one of three
+// clustered nodes in headless Chromium: its charts draw a line per node
+// for the per-node charts, from the other nodes' samples that came over
+// NATS, and they update. With RATETHROTTLE_SCREENSHOTS=1 it first sends
+// 20 s of traffic (demoTraffic) and writes docs/img/dashboard.png.
+func TestBrowserDashboardCluster(t *testing.T) {
+	browser := newBrowser(t)
+	var routes []string
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	var nodes []*inProc
+	var addrs []string
+	for i, p := range ports {
+		n := startInProcess(t, "--node-id", fmt.Sprintf("node%d", i+1),
+			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", p), "--routes", strings.Join(routes, ","),
+			"--shutdown-timeout", "3s", "--limits-messages-per-minute", "1200", "--limits-max-concurrent-connections", "0", "--limits-connections-per-minute", "600", "--max-denials", "-1",
+			"--rooms", "*:member_messages_per_minute=30,member_message_burst=10;demo:member_messages_per_minute=1200,member_message_burst=40")
+		nodes = append(nodes, n)
+		addrs = append(addrs, n.addr)
+	}
+	for _, n := range nodes {
+		waitReady(t, n.addr, 60*time.Second)
+	}
+	// Connections that differ per node: 1, 2 and 3.
+	for i, n := range nodes {
+		for range i + 1 {
+			c, err := dialWS(t, n.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.join("lobby")
+		}
+	}
+	screenshots := os.Getenv(screenshotsEnv) == "1"
+	if screenshots {
+		demoTraffic(t, addrs)
+	}
+	dash := tab(t, browser)
+	w := watchTab(t, dash)
+	within(t, dash, 30*time.Second, "the dashboard goes live",
+		chromedp.Navigate("http://"+nodes[0].ops+"/dashboard"),
+		poll(`document.getElementById("live").textContent.startsWith("live") && document.querySelectorAll("#nodes tr").length === 3`),
+	)
+	for _, id := range []string{"chart-connections", "chart-lag", "chart-kv"} {
+		within(t, dash, 15*time.Second, id+" draws a line per node",
+			poll(`[...document.querySelectorAll("#`+id+` polyline")].map(p => p.dataset.series).join(",") === "node1,node2,node3"`),
+		)
+	}
+	within(t, dash, 15*time.Second, "the connections chart ends at each node's count",
+		poll(`[...document.querySelectorAll("#chart-connections polyline")].map(p => { const pts = p.getAttribute("points").split(" "); return pts[pts.length - 1].split(",")[1] }).every((y, i, a) => i === 0 || Number(y) < Number(a[i - 1]))`),
+	)
+	newest := jsString(t, dash, `document.querySelector("#chart-kv svg").dataset.newest`)
+	within(t, dash, 15*time.Second, "the charts take new samples",
+		poll(`Number(document.querySelector("#chart-kv svg").dataset.newest) >= `+newest+` + 2`),
+	)
+	w.check(t, "dashboard")
+	if screenshots {
+		shot(t, dash, filepath.Join(screenshotDir, "dashboard.png"))
 	}
 }
 
