@@ -77,7 +77,7 @@ type RoomRule struct {
 	// Pattern is the rule's key in the document.
 	Pattern string
 	// Room is the rule as written.
-	Room Room
+	Room  Room
 	specs []limiter.Spec // by ClassID; Limit 0 where the rule sets none
 	set   []bool
 }
