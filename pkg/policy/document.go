@@ -6,14 +6,14 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-// Version is the document schema version this package reads and writes.
-const Version = 1
+// SchemaVersion is the document schema version this package reads and writes.
+const SchemaVersion = 1
 
 // Document is a policy: connection limits, message classes, tiers and room
 // rules. Its YAML form uses the keys in the field tags; Parse reads it and
 // Marshal writes it. The zero Document is valid and limits nothing.
 type Document struct {
-	// Version is the schema version; 0 means Version.
+	// Version is the schema version; 0 means SchemaVersion.
 	Version int `yaml:"version,omitempty"`
 	// DefaultTier names the tier of identities with no tier, or with a
 	// tier the document does not define. Empty means the document's own

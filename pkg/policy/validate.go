@@ -35,8 +35,8 @@ var limitKeys = map[string]string{
 // problem with its path, or nil.
 func (d *Document) Validate() error {
 	v := &validator{}
-	if d.Version != 0 && d.Version != Version {
-		v.add("version", d.Version, fmt.Sprintf("unsupported; this node reads version %d", Version))
+	if d.Version != 0 && d.Version != SchemaVersion {
+		v.add("version", d.Version, fmt.Sprintf("unsupported; this node reads version %d", SchemaVersion))
 	}
 	if d.DefaultTier != "" {
 		if _, ok := d.Tiers[d.DefaultTier]; !ok {

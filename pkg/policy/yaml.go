@@ -25,16 +25,22 @@ func Parse(data []byte) (*Document, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	doc := &Document{}
 	if len(root.Content) == 0 {
-		return doc, nil // an empty document limits nothing
+		return &Document{}, nil // an empty document limits nothing
 	}
+	return parseNode(root.Content[0], "")
+}
+
+// parseNode decodes and validates the document at n, whose keys are
+// reported under path.
+func parseNode(n *yaml.Node, path string) (*Document, error) {
 	var probs []*PathError
-	checkKeys(root.Content[0], reflect.TypeFor[Document](), "", &probs)
+	checkKeys(n, reflect.TypeFor[Document](), path, &probs)
 	if len(probs) > 0 {
 		return nil, &ValidationError{Problems: probs}
 	}
-	if err := root.Content[0].Decode(doc); err != nil {
+	doc := &Document{}
+	if err := n.Decode(doc); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if err := doc.Validate(); err != nil {
