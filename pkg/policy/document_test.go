@@ -227,3 +227,11 @@ func TestJSONIsAccepted(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(9), doc.Classes["m"].User.Rate)
 }
+
+// The messages quoted in docs/POLICY.md.
+func TestErrorMessages(t *testing.T) {
+	_, err := Parse([]byte("classes: {typing: {rate: 10}}\ntiers: {pro: {classes: {typing: {rate: -5}}}}"))
+	require.EqualError(t, err, "policy: invalid document: tiers.pro.classes.typing.rate = -5: must not be negative (0 means unlimited)")
+	_, err = Parse([]byte("classes: {typing: {rate: 10}}\ntiers:\n  pro: {classes: {typing: {rat: 5}}}"))
+	require.EqualError(t, err, "policy: invalid document: tiers.pro.classes.typing.rat: unknown key (line 3); known keys: address, burst, cost, per, rate, room, user")
+}
