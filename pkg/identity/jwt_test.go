@@ -384,3 +384,32 @@ func writeJWKSAt(t *testing.T, path string, keys map[string]any) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, b, 0o600))
 }
+
+func TestConcurrentResolve(t *testing.T) {
+	k := keysOnce()
+	j := newJWT(t, JWTConfig{HMACSecret: secret, PublicKeys: []crypto.PublicKey{&k.rsa.PublicKey, &k.ec.PublicKey}})
+	toks := []string{
+		sign(t, jwt.SigningMethodHS256, secret, claims("a", nil), ""),
+		sign(t, jwt.SigningMethodRS256, k.rsa, claims("b", nil), ""),
+		sign(t, jwt.SigningMethodES256, k.ec, claims("c", nil), ""),
+	}
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				tok := toks[(g+i)%3]
+				id, err := j.Resolve(request("Bearer "+tok, ""))
+				if err != nil || id.User == "" {
+					t.Errorf("resolve: %v %+v", err, id)
+					return
+				}
+				if i == 10 && g == 0 {
+					_ = j.Reload()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -295,6 +295,19 @@ func TestWatcherSeedsAnEmptyCluster(t *testing.T) {
 	require.Equal(t, int64(5), w2.Current().Document.Classes["typing"].Connection.Rate)
 }
 
+func TestWatcherRecoversPanickingCallback(t *testing.T) {
+	srv := startServer(t)
+	writer := newStore(t, dial(t, srv.ClientURL()), StoreConfig{})
+	w := newWatcher(t, WatcherConfig{Store: StoreConfig{Conn: dial(t, srv.ClientURL())},
+		OnChange: func(*Version) { panic("bad callback") }})
+	v1, err := writer.Put(ctx, docWithTyping(1), 0, "ada")
+	require.NoError(t, err)
+	v2, err := writer.Put(ctx, docWithTyping(2), v1.Revision, "ada")
+	require.NoError(t, err)
+	wait.For(t, 5*time.Second, "both versions applied", func() bool { return w.Current().Revision == v2.Revision })
+	require.GreaterOrEqual(t, w.Panics(), uint64(1))
+}
+
 func TestWatcherRefusesInvalidFallback(t *testing.T) {
 	nc, err := nats.Connect("nats://127.0.0.1:1", nats.RetryOnFailedConnect(true), nats.MaxReconnects(0))
 	require.NoError(t, err)

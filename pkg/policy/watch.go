@@ -23,7 +23,8 @@ type WatcherConfig struct {
 	// yet, so that the first node to start publishes its file policy.
 	Seed bool
 	// OnChange, if set, is called on the Watcher's goroutine with every new
-	// version it applies, the first one read from the cluster included.
+	// version it applies, the first one read from the cluster included. A
+	// panic in it is recovered and counted (Panics).
 	OnChange func(*Version)
 	// RetryInterval is the pause between attempts to reach the bucket, and
 	// how often the connection is checked for a reconnect after which the
@@ -48,6 +49,7 @@ type Watcher struct {
 	store   atomic.Pointer[Store]
 	invalid atomic.Uint64
 	applied atomic.Uint64
+	panics  atomic.Uint64
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -181,9 +183,23 @@ func (w *Watcher) apply(v *Version) {
 	w.cur.Store(v)
 	w.applied.Add(1)
 	if w.cfg.OnChange != nil {
-		w.cfg.OnChange(v)
+		w.notify(v)
 	}
 }
+
+// notify calls OnChange; a panic in it is recovered and counted, so that
+// one bad callback does not stop the policy from following the cluster.
+func (w *Watcher) notify(v *Version) {
+	defer func() {
+		if recover() != nil {
+			w.panics.Add(1)
+		}
+	}()
+	w.cfg.OnChange(v)
+}
+
+// Panics returns the number of panics recovered from OnChange.
+func (w *Watcher) Panics() uint64 { return w.panics.Load() }
 
 func (w *Watcher) pause(d time.Duration) {
 	t := time.NewTimer(d)
