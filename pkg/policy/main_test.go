@@ -50,3 +50,7 @@ func newWatcher(t *testing.T, cfg WatcherConfig) *Watcher {
 	t.Cleanup(func() { w.Close() })
 	return w
 }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
