@@ -235,3 +235,20 @@ func TestErrorMessages(t *testing.T) {
 	_, err = Parse([]byte("classes: {typing: {rate: 10}}\ntiers:\n  pro: {classes: {typing: {rat: 5}}}"))
 	require.EqualError(t, err, "policy: invalid document: tiers.pro.classes.typing.rat: unknown key (line 3); known keys: address, burst, cost, per, rate, room, user")
 }
+
+func TestParseFile(t *testing.T) {
+	doc, err := ParseFile("testdata/example.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "free", doc.DefaultTier)
+
+	_, err = ParseFile("testdata/none.yaml")
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	bad := t.TempDir() + "/bad.yaml"
+	require.NoError(t, os.WriteFile(bad, []byte("classes: {typing: {rate: -1}}"), 0o600))
+	_, err = ParseFile(bad)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, "bad.yaml: policy: invalid document: classes.typing.rate")
+	var ve *ValidationError
+	require.True(t, errors.As(err, &ve))
+}

@@ -3,6 +3,8 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -136,4 +138,24 @@ func join(path, key string) string {
 		return key
 	}
 	return path + "." + key
+}
+
+// ParseFile reads and parses the document in the file at path, for a
+// node's configuration and its --check-config. Errors name the file and
+// still wrap ErrInvalid for an invalid document.
+func ParseFile(path string) (*Document, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxDocumentSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("policy: %s: %w", path, err)
+	}
+	doc, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return doc, nil
 }
