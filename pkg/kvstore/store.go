@@ -33,9 +33,12 @@ const shards = 256
 // lose or double nothing. Take and Refund in Global and Local mode do no
 // I/O and allocate nothing once a bucket exists.
 //
-// Concurrent connections are per-node counts ("c.<client>.<node>") plus
-// node heartbeats; the counts of a node silent for DeadAfter heartbeats
-// stop counting and are purged by the live nodes.
+// Concurrent connections are one entry per client ("c.<client>") holding
+// each node's count, changed only by compare-and-swap, so the cap holds
+// exactly (slots.go). Node heartbeats tell which counts count: liveness is
+// judged by the NATS server's timestamps, never a node's clock (nodes.go);
+// the counts of a node silent for DeadAfter heartbeats stop counting and
+// are purged by the live nodes.
 //
 // A Store runs two goroutines (the sync loop and the KV watch). It is safe
 // for concurrent use; Close flushes, removes this node's entries and stops
@@ -62,9 +65,12 @@ type Store struct {
 	down        atomic.Bool
 	live        atomic.Int64 // live nodes including this one
 	nodesMu     sync.RWMutex
-	lastSeen    map[string]int64 // node token → UnixNano of its last heartbeat
+	liveness    map[string]*nodeInfo // other nodes by token (nodes.go)
 	lastRefresh atomic.Int64
 	echoAt      atomic.Int64 // UnixNano at which the watch last delivered this node's own heartbeat
+	echoCur     atomic.Int64 // server UnixNano of the own heartbeat the watch last delivered
+	echoPrev    atomic.Int64 // the one before it
+	inc         uint64       // incarnation: revision of this run's first heartbeat
 
 	kick    chan struct{}
 	rewatch chan struct{}
@@ -96,7 +102,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		now:      cfg.Now,
 		local:    limiter.NewMemoryStore(limiter.MemoryStoreConfig{Now: cfg.Now}),
 		seed:     maphash.MakeSeed(),
-		lastSeen: make(map[string]int64),
+		liveness: make(map[string]*nodeInfo),
 		kick:     make(chan struct{}, 1),
 		rewatch:  make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -152,9 +158,11 @@ func (s *Store) setup(ctx context.Context) error {
 			return fmt.Errorf("kvstore: clear own entry: %w", err)
 		}
 	}
-	if _, err := kv.Put(ctx, nodeKey(s.nodeTok), marshalInt(s.now().UnixNano())); err != nil {
+	rev, err := kv.Put(ctx, nodeKey(s.nodeTok), s.heartbeatValue())
+	if err != nil {
 		return fmt.Errorf("kvstore: heartbeat: %w", err)
 	}
+	s.inc = rev
 	return nil
 }
 
@@ -330,7 +338,7 @@ func (s *Store) checkConn() {
 	if err != nil {
 		return
 	}
-	if _, err := kv.Put(ctx, nodeKey(s.nodeTok), marshalInt(s.now().UnixNano())); err != nil {
+	if _, err := kv.Put(ctx, nodeKey(s.nodeTok), s.heartbeatValue()); err != nil {
 		return
 	}
 	s.down.Store(false)

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -240,8 +241,12 @@ func TestDeadNodeReclaimAndRestart(t *testing.T) {
 	t.Logf("reclaimed %v after the crash", time.Since(crashed).Round(time.Millisecond))
 	kv := b.kv
 	waitFor(t, 3*time.Second, "purge of the dead node's entries", func() bool {
-		_, err := kv.Get(ctx, connKey(token("dave"), token("victim")))
-		return err != nil
+		e, err := kv.Get(ctx, slotKey(token("dave")))
+		require.NoError(t, err)
+		entries, ok := decodeSlot(e.Value())
+		require.True(t, ok)
+		_, err = kv.Get(ctx, nodeKey(token("victim")))
+		return len(entries) == 0 && errors.Is(err, jetstream.ErrKeyNotFound)
 	})
 
 	// A crash and a restart under the same ID within the dead window: the

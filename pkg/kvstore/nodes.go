@@ -1,0 +1,251 @@
+package kvstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Node liveness.
+//
+// Every node writes its heartbeat "n.<node>" every HeartbeatInterval. The
+// value carries the node's incarnation: the KV revision of the first
+// heartbeat of its current run, which grows across restarts, so an entry
+// written by an earlier run of a node ID is told apart from the current
+// run's.
+//
+// Liveness is judged by the NATS server's timestamps alone, never by a
+// node's clock, and never by how late an entry arrives. The watch delivers
+// this node's own heartbeats too; another node is dead once this node's
+// own heartbeat was stored more than DeadAfter heartbeat intervals after
+// that node's last one. Both timestamps are the stream's and both arrive
+// in stream order through the same watch: clock skew between nodes does
+// not matter, and a watch that lags, stalls or replays a backlog delivers
+// this node's own heartbeats no sooner than the other nodes' earlier ones,
+// so it never makes a live node look dead.
+//
+// Destructive steps (purging a dead node's entries and heartbeat) use the
+// own heartbeat before the latest as their reference, one interval more
+// careful than counting, and the heartbeat is deleted only at the revision
+// that was judged dead, so a node that wrote again meanwhile keeps it.
+
+// nodeInfo is what this node knows of another node. Guarded by
+// Store.nodesMu.
+type nodeInfo struct {
+	// stamp is the server's UnixNano of the node's last heartbeat; for a
+	// node known only from its connection entries, the stamp of this
+	// node's own heartbeat when they were first seen.
+	stamp int64
+	inc   uint64 // incarnation of its run as last seen
+	rev   uint64 // revision of its last heartbeat, for a conditional delete
+	heard bool   // a heartbeat was seen
+	gone  bool   // its heartbeat was deleted: the node closed or was purged
+}
+
+// deadSpan is the silence, in server nanoseconds, after which a node is
+// dead.
+func (s *Store) deadSpan() int64 { return int64(s.cfg.DeadAfter) * int64(s.cfg.HeartbeatInterval) }
+
+// heartbeatValue encodes a heartbeat: the writer's clock (for people
+// reading the bucket; no node judges by it) and the incarnation.
+func (s *Store) heartbeatValue() []byte {
+	return binary.LittleEndian.AppendUint64(marshalInt(s.now().UnixNano()), s.inc)
+}
+
+// parseHeartbeat returns a heartbeat's incarnation; 0 means the entry's
+// own revision (the first heartbeat of a run, written before its revision
+// was known).
+func parseHeartbeat(b []byte) (inc uint64, ok bool) {
+	switch len(b) {
+	case 9:
+		_, ok = unmarshalInt(b)
+		return 0, ok
+	case 17:
+		if _, ok = unmarshalInt(b[:9]); !ok {
+			return 0, false
+		}
+		return binary.LittleEndian.Uint64(b[9:]), true
+	}
+	return 0, false
+}
+
+// applyNode records a heartbeat entry from the watch.
+func (s *Store) applyNode(e jetstream.KeyValueEntry) {
+	tok := strings.TrimPrefix(e.Key(), "n.")
+	removed := e.Operation() != jetstream.KeyValuePut
+	stamp := e.Created().UnixNano()
+	if tok == s.nodeTok {
+		// A removed own heartbeat (another node judged this one dead) is
+		// written again by the next heartbeat; the connection entries it
+		// purged are repaired as the watch shows them (applySlot).
+		if !removed {
+			s.echoAt.Store(s.now().UnixNano())
+			if cur := s.echoCur.Load(); stamp > cur {
+				s.echoPrev.Store(cur)
+				s.echoCur.Store(stamp)
+			}
+		}
+		return
+	}
+	var inc uint64
+	if !removed {
+		var ok bool
+		if inc, ok = parseHeartbeat(e.Value()); !ok {
+			return
+		}
+		if inc == 0 {
+			inc = e.Revision()
+		}
+	}
+	s.nodesMu.Lock()
+	n := s.liveness[tok]
+	if n == nil {
+		n = &nodeInfo{stamp: stamp}
+		s.liveness[tok] = n
+	}
+	if removed {
+		n.gone = true
+	} else {
+		n.stamp, n.rev, n.heard, n.gone = stamp, e.Revision(), true, false
+		n.inc = max(n.inc, inc)
+	}
+	s.nodesMu.Unlock()
+	s.countLive()
+}
+
+// countsLocked reports whether an entry of node written by its incarnation
+// inc counts, judged against ref, the stamp of one of this node's own
+// heartbeats (0: none seen yet, nothing is judged dead). An entry of a
+// later run than the one known, or of a node never heard of, counts (the
+// writer's heartbeat is on its way, or the node gets a grace of DeadAfter
+// from first sight, see noteNodes); one of an earlier run does not.
+// Requires s.nodesMu held.
+func (s *Store) countsLocked(node string, inc uint64, ref int64) bool {
+	if node == s.nodeTok {
+		return inc == s.inc
+	}
+	n := s.liveness[node]
+	switch {
+	case n == nil || inc > n.inc:
+		return true
+	case inc < n.inc || n.gone:
+		return false
+	}
+	return ref == 0 || ref-n.stamp <= s.deadSpan()
+}
+
+// noteNodes registers the nodes of entries this node has never heard of,
+// stamped with its own latest heartbeat: they count for DeadAfter
+// intervals, long enough for a live node's heartbeat to arrive, and are
+// purged after that.
+func (s *Store) noteNodes(entries []slotEntry) {
+	ref := s.echoCur.Load()
+	if ref == 0 || len(entries) == 0 {
+		return
+	}
+	unknown := false
+	s.nodesMu.RLock()
+	for _, e := range entries {
+		if e.node != s.nodeTok && s.liveness[e.node] == nil {
+			unknown = true
+			break
+		}
+	}
+	s.nodesMu.RUnlock()
+	if !unknown {
+		return
+	}
+	s.nodesMu.Lock()
+	for _, e := range entries {
+		if e.node != s.nodeTok && s.liveness[e.node] == nil {
+			s.liveness[e.node] = &nodeInfo{stamp: ref, inc: e.inc}
+		}
+	}
+	s.nodesMu.Unlock()
+}
+
+// countLive counts the live nodes, this one included.
+func (s *Store) countLive() {
+	ref, dead := s.echoCur.Load(), s.deadSpan()
+	n := int64(1)
+	s.nodesMu.RLock()
+	for _, ni := range s.liveness {
+		if ni.heard && !ni.gone && (ref == 0 || ref-ni.stamp <= dead) {
+			n++
+		}
+	}
+	s.nodesMu.RUnlock()
+	s.live.Store(n)
+}
+
+// heartbeat writes this node's heartbeat, recounts the live nodes, purges
+// what dead nodes left, and writes the connection counts that need it
+// (all of them now and then, to keep them within the TTL).
+func (s *Store) heartbeat() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	t := s.now().UnixNano()
+	if _, err := s.kv.Put(ctx, nodeKey(s.nodeTok), s.heartbeatValue()); err != nil {
+		s.stats.writeErrors.Add(1)
+		s.enterDown()
+		return
+	}
+	s.stats.kvWrites.Add(1)
+	if t-s.echoAt.Load() > 2*int64(s.cfg.HeartbeatInterval) {
+		// The watch has not delivered this node's own heartbeats for two
+		// intervals: it is stalled (its consumer went with a NATS server
+		// of the cluster). Restart it. Its silence judges no node dead:
+		// liveness moves only with the own heartbeats it delivers.
+		s.echoAt.Store(t)
+		s.stats.watchRestarts.Add(1)
+		select {
+		case s.rewatch <- struct{}{}:
+		default:
+		}
+		return
+	}
+	s.countLive()
+	s.reclaim(ctx)
+	all := t-s.lastRefresh.Load() > int64(s.cfg.TTL/4)
+	if all {
+		s.lastRefresh.Store(t)
+	}
+	s.flushSlots(ctx, all)
+	s.sweepPending(t)
+}
+
+// reclaim deletes the heartbeats of dead nodes, at the revision judged
+// dead, forgets nodes long gone, and purges the connection entries that no
+// longer count.
+func (s *Store) reclaim(ctx context.Context) {
+	ref := s.echoPrev.Load()
+	if ref == 0 {
+		return
+	}
+	dead := s.deadSpan()
+	type beat struct {
+		tok string
+		rev uint64
+	}
+	var beats []beat
+	s.nodesMu.Lock()
+	for tok, n := range s.liveness {
+		switch {
+		case (n.gone || !n.heard) && ref-n.stamp > int64(s.cfg.TTL):
+			delete(s.liveness, tok) // its entries have been purged or expired
+		case n.heard && !n.gone && ref-n.stamp > dead:
+			beats = append(beats, beat{tok, n.rev})
+		}
+	}
+	s.nodesMu.Unlock()
+	for _, b := range beats {
+		err := s.kv.Delete(ctx, nodeKey(b.tok), jetstream.LastRevision(b.rev))
+		if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			s.stats.writeErrors.Add(1)
+		}
+	}
+	s.purgeSlots(ctx, ref)
+}
