@@ -487,9 +487,10 @@ func (s *Store) applySlot(e jetstream.KeyValueEntry) {
 	}
 }
 
-// removeOwn takes this node's counts out of the cluster and deletes its
-// heartbeat, on Close.
+// removeOwn returns this node's Strict leases, takes its counts out of the
+// cluster and deletes its heartbeat, on Close.
 func (s *Store) removeOwn(ctx context.Context) {
+	s.returnLeases(ctx)
 	for i := range s.ssh {
 		sh := &s.ssh[i]
 		var toks []string

@@ -123,9 +123,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	ready := make(chan struct{})
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.watchLoop(ready)
 	go s.syncLoop()
+	go s.leaseLoop()
 	select {
 	case <-ready:
 	case <-ctx.Done():

@@ -175,11 +175,21 @@ func TestStrictExactAcrossNodes(t *testing.T) {
 		conflicts += s.Stats().Conflicts
 	}
 	t.Logf("strict: 108 takes from 9 goroutines on 3 nodes, %d conflicts", conflicts)
-	// Refund gives a token back cluster-wide.
+	// Refund gives a token back to the refunding node's lease, and so to
+	// the cluster once that lease goes idle (leaseIdle).
 	require.NoError(t, nodes[0].Refund(context.Background(), key, spec, time.Now(), 1))
-	r, err := nodes[2].Take(context.Background(), key, spec, time.Now(), 1)
-	require.NoError(t, err)
-	require.True(t, r.OK)
+	refunded := time.Now()
+	waitFor(t, 2*time.Second, "another node to take the refunded token", func() bool {
+		r, err := nodes[2].Take(context.Background(), key, spec, time.Now(), 1)
+		require.NoError(t, err)
+		return r.OK
+	})
+	t.Logf("refunded token taken on another node after %v", time.Since(refunded).Round(time.Millisecond))
+	for _, s := range nodes {
+		r, err := s.Take(context.Background(), key, spec, time.Now(), 1)
+		require.NoError(t, err)
+		require.False(t, r.OK, "a 26th token")
+	}
 }
 
 func TestConcurrentCapAcrossNodes(t *testing.T) {
