@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
 
@@ -143,4 +144,44 @@ func TestSimultaneousConnectsExactCapR3(t *testing.T) {
 		waitFor(t, 10*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
 	}
 	simultaneousConnects(t, nodes, 3, 5, 100)
+}
+
+// TestSlotsThroughOutage: while NATS is down a node admits by its fail
+// mode from what it last saw, and the counts it changed meanwhile reach
+// the other nodes after the outage.
+func TestSlotsThroughOutage(t *testing.T) {
+	srv := startServer(t, ServerConfig{StoreDir: t.TempDir()})
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "open"})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "watcher"})
+	closed := newNode(t, srv.ClientURL(), Config{NodeID: "closed", FailMode: FailClosed})
+	ctx := context.Background()
+	_, ok, err := b.Acquire(ctx, "judy", 3)
+	require.NoError(t, err)
+	require.True(t, ok)
+	waitFor(t, 3*time.Second, "a to see b's connection", func() bool { n, _ := a.Count(ctx, "judy"); return n == 1 })
+
+	srv.Stop()
+	for _, s := range []*Store{a, closed} {
+		waitFor(t, 5*time.Second, "fail mode", s.Down)
+	}
+	for i := range 3 {
+		_, ok, err := a.Acquire(ctx, "judy", 3)
+		require.NoError(t, err)
+		require.Equal(t, i < 2, ok, "acquire %d during the outage, cap 3 with b's 1", i)
+	}
+	require.NoError(t, a.Release(ctx, "judy"))
+	_, _, err = closed.Acquire(ctx, "judy", 3)
+	require.ErrorIs(t, err, limiter.ErrUnavailable)
+
+	require.NoError(t, srv.Restart())
+	waitFor(t, 10*time.Second, "b to see a's count written after the outage", func() bool {
+		n, _ := b.Count(ctx, "judy")
+		return n == 2
+	})
+	_, ok, err = closed.Acquire(ctx, "judy", 3)
+	require.NoError(t, err)
+	require.True(t, ok, "the third slot")
+	_, ok, err = b.Acquire(ctx, "judy", 3)
+	require.NoError(t, err)
+	require.False(t, ok, "a fourth slot")
 }

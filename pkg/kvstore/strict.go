@@ -142,6 +142,7 @@ type strictState struct {
 	used    int64 // spent of it
 	settle  int64 // spent of a lease whose last write failed: settled at the next write
 	exp     int64 // UnixNano after which the lease is not spent any more
+	end     int64 // UnixNano at which the lease written last expires in KV
 	lastUse int64 // UnixNano of the last take or renewal
 
 	wait   int64   // UnixNano before which the bucket is known short: deny without I/O
@@ -194,14 +195,16 @@ func (c *strictCache) snapshot() map[string]*strictState {
 	return out
 }
 
-// sweep drops the states of buckets that are full, with no lease, debt or
-// renewal.
+// sweep drops the states of buckets whose last lease has expired, with no
+// debt or renewal.
 func (c *strictCache) sweep(t int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, st := range c.m {
+		// Past its last lease's expiry nothing of this node's side is
+		// needed: an expired lease is charged in full, whoever renews.
 		st.mu.Lock()
-		idle := st.val.full <= t && st.granted == 0 && st.settle == 0 && st.owed == 0 && st.renewing == nil
+		idle := t > st.end && st.owed == 0 && st.renewing == nil
 		st.mu.Unlock()
 		if idle {
 			delete(c.m, k)
@@ -307,7 +310,7 @@ func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec 
 		changed := false
 		for _, l := range v.leases {
 			switch {
-			case l.node == s.nodeTok && l.inc == s.inc:
+			case l.node == s.nodeTok && l.inc == s.inc && l.exp >= t:
 				b.DebitAt(spec, now, float64(spent)) // what this node spent of it
 				changed = true
 			case l.exp < t:
@@ -348,6 +351,7 @@ func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec 
 	case res.OK:
 		st.granted, st.used, st.settle = grant, n, 0
 		st.exp = t + int64(leaseTTL-leaseMargin)
+		st.end = t + int64(leaseTTL)
 		st.lastUse = t
 		st.wait = 0
 	default:
@@ -371,12 +375,14 @@ func durationFor(spec limiter.Spec, tokens float64) time.Duration {
 	return time.Duration(math.Ceil(d))
 }
 
-// returnLease settles this node's lease of k and returns what is unused.
+// returnLease settles this node's lease of k and returns what is unused,
+// if anything is.
 func (s *Store) returnLease(ctx context.Context, k string, st *strictState, now time.Time) error {
+	t := now.UnixNano()
 	st.mu.Lock()
-	if st.renewing != nil || (st.granted == 0 && st.settle == 0) {
+	if st.renewing != nil || st.granted <= st.used {
 		st.mu.Unlock()
-		return nil
+		return nil // nothing unused to return
 	}
 	ch := make(chan struct{})
 	st.renewing = ch
@@ -395,7 +401,10 @@ func (s *Store) returnLease(ctx context.Context, k string, st *strictState, now 
 		found := false
 		for _, l := range v.leases {
 			if l.node == s.nodeTok && l.inc == s.inc {
-				b.DebitAt(spec, now, float64(spent))
+				b.DebitAt(spec, now, float64(min(spent, l.n)))
+				if l.exp < t {
+					b.DebitAt(spec, now, float64(l.n-min(spent, l.n))) // charged in full
+				}
 				found = true
 				continue
 			}
@@ -431,8 +440,14 @@ func (s *Store) leaseLoop() {
 		t := now.UnixNano()
 		for k, st := range s.strict.snapshot() {
 			st.mu.Lock()
-			due := (st.granted > 0 || st.settle > 0) &&
-				(t-st.lastUse > int64(leaseIdle) || t > st.exp-int64(leaseTTL/2))
+			due := st.granted > 0 && (t-st.lastUse > int64(leaseIdle) || t > st.exp-int64(leaseTTL/2))
+			if due && st.used >= st.granted && st.renewing == nil {
+				// Spent in full: nothing to return. The lease stays in KV
+				// until this node's next renewal settles it or its expiry
+				// charges it in full, the same tokens either way.
+				st.settle += st.used
+				st.granted, st.used, due = 0, 0, false
+			}
 			st.mu.Unlock()
 			if !due {
 				continue

@@ -121,3 +121,57 @@ func TestStrictLeasesExactAndFast(t *testing.T) {
 		})
 	}
 }
+
+// TestStrictDeadNodeLeaseCharged: a node that dies holding a lease with
+// unused tokens leaves it to expire. Until then the other nodes cannot
+// spend its tokens; at expiry the first renewal charges the lease in full
+// (what the dead node spent of it is unknown) and drops it from the entry.
+func TestStrictDeadNodeLeaseCharged(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "holder", DefaultMode: Strict})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "survivor", DefaultMode: Strict})
+	ctx := context.Background()
+	// 1,000 an hour: under 1 token refills over the test.
+	spec := limiter.Spec{Limit: 1000, Per: time.Hour}
+	key := limiter.Key{Kind: limiter.KindConnectionRate, ID: "leased"}
+	r, err := a.Take(ctx, key, spec, time.Now(), 500)
+	require.NoError(t, err)
+	require.True(t, r.OK)
+	// 400 back into a's lease, then a dies before returning it.
+	require.NoError(t, a.Refund(ctx, key, spec, time.Now(), 400))
+	a.nc.Close()
+	a.Close()
+	died := time.Now()
+
+	took := 0
+	for range 600 {
+		r, err := b.Take(ctx, key, spec, time.Now(), 1)
+		require.NoError(t, err)
+		if r.OK {
+			took++
+		}
+	}
+	require.Equal(t, 500, took, "the survivor spends what no lease holds")
+	waitFor(t, leaseTTL+time.Second, "the dead node's lease to be charged and dropped", func() bool {
+		if _, err := b.Take(ctx, key, spec, time.Now(), 1); err != nil {
+			return false
+		}
+		e, err := b.kv.Get(ctx, strictKey(key))
+		require.NoError(t, err)
+		var v strictVal
+		require.True(t, v.unmarshal(e.Value()))
+		for _, l := range v.leases {
+			if l.node == token("holder") {
+				return false
+			}
+		}
+		return true
+	})
+	require.GreaterOrEqual(t, time.Since(died), leaseTTL-leaseMargin, "charged before the lease expired")
+	// Charged in full: nothing of the 400 came back.
+	for range 10 {
+		r, err := b.Take(ctx, key, spec, time.Now(), 1)
+		require.NoError(t, err)
+		require.False(t, r.OK)
+	}
+}
