@@ -2,9 +2,12 @@ package kvstore
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -248,4 +251,62 @@ func (s *Store) reclaim(ctx context.Context) {
 		}
 	}
 	s.purgeSlots(ctx, ref)
+}
+
+// NodeStatus is what a Store knows of one node of its cluster.
+type NodeStatus struct {
+	// ID is the node's ID, or its KV token when the ID is too long to be
+	// recovered from it (over 48 bytes).
+	ID string
+	// Self reports whether it is this node.
+	Self bool
+	// Live reports whether the node counts as live: its connection counts
+	// count, and it is in LiveNodes.
+	Live bool
+	// Closed reports whether its heartbeat was removed: it closed, or was
+	// purged after it died.
+	Closed bool
+	// Silent is how much earlier than this node's latest heartbeat the
+	// node's last one was stored, by the NATS server's clock: about one
+	// HeartbeatInterval at most for a live node. Zero for this node.
+	Silent time.Duration
+}
+
+// Nodes returns the nodes this node has heard from, itself first, then by
+// ID: live nodes, nodes silent for less than DeadAfter heartbeats, and
+// dead or closed nodes until they are forgotten (TTL after their last
+// heartbeat).
+func (s *Store) Nodes() []NodeStatus {
+	out := []NodeStatus{{ID: s.cfg.NodeID, Self: true, Live: true}}
+	ref, dead := s.echoCur.Load(), s.deadSpan()
+	s.nodesMu.RLock()
+	for tok, n := range s.liveness {
+		if !n.heard {
+			continue
+		}
+		st := NodeStatus{ID: nodeID(tok), Closed: n.gone}
+		if ref > n.stamp {
+			st.Silent = time.Duration(ref - n.stamp)
+		}
+		st.Live = !n.gone && (ref == 0 || ref-n.stamp <= dead)
+		out = append(out, st)
+	}
+	s.nodesMu.RUnlock()
+	slices.SortFunc(out[1:], func(a, b NodeStatus) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// nodeID recovers a node ID from its token (limiter.Token).
+func nodeID(tok string) string {
+	if tok == "=" {
+		return ""
+	}
+	if strings.HasPrefix(tok, "=") {
+		return tok
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return tok
+	}
+	return string(b)
 }

@@ -3,6 +3,7 @@ package kvstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -184,4 +185,36 @@ func TestSlotsThroughOutage(t *testing.T) {
 	_, ok, err = b.Acquire(ctx, "judy", 3)
 	require.NoError(t, err)
 	require.False(t, ok, "a fourth slot")
+}
+
+// TestNodes: a node lists itself and the others with their liveness, and a
+// node that closed stays listed as closed, so callers can tell that one is
+// missing.
+func TestNodes(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "alpha"})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "beta.with dots"})
+	long := strings.Repeat("n", 60)
+	newNode(t, srv.ClientURL(), Config{NodeID: long})
+	waitFor(t, 5*time.Second, "three live nodes", func() bool { return a.LiveNodes() == 3 })
+	ns := a.Nodes()
+	require.Len(t, ns, 3)
+	require.Equal(t, NodeStatus{ID: "alpha", Self: true, Live: true}, ns[0])
+	require.Equal(t, token(long), ns[1].ID, "a long ID is listed by its token")
+	require.Equal(t, "beta.with dots", ns[2].ID)
+	for _, n := range ns[1:] {
+		require.True(t, n.Live)
+		require.False(t, n.Closed)
+		require.Less(t, n.Silent, 2*200*time.Millisecond+50*time.Millisecond)
+	}
+	require.NoError(t, b.Close())
+	waitFor(t, 3*time.Second, "a to see b closed", func() bool {
+		for _, n := range a.Nodes() {
+			if n.ID == "beta.with dots" {
+				return n.Closed && !n.Live
+			}
+		}
+		return false
+	})
+	require.Equal(t, 2, a.LiveNodes())
 }

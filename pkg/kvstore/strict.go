@@ -130,6 +130,8 @@ func (v *strictVal) unmarshal(b []byte) bool {
 
 // strictState is this node's side of one Strict bucket.
 type strictState struct {
+	key  limiter.Key
+	name string // KV key
 	mu   sync.Mutex
 	spec limiter.Spec
 
@@ -154,20 +156,26 @@ type strictState struct {
 	owed     int64         // tokens consumed while NATS was down, not yet written
 }
 
-// strictCache holds this node's Strict states.
+// strictCache holds this node's Strict states, by KV key and by bucket key
+// (so that a decision builds no string).
 type strictCache struct {
-	mu sync.Mutex
-	m  map[string]*strictState
+	mu    sync.Mutex
+	m     map[string]*strictState
+	byKey map[limiter.Key]*strictState
 }
 
-func (c *strictCache) state(k string, spec limiter.Spec) *strictState {
+func (c *strictCache) state(key limiter.Key, spec limiter.Spec) *strictState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.m[k]
-	if st == nil {
-		st = &strictState{spec: spec}
-		c.m[k] = st
+	if st := c.byKey[key]; st != nil {
+		return st
 	}
+	if c.byKey == nil {
+		c.byKey = make(map[limiter.Key]*strictState)
+	}
+	st := &strictState{key: key, name: strictKey(key), spec: spec}
+	c.m[st.name] = st
+	c.byKey[key] = st
 	return st
 }
 
@@ -208,6 +216,7 @@ func (c *strictCache) sweep(t int64) {
 		st.mu.Unlock()
 		if idle {
 			delete(c.m, k)
+			delete(c.byKey, st.key)
 		}
 	}
 }
@@ -226,11 +235,11 @@ func bucketAt(spec limiter.Spec, full int64, now time.Time) limiter.Bucket {
 // strictTake takes n tokens from this node's lease of the bucket, renewing
 // the lease when it runs short.
 func (s *Store) strictTake(ctx context.Context, key limiter.Key, spec limiter.Spec, now time.Time, n int64) (limiter.Result, error) {
-	k := strictKey(key)
 	if s.down.Load() {
-		return s.strictFail(key, k, spec, now, n)
+		return s.strictFail(key, spec, now, n)
 	}
-	st := s.strict.state(k, spec)
+	st := s.strict.state(key, spec)
+	k := st.name
 	t := now.UnixNano()
 	for round := 0; ; round++ {
 		st.mu.Lock()
@@ -277,7 +286,7 @@ func (s *Store) strictTake(ctx context.Context, key limiter.Key, spec limiter.Sp
 		close(ch)
 		if err != nil && !errors.Is(err, ErrConflict) {
 			s.enterDown()
-			return s.strictFail(key, k, spec, now, n)
+			return s.strictFail(key, spec, now, n)
 		}
 		return r, err
 	}
@@ -475,8 +484,8 @@ func (s *Store) returnLeases(ctx context.Context) {
 // strictRefund gives n tokens back: to this node's lease if it spent them
 // from it, else to the bucket with a compare-and-swap.
 func (s *Store) strictRefund(ctx context.Context, key limiter.Key, spec limiter.Spec, now time.Time, n int64) error {
-	k := strictKey(key)
-	st := s.strict.state(k, spec)
+	st := s.strict.state(key, spec)
+	k := st.name
 	if s.down.Load() {
 		st.mu.Lock()
 		st.owed = max(st.owed-n, 0)
@@ -500,7 +509,7 @@ func (s *Store) strictRefund(ctx context.Context, key limiter.Key, spec limiter.
 
 // strictFail decides a Strict take while NATS is unreachable, by the fail
 // mode, and remembers the consumption for after reconnect.
-func (s *Store) strictFail(key limiter.Key, k string, spec limiter.Spec, now time.Time, n int64) (limiter.Result, error) {
+func (s *Store) strictFail(key limiter.Key, spec limiter.Spec, now time.Time, n int64) (limiter.Result, error) {
 	switch s.cfg.FailMode {
 	case FailClosed:
 		return limiter.Result{}, errDown
@@ -509,7 +518,7 @@ func (s *Store) strictFail(key limiter.Key, k string, spec limiter.Spec, now tim
 	}
 	r := s.local.TakeAt(key, spec, now, n)
 	if r.OK {
-		st := s.strict.state(k, spec)
+		st := s.strict.state(key, spec)
 		st.mu.Lock()
 		st.owed += n
 		st.mu.Unlock()
