@@ -7,6 +7,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -85,7 +87,9 @@ func (s *Store) applyNode(e jetstream.KeyValueEntry) {
 		// written again by the next heartbeat; the connection entries it
 		// purged are repaired as the watch shows them (applySlot).
 		if !removed {
-			s.echoAt.Store(s.now().UnixNano())
+			at := s.now().UnixNano()
+			s.echoAt.Store(at)
+			s.srvClock.sample(at - stamp)
 			if cur := s.echoCur.Load(); stamp > cur {
 				s.echoPrev.Store(cur)
 				s.echoCur.Store(stamp)
@@ -309,4 +313,38 @@ func nodeID(tok string) string {
 		return tok
 	}
 	return string(b)
+}
+
+// serverClock estimates how far this node's clock is ahead of the NATS
+// server's: the smallest of the last samples of (own heartbeat received,
+// by this node's clock) minus (its server timestamp). Delivery only adds
+// to a sample, so the smallest is the closest.
+type serverClock struct {
+	mu   sync.Mutex
+	ring [16]int64
+	n    int
+	off  atomic.Int64
+	set  atomic.Bool
+}
+
+func (c *serverClock) sample(d int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ring[c.n%len(c.ring)] = d
+	c.n++
+	m := c.ring[0]
+	for _, v := range c.ring[1:min(c.n, len(c.ring))] {
+		m = min(m, v)
+	}
+	c.off.Store(m)
+	c.set.Store(true)
+}
+
+// serverTime converts a time of this node's clock to the NATS server's
+// clock; before the first own heartbeat is seen, it returns t.
+func (s *Store) serverTime(t time.Time) time.Time {
+	if !s.srvClock.set.Load() {
+		return t
+	}
+	return t.Add(-time.Duration(s.srvClock.off.Load()))
 }

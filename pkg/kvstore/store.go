@@ -71,6 +71,7 @@ type Store struct {
 	echoCur     atomic.Int64 // server UnixNano of the own heartbeat the watch last delivered
 	echoPrev    atomic.Int64 // the one before it
 	inc         uint64       // incarnation: revision of this run's first heartbeat
+	srvClock    serverClock  // the NATS server's clock as this node sees it (nodes.go)
 
 	kick    chan struct{}
 	rewatch chan struct{}
@@ -451,6 +452,7 @@ func (s *Store) Tokens(key limiter.Key, spec limiter.Spec, now time.Time) float6
 		return s.local.Tokens(key, spec, now)
 	case Strict:
 		if _, full, ok := s.strict.get(strictKey(key)); ok {
+			now = s.serverTime(now)
 			b := bucketAt(spec, full, now)
 			return b.TokensAt(spec, now)
 		}

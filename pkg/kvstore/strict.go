@@ -296,6 +296,10 @@ func (s *Store) strictTake(ctx context.Context, key limiter.Key, spec limiter.Sp
 // least n tokens, with one compare-and-swap.
 func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec limiter.Spec, now time.Time, n int64) (limiter.Result, error) {
 	t := now.UnixNano()
+	// The entry is kept on the NATS server's clock, so that nodes whose
+	// clocks disagree agree on its refill and its leases' expiry.
+	srv := s.serverTime(now)
+	ts := srv.UnixNano()
 	capacity := spec.Capacity()
 	st.mu.Lock()
 	if dt := t - st.renew; st.renew != 0 && dt > 0 {
@@ -313,24 +317,24 @@ func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec 
 	var res limiter.Result
 	var grant int64
 	err := s.casStrict(ctx, k, st, func(v strictVal) (strictVal, bool) {
-		b := bucketAt(spec, v.full, now)
+		b := bucketAt(spec, v.full, srv)
 		var out strictVal
 		var others int64
 		changed := false
 		for _, l := range v.leases {
 			switch {
-			case l.node == s.nodeTok && l.inc == s.inc && l.exp >= t:
-				b.DebitAt(spec, now, float64(spent)) // what this node spent of it
+			case l.node == s.nodeTok && l.inc == s.inc && l.exp >= ts:
+				b.DebitAt(spec, srv, float64(spent)) // what this node spent of it
 				changed = true
-			case l.exp < t:
-				b.DebitAt(spec, now, float64(l.n)) // charged as spent in full
+			case l.exp < ts:
+				b.DebitAt(spec, srv, float64(l.n)) // charged as spent in full
 				changed = true
 			default:
 				out.leases = append(out.leases, l)
 				others += l.n
 			}
 		}
-		free := b.TokensAt(spec, now) - float64(others)
+		free := b.TokensAt(spec, srv) - float64(others)
 		grant = 0
 		switch {
 		case n > capacity:
@@ -339,7 +343,7 @@ func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec 
 			// Half a batch at least: nodes racing for a starved bucket
 			// renew once per batch, not once per refilled token.
 			grant = min(want, int64(free))
-			out.leases = append(out.leases, strictLease{node: s.nodeTok, inc: s.inc, n: grant, exp: t + int64(leaseTTL)})
+			out.leases = append(out.leases, strictLease{node: s.nodeTok, inc: s.inc, n: grant, exp: ts + int64(leaseTTL)})
 			res = limiter.Result{OK: true, Remaining: grant - n}
 			changed = true
 		default:
@@ -387,7 +391,8 @@ func durationFor(spec limiter.Spec, tokens float64) time.Duration {
 // returnLease settles this node's lease of k and returns what is unused,
 // if anything is.
 func (s *Store) returnLease(ctx context.Context, k string, st *strictState, now time.Time) error {
-	t := now.UnixNano()
+	srv := s.serverTime(now)
+	ts := srv.UnixNano()
 	st.mu.Lock()
 	if st.renewing != nil || st.granted <= st.used {
 		st.mu.Unlock()
@@ -405,14 +410,14 @@ func (s *Store) returnLease(ctx context.Context, k string, st *strictState, now 
 		close(ch)
 	}()
 	err := s.casStrict(ctx, k, st, func(v strictVal) (strictVal, bool) {
-		b := bucketAt(spec, v.full, now)
+		b := bucketAt(spec, v.full, srv)
 		out := strictVal{}
 		found := false
 		for _, l := range v.leases {
 			if l.node == s.nodeTok && l.inc == s.inc {
-				b.DebitAt(spec, now, float64(min(spent, l.n)))
-				if l.exp < t {
-					b.DebitAt(spec, now, float64(l.n-min(spent, l.n))) // charged in full
+				b.DebitAt(spec, srv, float64(min(spent, l.n)))
+				if l.exp < ts {
+					b.DebitAt(spec, srv, float64(l.n-min(spent, l.n))) // charged in full
 				}
 				found = true
 				continue
@@ -499,9 +504,10 @@ func (s *Store) strictRefund(ctx context.Context, key limiter.Key, spec limiter.
 		return nil
 	}
 	st.mu.Unlock()
+	srv := s.serverTime(now)
 	return s.casStrict(ctx, k, st, func(v strictVal) (strictVal, bool) {
-		b := bucketAt(spec, v.full, now)
-		b.RefundAt(spec, now, n)
+		b := bucketAt(spec, v.full, srv)
+		b.RefundAt(spec, srv, n)
 		v.full = b.FullAt(spec).UnixNano()
 		return v, true
 	})
@@ -600,7 +606,7 @@ func (s *Store) casStrict(ctx context.Context, k string, st *strictState, f func
 
 // flushStrictDebt writes the Strict consumption made while NATS was down.
 func (s *Store) flushStrictDebt(ctx context.Context) {
-	now := s.now()
+	now := s.serverTime(s.now())
 	for k, st := range s.strict.snapshot() {
 		st.mu.Lock()
 		owed, spec := st.owed, st.spec

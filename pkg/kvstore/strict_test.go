@@ -175,3 +175,40 @@ func TestStrictDeadNodeLeaseCharged(t *testing.T) {
 		require.False(t, r.OK)
 	}
 }
+
+// TestStrictExactUnderClockSkew: the Strict entry is kept on the NATS
+// server's clock, so a node whose clock runs 5 s ahead does not see a
+// bucket another node emptied as refilled. 100 a second, burst 100: the
+// node on time spends the burst, and the node ahead may take only what
+// refilled in the real time between.
+func TestStrictExactUnderClockSkew(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	onTime := newNode(t, srv.ClientURL(), Config{NodeID: "on-time", DefaultMode: Strict})
+	ahead := newNode(t, srv.ClientURL(), Config{NodeID: "ahead", DefaultMode: Strict, Now: skewed(5 * time.Second)})
+	for _, s := range []*Store{onTime, ahead} {
+		waitFor(t, 5*time.Second, "the server's clock", func() bool { return s.srvClock.set.Load() })
+	}
+	ctx := context.Background()
+	spec := limiter.Spec{Limit: 100, Per: time.Second}
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "skewed"}
+	start := time.Now()
+	r, err := onTime.Take(ctx, key, spec, onTime.now(), 100)
+	require.NoError(t, err)
+	require.True(t, r.OK)
+	// A denied take renews the lease: it settles the spent one, so the
+	// entry holds the emptied bucket and no lease.
+	r, err = onTime.Take(ctx, key, spec, onTime.now(), 1)
+	require.NoError(t, err)
+	require.False(t, r.OK)
+	got := 0
+	for range 200 {
+		r, err := ahead.Take(ctx, key, spec, ahead.now(), 1)
+		require.NoError(t, err)
+		if r.OK {
+			got++
+		}
+	}
+	refilled := spec.Limit * int64(time.Since(start)+time.Millisecond) / int64(time.Second)
+	t.Logf("the node 5 s ahead took %d after the burst was spent (%d refilled meanwhile)", got, refilled)
+	require.LessOrEqual(t, int64(got), refilled+1, "took tokens that never refilled")
+}
