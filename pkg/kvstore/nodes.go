@@ -87,9 +87,8 @@ func (s *Store) applyNode(e jetstream.KeyValueEntry) {
 		// written again by the next heartbeat; the connection entries it
 		// purged are repaired as the watch shows them (applySlot).
 		if !removed {
-			at := s.now().UnixNano()
-			s.echoAt.Store(at)
-			s.srvClock.sample(at - stamp)
+			s.echoAt.Store(s.now().UnixNano())
+			s.srvClock.stamped(e.Revision(), stamp)
 			if cur := s.echoCur.Load(); stamp > cur {
 				s.echoPrev.Store(cur)
 				s.echoCur.Store(stamp)
@@ -195,11 +194,13 @@ func (s *Store) heartbeat() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
 	t := s.now().UnixNano()
-	if _, err := s.kv.Put(ctx, nodeKey(s.nodeTok), s.heartbeatValue()); err != nil {
+	rev, err := s.kv.Put(ctx, nodeKey(s.nodeTok), s.heartbeatValue())
+	if err != nil {
 		s.stats.writeErrors.Add(1)
 		s.enterDown()
 		return
 	}
+	s.srvClock.sent(rev, t, s.now().UnixNano())
 	s.stats.kvWrites.Add(1)
 	if t-s.echoAt.Load() > 2*int64(s.cfg.HeartbeatInterval) {
 		// The watch has not delivered this node's own heartbeats for two
@@ -316,27 +317,49 @@ func nodeID(tok string) string {
 }
 
 // serverClock estimates how far this node's clock is ahead of the NATS
-// server's: the smallest of the last samples of (own heartbeat received,
-// by this node's clock) minus (its server timestamp). Delivery only adds
-// to a sample, so the smallest is the closest.
+// server's, from this node's heartbeats: the server stamps a heartbeat
+// between the moment its write leaves (t0) and the moment its
+// acknowledgement returns (t1), so (t0+t1)/2 minus the stamp the watch
+// later shows is the offset, within half the round trip. Of the last 16
+// samples the one with the shortest round trip is used.
 type serverClock struct {
-	mu   sync.Mutex
-	ring [16]int64
-	n    int
-	off  atomic.Int64
-	set  atomic.Bool
+	mu      sync.Mutex
+	rev     uint64 // revision of the heartbeat whose stamp is awaited
+	t0, t1  int64
+	offs    [16]int64
+	rtts    [16]int64
+	n       int
+	off     atomic.Int64
+	set     atomic.Bool
+	pending bool
 }
 
-func (c *serverClock) sample(d int64) {
+// sent records a heartbeat write that left at t0 and was acknowledged at
+// t1 with revision rev.
+func (c *serverClock) sent(rev uint64, t0, t1 int64) {
+	c.mu.Lock()
+	c.rev, c.t0, c.t1, c.pending = rev, t0, t1, true
+	c.mu.Unlock()
+}
+
+// stamped takes the server's stamp of heartbeat rev.
+func (c *serverClock) stamped(rev uint64, stamp int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ring[c.n%len(c.ring)] = d
-	c.n++
-	m := c.ring[0]
-	for _, v := range c.ring[1:min(c.n, len(c.ring))] {
-		m = min(m, v)
+	if !c.pending || rev != c.rev {
+		return
 	}
-	c.off.Store(m)
+	c.pending = false
+	i := c.n % len(c.offs)
+	c.offs[i], c.rtts[i] = (c.t0+c.t1)/2-stamp, c.t1-c.t0
+	c.n++
+	best := 0
+	for k := 1; k < min(c.n, len(c.offs)); k++ {
+		if c.rtts[k] < c.rtts[best] {
+			best = k
+		}
+	}
+	c.off.Store(c.offs[best])
 	c.set.Store(true)
 }
 
