@@ -92,6 +92,7 @@ func (s *Store) applyNode(e jetstream.KeyValueEntry) {
 			if cur := s.echoCur.Load(); stamp > cur {
 				s.echoPrev.Store(cur)
 				s.echoCur.Store(stamp)
+				s.countLive()
 			}
 		}
 		return
@@ -115,7 +116,7 @@ func (s *Store) applyNode(e jetstream.KeyValueEntry) {
 	if removed {
 		n.gone = true
 	} else {
-		n.stamp, n.rev, n.heard, n.gone = stamp, e.Revision(), true, false
+		n.stamp, n.rev, n.heard, n.gone = max(n.stamp, stamp), e.Revision(), true, false
 		n.inc = max(n.inc, inc)
 	}
 	s.nodesMu.Unlock()

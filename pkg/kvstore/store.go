@@ -397,7 +397,8 @@ type Stats struct {
 	KVWrites int64
 	// WriteErrors counts failed KV writes.
 	WriteErrors int64
-	// Conflicts counts Strict compare-and-swap conflicts.
+	// Conflicts counts lost compare-and-swaps (Strict buckets, connection
+	// counts).
 	Conflicts int64
 	// Retries counts Strict decisions retried after a conflict.
 	Retries int64
