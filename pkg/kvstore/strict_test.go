@@ -212,3 +212,51 @@ func TestStrictExactUnderClockSkew(t *testing.T) {
 	t.Logf("the node 5 s ahead took %d after the burst was spent (%d refilled meanwhile)", got, refilled)
 	require.LessOrEqual(t, int64(got), refilled+1, "took tokens that never refilled")
 }
+
+// TestStrictThroughOutage: while NATS is down a Strict node decides by its
+// fail mode, and what it admitted is debited from the cluster's bucket
+// after the outage.
+func TestStrictThroughOutage(t *testing.T) {
+	srv := startServer(t, ServerConfig{StoreDir: t.TempDir()})
+	open := newNode(t, srv.ClientURL(), Config{NodeID: "open", DefaultMode: Strict})
+	closed := newNode(t, srv.ClientURL(), Config{NodeID: "closed", DefaultMode: Strict, FailMode: FailClosed})
+	ctx := context.Background()
+	spec := limiter.Spec{Limit: 100, Per: time.Hour}
+	key := limiter.Key{Kind: limiter.KindConnectionRate, ID: "outage"}
+
+	srv.Stop()
+	for _, s := range []*Store{open, closed} {
+		waitFor(t, 5*time.Second, "fail mode", s.Down)
+	}
+	for range 5 {
+		r, err := open.Take(ctx, key, spec, time.Now(), 1)
+		require.NoError(t, err)
+		require.True(t, r.OK)
+	}
+	_, err := closed.Take(ctx, key, spec, time.Now(), 1)
+	require.ErrorIs(t, err, limiter.ErrUnavailable)
+
+	require.NoError(t, srv.Restart())
+	for _, s := range []*Store{open, closed} {
+		waitFor(t, 10*time.Second, "recovery", func() bool { return !s.Down() })
+	}
+	waitFor(t, 5*time.Second, "the outage's consumption to be written", func() bool {
+		e, err := open.kv.Get(ctx, strictKey(key))
+		if err != nil {
+			return false
+		}
+		var v strictVal
+		require.True(t, v.unmarshal(e.Value()))
+		b := bucketAt(spec, v.full, open.serverTime(time.Now()))
+		return b.TokensAt(spec, open.serverTime(time.Now())) < 96
+	})
+	took := 0
+	for range 120 {
+		r, err := closed.Take(ctx, key, spec, time.Now(), 1)
+		require.NoError(t, err)
+		if r.OK {
+			took++
+		}
+	}
+	require.Equal(t, 95, took, "the outage's 5 debited from the cluster's bucket")
+}
