@@ -463,7 +463,8 @@ func (s *Store) purgeSlots(ctx context.Context, ref int64) {
 
 // applySlot records a client's connection entry from the watch. If it
 // shows this node's count other than this node holds it (another node
-// judged this one dead and dropped it), the count is written again.
+// judged this one dead and dropped it), the count is written again at the
+// next heartbeat.
 func (s *Store) applySlot(e jetstream.KeyValueEntry) {
 	tok := strings.TrimPrefix(e.Key(), "c.")
 	if strings.IndexByte(tok, '.') >= 0 {

@@ -218,3 +218,31 @@ func TestNodes(t *testing.T) {
 	})
 	require.Equal(t, 2, a.LiveNodes())
 }
+
+// TestPurgedCountIsRepaired: if a live node's count is dropped from a
+// client's entry (another node judged it dead), the node writes it again
+// as soon as its watch shows the entry without it.
+func TestPurgedCountIsRepaired(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "a"})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "b"})
+	ctx := context.Background()
+	for range 2 {
+		_, ok, err := a.Acquire(ctx, "ken", 0)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	waitFor(t, 3*time.Second, "b to count 2", func() bool { n, _ := b.Count(ctx, "ken"); return n == 2 })
+	// A wrongful purge: the entry rewritten without a's count.
+	_, err := b.kv.Put(ctx, slotKey(token("ken")), encodeSlot(nil, "", 0, 0))
+	require.NoError(t, err)
+	purged := time.Now()
+	waitFor(t, 3*time.Second, "a's count back in the entry", func() bool {
+		e, err := b.kv.Get(ctx, slotKey(token("ken")))
+		require.NoError(t, err)
+		entries, ok := decodeSlot(e.Value())
+		return ok && ownCount(entries, token("a"), a.inc) == 2
+	})
+	t.Logf("repaired %v after the purge", time.Since(purged).Round(time.Millisecond))
+	waitFor(t, 3*time.Second, "b to count 2 again", func() bool { n, _ := b.Count(ctx, "ken"); return n == 2 })
+}
