@@ -148,6 +148,7 @@ type strictState struct {
 	lastUse int64 // UnixNano of the last take or renewal
 
 	wait   int64   // UnixNano before which the bucket is known short: deny without I/O
+	retry  int64   // UnixNano at which the last denial said to come back
 	demand float64 // tokens asked for per second, smoothed over renewals
 	asked  int64   // tokens asked for since lastRenew
 	renew  int64   // UnixNano of the last renewal
@@ -255,7 +256,7 @@ func (s *Store) strictTake(ctx context.Context, key limiter.Key, spec limiter.Sp
 			return limiter.Result{OK: true, Remaining: rem}, nil
 		}
 		if t < st.wait {
-			r := limiter.Result{RetryAfter: time.Duration(st.wait - t)}
+			r := limiter.Result{RetryAfter: time.Duration(max(st.retry, st.wait) - t)}
 			st.mu.Unlock()
 			return r, nil
 		}
@@ -371,7 +372,10 @@ func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec 
 		st.granted, st.used, st.settle = 0, 0, 0
 		// Deny without I/O until a batch has refilled, but look again
 		// within leaseIdle: leases that went idle return their tokens.
-		st.wait = t + int64(min(res.RetryAfter, leaseIdle))
+		if res.RetryAfter != limiter.Never { // a request above the burst says nothing of others
+			st.wait = t + int64(min(res.RetryAfter, leaseIdle))
+			st.retry = t + int64(res.RetryAfter)
+		}
 	}
 	return res, nil
 }
