@@ -160,9 +160,40 @@ type strictState struct {
 // strictCache holds this node's Strict states, by KV key and by bucket key
 // (so that a decision builds no string).
 type strictCache struct {
-	mu    sync.Mutex
-	m     map[string]*strictState
-	byKey map[limiter.Key]*strictState
+	mu     sync.Mutex
+	m      map[string]*strictState
+	byKey  map[limiter.Key]*strictState
+	active map[*strictState]struct{} // states that may hold a lease: the lease loop's work
+}
+
+// activate adds st to the states the lease loop looks at. Requires st.mu
+// not held.
+func (c *strictCache) activate(st *strictState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.active == nil {
+		c.active = make(map[*strictState]struct{})
+	}
+	c.active[st] = struct{}{}
+}
+
+// leased returns the states that may hold a lease, dropping those that
+// hold none any more.
+func (c *strictCache) leased() []*strictState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*strictState, 0, len(c.active))
+	for st := range c.active {
+		st.mu.Lock()
+		held := st.granted > 0
+		st.mu.Unlock()
+		if held {
+			out = append(out, st)
+		} else {
+			delete(c.active, st)
+		}
+	}
+	return out
 }
 
 func (c *strictCache) state(key limiter.Key, spec limiter.Spec) *strictState {
@@ -193,7 +224,7 @@ func (c *strictCache) get(k string) (rev uint64, full int64, ok bool) {
 	return st.rev, st.val.full, st.rev != 0
 }
 
-// snapshot returns the states, for the lease loop and the outage flush.
+// snapshot returns the states, for the outage flush.
 func (c *strictCache) snapshot() map[string]*strictState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -218,6 +249,7 @@ func (c *strictCache) sweep(t int64) {
 		if idle {
 			delete(c.m, k)
 			delete(c.byKey, st.key)
+			delete(c.active, st)
 		}
 	}
 }
@@ -355,12 +387,12 @@ func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec 
 		return out, changed
 	})
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	switch {
 	case err != nil:
 		// The outcome of the write is unknown: spend nothing more of the
 		// lease, and settle what was spent at the next write that finds it.
 		st.settle, st.granted, st.used = spent, 0, 0
+		st.mu.Unlock()
 		return limiter.Result{}, err
 	case res.OK:
 		st.granted, st.used, st.settle = grant, n, 0
@@ -376,6 +408,10 @@ func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec 
 			st.wait = t + int64(min(res.RetryAfter, leaseIdle))
 			st.retry = t + int64(res.RetryAfter)
 		}
+	}
+	st.mu.Unlock()
+	if res.OK {
+		s.strict.activate(st)
 	}
 	return res, nil
 }
@@ -456,7 +492,7 @@ func (s *Store) leaseLoop() {
 		}
 		now := s.now()
 		t := now.UnixNano()
-		for k, st := range s.strict.snapshot() {
+		for _, st := range s.strict.leased() {
 			st.mu.Lock()
 			due := st.granted > 0 && (t-st.lastUse > int64(leaseIdle) || t > st.exp-int64(leaseTTL/2))
 			if due && st.used >= st.granted && st.renewing == nil {
@@ -471,7 +507,7 @@ func (s *Store) leaseLoop() {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-			err := s.returnLease(ctx, k, st, now)
+			err := s.returnLease(ctx, st.name, st, now)
 			cancel()
 			if err != nil && !errors.Is(err, ErrConflict) {
 				break
@@ -483,8 +519,8 @@ func (s *Store) leaseLoop() {
 // returnLeases returns every lease this node holds, on Close.
 func (s *Store) returnLeases(ctx context.Context) {
 	now := s.now()
-	for k, st := range s.strict.snapshot() {
-		if err := s.returnLease(ctx, k, st, now); err != nil && !errors.Is(err, ErrConflict) {
+	for _, st := range s.strict.leased() {
+		if err := s.returnLease(ctx, st.name, st, now); err != nil && !errors.Is(err, ErrConflict) {
 			return
 		}
 	}
