@@ -222,7 +222,9 @@ func (s *Store) heartbeat() {
 	if all {
 		s.lastRefresh.Store(t)
 	}
-	s.flushSlots(ctx, all)
+	// Each write is bounded by Timeout on its own: many clients' counts
+	// may take longer than one.
+	s.flushSlots(context.Background(), all)
 	s.sweepPending(t)
 }
 
@@ -256,7 +258,7 @@ func (s *Store) reclaim(ctx context.Context) {
 			s.stats.writeErrors.Add(1)
 		}
 	}
-	s.purgeSlots(ctx, ref)
+	s.purgeSlots(context.Background(), ref)
 }
 
 // NodeStatus is what a Store knows of one node of its cluster.

@@ -413,7 +413,11 @@ func (s *Store) rewriteSlots(ctx context.Context, sh *slotShard, toks []string) 
 		}
 		_, _, err := s.swapSlot(ctx, sh, tok, func(own, _ int64) (int64, bool) { return own, true })
 		sh.wmu.Unlock()
-		if err != nil && !errors.Is(err, errConflict) {
+		switch {
+		case err == nil, errors.Is(err, errConflict):
+		case ctx.Err() != nil:
+			return false // the caller's time is up; the rest stays dirty
+		default:
 			s.enterDown()
 			return false
 		}

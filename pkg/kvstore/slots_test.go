@@ -175,6 +175,9 @@ func TestSlotsThroughOutage(t *testing.T) {
 	require.ErrorIs(t, err, limiter.ErrUnavailable)
 
 	require.NoError(t, srv.Restart())
+	for _, s := range []*Store{a, closed} {
+		waitFor(t, 10*time.Second, "recovery", func() bool { return !s.Down() })
+	}
 	waitFor(t, 10*time.Second, "b to see a's count written after the outage", func() bool {
 		n, _ := b.Count(ctx, "judy")
 		return n == 2
