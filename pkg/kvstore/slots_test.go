@@ -62,18 +62,38 @@ func TestLivenessIgnoresClockSkew(t *testing.T) {
 	}
 }
 
+// failModeEntries sums the times the nodes entered their fail mode, and
+// reports whether one is in it now.
+func failModeEntries(nodes []*Store) (n int64, down bool) {
+	for _, s := range nodes {
+		st := s.Stats()
+		n += st.FailModeEntries
+		down = down || st.Down
+	}
+	return n, down
+}
+
 // simultaneousConnects runs rounds of racers simultaneous Acquires of one
 // client on every node, cap limit, releasing the admitted ones after each
 // round, and fails on any round that admits other than limit or errs.
+//
+// The cap is exact while NATS answers. A round during which a node enters
+// its fail mode (a KV write failed: on this shared machine under the race
+// detector, a stream starved of CPU can stop answering for seconds) is
+// decided by the fail mode instead, FailOpenLocal by default; such rounds
+// are counted apart, the nodes are let recover, and the test fails if they
+// are more than a tenth of the rounds.
 func simultaneousConnects(t *testing.T, nodes []*Store, racers int, limit int64, rounds int) {
 	t.Helper()
 	ctx := context.Background()
 	var conflicts, worst int64
+	outages := 0
 	start := time.Now()
 	for round := range rounds {
 		var admitted atomic.Int64
 		var errs atomic.Int64
 		var wg sync.WaitGroup
+		entries, downBefore := failModeEntries(nodes)
 		gate := make(chan struct{})
 		held := make(chan *Store, racers*len(nodes))
 		for _, s := range nodes {
@@ -96,8 +116,30 @@ func simultaneousConnects(t *testing.T, nodes []*Store, racers int, limit int64,
 		close(gate)
 		wg.Wait()
 		close(held)
+		if after, downAfter := failModeEntries(nodes); after != entries || downBefore || downAfter {
+			outages++
+			require.LessOrEqual(t, outages, rounds/10, "rounds decided in a fail mode")
+			for s := range held {
+				require.NoError(t, s.Release(ctx, "mallory"))
+			}
+			for _, s := range nodes {
+				waitFor(t, 30*time.Second, "recovery and every count written", func() bool {
+					n, err := s.Count(ctx, "mallory")
+					return !s.Down() && err == nil && n == 0
+				})
+			}
+			continue
+		}
 		require.Zero(t, errs.Load(), "round %d: acquire errors", round)
-		require.Equal(t, limit, admitted.Load(), "round %d: admitted of cap %d", round, limit)
+		if got := admitted.Load(); got != limit {
+			var diag []string
+			for _, s := range nodes {
+				st := s.Stats()
+				diag = append(diag, fmt.Sprintf("%s: down %v, fail-mode entries %d, live %d, reclaimed %d, watch restarts %d, write errors %d",
+					s.NodeID(), st.Down, st.FailModeEntries, st.LiveNodes, st.Reclaimed, st.WatchRestarts, st.WriteErrors))
+			}
+			t.Fatalf("round %d: admitted %d of cap %d\n%s", round, got, limit, strings.Join(diag, "\n"))
+		}
 		for s := range held {
 			require.NoError(t, s.Release(ctx, "mallory"))
 		}
@@ -108,8 +150,8 @@ func simultaneousConnects(t *testing.T, nodes []*Store, racers int, limit int64,
 		worst = max(worst, c-conflicts)
 		conflicts = c
 	}
-	t.Logf("%d rounds of %d simultaneous connects (cap %d): %v, %d lost swaps, at most %d in a round",
-		rounds, racers*len(nodes), limit, time.Since(start).Round(time.Millisecond), conflicts, worst)
+	t.Logf("%d rounds of %d simultaneous connects (cap %d): %v, %d lost swaps, at most %d in a round; %d rounds in a fail mode",
+		rounds, racers*len(nodes), limit, time.Since(start).Round(time.Millisecond), conflicts, worst, outages)
 }
 
 // TestSimultaneousConnectsExactCap: 1,000 rounds of 9 simultaneous
