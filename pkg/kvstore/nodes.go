@@ -87,9 +87,19 @@ func (s *Store) applyNode(e jetstream.KeyValueEntry) {
 		// written again by the next heartbeat; the connection entries it
 		// purged are repaired as the watch shows them (applySlot).
 		if !removed {
-			s.echoAt.Store(s.now().UnixNano())
+			at := s.now().UnixNano()
+			s.echoAt.Store(at)
 			s.srvClock.stamped(e.Revision(), stamp)
-			if cur := s.echoCur.Load(); stamp > cur {
+			// After a gap in delivery (a stalled watch, restarted), the
+			// first own heartbeat may come in a restarted watch's first
+			// batch, which holds only each key's latest value: another
+			// node's newer heartbeat can still be behind it in the batch,
+			// and this node holds that node's heartbeat from before the
+			// gap. Such a heartbeat judges by nothing until the batch has
+			// been delivered (Delta 0); the next one, live, does.
+			prev := s.srvClock.lastEcho.Swap(at)
+			live := e.Delta() == 0 || at-prev <= 2*int64(s.cfg.HeartbeatInterval)
+			if cur := s.echoCur.Load(); live && stamp > cur {
 				s.echoPrev.Store(cur)
 				s.echoCur.Store(stamp)
 				s.countLive()
@@ -335,6 +345,8 @@ type serverClock struct {
 	off     atomic.Int64
 	set     atomic.Bool
 	pending bool
+
+	lastEcho atomic.Int64 // this node's clock when its own heartbeat was last delivered
 }
 
 // sent records a heartbeat write that left at t0 and was acknowledged at
