@@ -136,19 +136,23 @@ func (s *Store) applyNode(e jetstream.KeyValueEntry) {
 // countsLocked reports whether an entry of node written by its incarnation
 // inc counts, judged against ref, the stamp of one of this node's own
 // heartbeats (0: none seen yet, nothing is judged dead). An entry of a
-// later run than the one known, or of a node never heard of, counts (the
-// writer's heartbeat is on its way, or the node gets a grace of DeadAfter
-// from first sight, see noteNodes); one of an earlier run does not.
-// Requires s.nodesMu held.
+// node whose heartbeat was deleted does not count; one of a later run than
+// the one heard counts (its heartbeat, written before it, is on its way);
+// one of an earlier run does not; a node known only from its entries gets
+// DeadAfter from first sight (noteNodes). Requires s.nodesMu held.
 func (s *Store) countsLocked(node string, inc uint64, ref int64) bool {
 	if node == s.nodeTok {
 		return inc == s.inc
 	}
 	n := s.liveness[node]
 	switch {
-	case n == nil || inc > n.inc:
+	case n == nil:
 		return true
-	case inc < n.inc || n.gone:
+	case n.gone:
+		return false
+	case n.heard && inc > n.inc:
+		return true
+	case inc < n.inc:
 		return false
 	}
 	return ref == 0 || ref-n.stamp <= s.deadSpan()
