@@ -8,9 +8,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// entry is a KV entry as a watch delivers it, to replay an order of
+// beat is a heartbeat entry as a watch delivers it, to replay an order of
 // delivery that a live cluster produces only by chance.
-type entry struct {
+type beat struct {
 	key   string
 	value []byte
 	rev   uint64
@@ -18,13 +18,13 @@ type entry struct {
 	delta uint64
 }
 
-func (e entry) Bucket() string                  { return "test" }
-func (e entry) Key() string                     { return e.key }
-func (e entry) Value() []byte                   { return e.value }
-func (e entry) Revision() uint64                { return e.rev }
-func (e entry) Created() time.Time              { return e.at }
-func (e entry) Delta() uint64                   { return e.delta }
-func (e entry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
+func (e beat) Bucket() string                  { return "test" }
+func (e beat) Key() string                     { return e.key }
+func (e beat) Value() []byte                   { return e.value }
+func (e beat) Revision() uint64                { return e.rev }
+func (e beat) Created() time.Time              { return e.at }
+func (e beat) Delta() uint64                   { return e.delta }
+func (e beat) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
 
 // TestRestartedWatchFirstBatchJudgesNobody replays what a node's watch
 // delivers when it is restarted after stalling for longer than the dead
@@ -41,12 +41,12 @@ func TestRestartedWatchFirstBatchJudgesNobody(t *testing.T) {
 	// never move its reference past them.
 	t0 := time.Now().Add(time.Hour)
 	rev := uint64(1 << 40)
-	hb := func(node string, at time.Time, delta uint64) entry {
+	hb := func(node string, at time.Time, delta uint64) beat {
 		rev++
-		return entry{key: nodeKey(token(node)), value: marshalInt(at.UnixNano()), rev: rev, at: at, delta: delta}
+		return beat{key: nodeKey(token(node)), value: marshalInt(at.UnixNano()), rev: rev, at: at, delta: delta}
 	}
-	s.apply(hb("peer", t0, 0))
-	s.apply(hb("judge", t0.Add(100*time.Millisecond), 0))
+	s.applyNode(hb("peer", t0, 0))
+	s.applyNode(hb("judge", t0.Add(100*time.Millisecond), 0))
 	require.Equal(t, 2, s.LiveNodes())
 	// The watch stalls for more than two heartbeat intervals: the
 	// connection goes, and with it the store's own deliveries.
@@ -54,14 +54,14 @@ func TestRestartedWatchFirstBatchJudgesNobody(t *testing.T) {
 	time.Sleep(2*time.Second + 200*time.Millisecond) // the gap is the condition under test
 	// The restarted watch's first batch: this node's latest heartbeat,
 	// then the peer's newer one.
-	s.apply(hb("judge", t0.Add(10*time.Second), 1))
+	s.applyNode(hb("judge", t0.Add(10*time.Second), 1))
 	require.Equal(t, 2, s.LiveNodes(), "the peer judged dead by a heartbeat of the first batch")
-	s.apply(hb("peer", t0.Add(10100*time.Millisecond), 0))
+	s.applyNode(hb("peer", t0.Add(10100*time.Millisecond), 0))
 	require.Equal(t, 2, s.LiveNodes())
 	// Live again: the next own heartbeat judges, and the peer is live.
-	s.apply(hb("judge", t0.Add(11*time.Second), 0))
+	s.applyNode(hb("judge", t0.Add(11*time.Second), 0))
 	require.Equal(t, 2, s.LiveNodes())
 	// And it does judge: the peer silent past the dead span is dead.
-	s.apply(hb("judge", t0.Add(15*time.Second), 0))
+	s.applyNode(hb("judge", t0.Add(15*time.Second), 0))
 	require.Equal(t, 1, s.LiveNodes())
 }
