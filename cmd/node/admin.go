@@ -8,8 +8,11 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 // admin wraps an admin API handler with the bearer token check.
@@ -103,13 +106,49 @@ func (n *node) addBan(w http.ResponseWriter, r *http.Request) {
 	if req.Reason == "" {
 		req.Reason = "banned by an administrator"
 	}
+	client := n.banTarget(req.Client)
 	s := n.stack.Load()
-	if err := s.bans.Ban(r.Context(), req.Client, d, req.Reason); err != nil {
+	if err := s.bans.Ban(r.Context(), client, d, req.Reason); err != nil {
 		writeError(w, http.StatusBadGateway, "ban: "+err.Error())
 		return
 	}
-	n.log.Info("ban set", "client", req.Client, "duration", d, "reason", req.Reason)
-	writeJSON(w, http.StatusCreated, map[string]any{"banned": req.Client, "duration": d.String()})
+	// Report the ban as stored, not as asked: a duration beyond
+	// events.MaxBanDuration is stored as until lifted.
+	now := time.Now()
+	until, banned := s.bans.BannedUntil(client, now)
+	if !banned {
+		until = now // a ban so short that it has already ended
+	}
+	reply := banReply{Banned: client, Requested: req.Client}
+	if !until.IsZero() {
+		reply.Until = until.UTC().Format(time.RFC3339Nano)
+	}
+	n.log.Info("ban set", "client", client, "requested", req.Client, "duration", d, "until", reply.Until, "reason", req.Reason)
+	writeJSON(w, http.StatusCreated, reply)
+}
+
+// banReply is the answer to POST /admin/bans: the ban as stored.
+type banReply struct {
+	// Banned is the client ID banned: the request's client, or for an IP
+	// address the client ID the node gives it (banTarget).
+	Banned string `json:"banned"`
+	// Requested is the client as the request named it.
+	Requested string `json:"requested"`
+	// Until is when the ban ends (RFC 3339, UTC); empty means until
+	// lifted.
+	Until string `json:"until"`
+}
+
+// banTarget returns the client ID a ban or unban of client must name: an
+// IP address becomes the client ID the WebSocket handler gives a client at
+// that address (wshandler.IPKey: an IPv6 address its ipv6_prefix network,
+// an IPv4-mapped address the IPv4 address), so that a ban on an address
+// bans the client that address belongs to. Anything else is used as is.
+func (n *node) banTarget(client string) string {
+	if a, err := netip.ParseAddr(client); err == nil {
+		return wshandler.IPKey(a, n.cfg.IPv6PrefixLen)
+	}
+	return client
 }
 
 func (n *node) removeBan(w http.ResponseWriter, r *http.Request) {
@@ -118,6 +157,7 @@ func (n *node) removeBan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "client: must not be empty")
 		return
 	}
+	client = n.banTarget(client)
 	s := n.stack.Load()
 	if err := s.bans.Unban(r.Context(), client); err != nil {
 		writeError(w, http.StatusBadGateway, "unban: "+err.Error())

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/ratethrottle/ratethrottle/pkg/events"
 )
 
 // testAdminToken is an admin token long enough for the node to accept.
@@ -147,4 +151,93 @@ func TestBearerMatches(t *testing.T) {
 			t.Errorf("bearerMatches(%q) = %v, want %v", h, got, want)
 		}
 	}
+}
+
+// TestAdminBanStored checks that POST /admin/bans answers with the ban as
+// stored: an IP address becomes the client ID the node gives it (an IPv6
+// address its ipv6_prefix network, so that every address in it is
+// refused), and until is the stored end, empty for a ban longer than the
+// store can hold, which lasts until lifted.
+func TestAdminBanStored(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t, "--admin-token", testAdminToken, "--trusted-proxies", "127.0.0.1/32", "--ipv6-prefix", "56")
+	waitReady(t, n.addr, 30*time.Second)
+	url := "http://" + n.ops + "/admin/bans"
+	auth := []string{"Authorization", "Bearer " + testAdminToken, "Content-Type", "application/json"}
+	post := func(body string) banReply {
+		t.Helper()
+		code, out := httpDo(t, http.MethodPost, url, body, auth...)
+		if code != http.StatusCreated {
+			t.Fatalf("POST %s = %d %s", body, code, out)
+		}
+		var r banReply
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("reply %s: %v", out, err)
+		}
+		return r
+	}
+
+	before := time.Now()
+	r := post(`{"client":"2001:db8:1:2::7","duration":"10m"}`)
+	if r.Banned != "2001:db8:1::/56" || r.Requested != "2001:db8:1:2::7" {
+		t.Errorf("ban of an IPv6 address stored as %q (requested %q), want its /56 2001:db8:1::/56", r.Banned, r.Requested)
+	}
+	until, err := time.Parse(time.RFC3339Nano, r.Until)
+	if err != nil || until.Before(before.Add(10*time.Minute)) || until.After(time.Now().Add(10*time.Minute)) {
+		t.Errorf("until = %q (%v), want 10 minutes after the request", r.Until, err)
+	}
+	// Another address of the same /56, through the trusted proxy, is refused.
+	if got := joinFrom(t, n.addr, "2001:db8:1:ff::1"); got != "banned" {
+		t.Errorf("a client in the banned /56: %s, want refused with banned", got)
+	}
+	if got := joinFrom(t, n.addr, "2001:db8:2::1"); got != "joined" {
+		t.Errorf("a client outside the banned /56: %s, want joined", got)
+	}
+	// Lifting the ban by any address in the prefix lifts it.
+	if code, body := httpDo(t, http.MethodDelete, url+"/2001:db8:1:3::9", "", auth...); code != http.StatusOK || !strings.Contains(body, "2001:db8:1::/56") {
+		t.Errorf("unban by another address of the prefix = %d %s", code, body)
+	}
+	waitFor(t, 10*time.Second, "the unban to take effect", func() bool { return joinFrom(t, n.addr, "2001:db8:1:ff::1") == "joined" })
+
+	if r := post(`{"client":"::ffff:198.51.100.9","duration":"1m"}`); r.Banned != "198.51.100.9" {
+		t.Errorf("an IPv4-mapped address is banned as %q, want 198.51.100.9", r.Banned)
+	}
+	if r := post(`{"client":"user-42","duration":"1m"}`); r.Banned != "user-42" {
+		t.Errorf("a client ID that is not an address is banned as %q, want it unchanged", r.Banned)
+	}
+	// Longer than events.MaxBanDuration: stored, and reported, as until lifted.
+	long := (events.MaxBanDuration + time.Hour).String()
+	if r := post(`{"client":"198.51.100.10","duration":"` + long + `"}`); r.Until != "" {
+		t.Errorf("a ban of %s reported until %q, want empty (until lifted, as stored)", long, r.Until)
+	}
+	if r := post(`{"client":"198.51.100.11"}`); r.Until != "" {
+		t.Errorf("a ban without duration reported until %q, want empty", r.Until)
+	}
+	_, list := httpGet(t, url, auth...)
+	var l struct{ Bans []events.Ban }
+	if err := json.Unmarshal([]byte(list), &l); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range l.Bans {
+		if b.Client == "198.51.100.10" && !b.Until.IsZero() {
+			t.Errorf("the long ban is stored until %v, want until lifted", b.Until)
+		}
+	}
+}
+
+// joinFrom dials addr as a client at ip, named in X-Forwarded-For (the
+// node must trust loopback as a proxy), joins a room and returns "joined"
+// or the close reason.
+func joinFrom(t *testing.T, addr, ip string) string {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	ws, resp, err := d.Dial("ws://"+addr+"/ws", http.Header{"X-Forwarded-For": {ip}})
+	if err != nil {
+		if resp != nil {
+			return fmt.Sprintf("HTTP %d", resp.StatusCode)
+		}
+		return err.Error()
+	}
+	defer ws.Close()
+	return (&wsClient{t: t, ws: ws}).joinOutcome("lobby")
 }

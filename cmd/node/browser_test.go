@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,9 +19,13 @@ import (
 // chromiumPath is Debian's Chromium, which .ci/run installs.
 const chromiumPath = "/usr/bin/chromium"
 
-// screenshotsEnv, when set to 1, makes TestBrowserChat write the
-// screenshots of the README to docs/img.
+// screenshotsEnv, when set to 1, makes TestBrowserChat and
+// TestBrowserDashboardCluster write the screenshots of the README to
+// screenshotDir.
 const screenshotsEnv = "RATETHROTTLE_SCREENSHOTS"
+
+// screenshotDir is docs/img, from the package directory.
+var screenshotDir = filepath.Join("..", "..", "docs", "img")
 
 // newBrowser starts headless Chromium with a fresh profile and returns a
 // context for its first tab. It skips the test when Chromium is missing,
@@ -93,8 +100,7 @@ func within(t *testing.T, tab context.Context, d time.Duration, what string, act
 // in one room, one floods and sees the rate-limit notice, and the
 // dashboard, reached through the page's link, goes live. Every page runs
 // under the content security policy without a violation or an uncaught
-// exception. With RATETHROTTLE_SCREENSHOTS=1 it writes docs/img/chat.png
-// and docs/img/dashboard.png.
+// exception. With RATETHROTTLE_SCREENSHOTS=1 it writes docs/img/chat.png.
 func TestBrowserChat(t *testing.T) {
 	browser := newBrowser(t)
 	n := startInProcess(t, "--node-id", "node-1")
@@ -115,11 +121,11 @@ func TestBrowserChat(t *testing.T) {
 			poll(`document.getElementById("status").textContent.includes("Connected")`),
 		)
 	}
-	// The server names a member's connection in "joined" once it attaches
-	// identities to messages; until then the page shows the sender's
-	// connection ID and marks nothing as its own.
-	identity := jsString(t, alice, `document.getElementById("chat").dataset.connection || ""`) != ""
-	t.Logf("server attaches identities: %v", identity)
+	// The server names a member's connection in "joined"; the page marks
+	// its own messages by it.
+	if conn := jsString(t, alice, `document.getElementById("chat").dataset.connection || ""`); conn == "" {
+		t.Fatal(`alice's page has no connection ID from its "joined" frame`)
+	}
 
 	within(t, alice, 15*time.Second, "alice says hello",
 		chromedp.SendKeys("#text", "Hello Bob, are you rate-limited yet?"),
@@ -131,14 +137,12 @@ func TestBrowserChat(t *testing.T) {
 	within(t, alice, 15*time.Second, "alice sees her message",
 		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("Hello Bob"))`),
 	)
-	if identity {
-		within(t, bob, 15*time.Second, "bob sees alice's name on her message",
-			poll(`[...document.querySelectorAll("#messages li")].some(li => li.querySelector(".who")?.textContent === "alice" && li.textContent.includes("Hello Bob"))`),
-		)
-		within(t, alice, 15*time.Second, "alice's page marks her message as hers",
-			poll(`[...document.querySelectorAll("#messages li.mine")].some(li => li.textContent.includes("Hello Bob"))`),
-		)
-	}
+	within(t, bob, 15*time.Second, "bob sees alice's name on her message",
+		poll(`[...document.querySelectorAll("#messages li")].some(li => li.querySelector(".who")?.textContent === "alice" && li.textContent.includes("Hello Bob"))`),
+	)
+	within(t, alice, 15*time.Second, "alice's page marks her message as hers",
+		poll(`[...document.querySelectorAll("#messages li.mine")].some(li => li.textContent.includes("Hello Bob"))`),
+	)
 	within(t, bob, 15*time.Second, "bob answers",
 		chromedp.SendKeys("#text", "Not yet. Watch this."),
 		chromedp.Click("#send-btn"),
@@ -162,17 +166,15 @@ func TestBrowserChat(t *testing.T) {
 	within(t, bob, 15*time.Second, "bob sees eve's message under eve's identity, not as his",
 		poll(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("spoofed as bob") && !li.classList.contains("mine") && li.querySelector(".who")?.textContent !== "bob")`),
 	)
-	if identity {
-		// A second "alice" in the lobby is told that the name is taken.
-		mallory := tab(t, browser)
-		watches["mallory"] = watchTab(t, mallory)
-		within(t, mallory, 30*time.Second, "a second alice is refused the name",
-			chromedp.Navigate(base+"/?room=lobby&name=alice"),
-			chromedp.WaitVisible("#join-btn"),
-			chromedp.Click("#join-btn"),
-			poll(`(() => { const n = document.getElementById("notice"); return !n.hidden && n.dataset.reason === "name_taken" && n.textContent.includes("taken") })()`),
-		)
-	}
+	// A second "alice" in the lobby is told that the name is taken.
+	mallory := tab(t, browser)
+	watches["mallory"] = watchTab(t, mallory)
+	within(t, mallory, 30*time.Second, "a second alice is refused the name",
+		chromedp.Navigate(base+"/?room=lobby&name=alice"),
+		chromedp.WaitVisible("#join-btn"),
+		chromedp.Click("#join-btn"),
+		poll(`(() => { const n = document.getElementById("notice"); return !n.hidden && n.dataset.reason === "name_taken" && n.textContent.includes("taken") })()`),
+	)
 
 	within(t, bob, 15*time.Second, "bob floods and sees the rate-limit notice",
 		chromedp.Click("#flood-btn"),
@@ -195,25 +197,168 @@ func TestBrowserChat(t *testing.T) {
 	if want := "http://" + n.ops + "/dashboard"; href != want {
 		t.Fatalf("the chat page's dashboard link is %q, want %q", href, want)
 	}
+	if os.Getenv(screenshotsEnv) == "1" {
+		shot(t, bob, filepath.Join(screenshotDir, "chat.png")) // with the rate-limit notice
+	}
+	// The node has sampled for a while before the dashboard opens, so its
+	// charts start with that history.
+	waitFor(t, 15*time.Second, "the node to have run for 8 s", func() bool {
+		_, body := httpGet(t, "http://"+n.ops+"/stats")
+		var st NodeStats
+		return json.Unmarshal([]byte(body), &st) == nil && st.UptimeSeconds >= 8
+	})
 	dash := tab(t, browser)
 	watches["dashboard"] = watchTab(t, dash)
 	within(t, dash, 30*time.Second, "the dashboard shows the violations",
 		chromedp.Navigate(href),
 		poll(`document.querySelectorAll("#violations tr").length > 3 && document.getElementById("live").textContent.startsWith("live")`),
 	)
+	checkCharts(t, dash)
 	for name, w := range watches {
 		w.check(t, name)
 	}
 
-	if os.Getenv(screenshotsEnv) != "1" {
-		return
+}
+
+// demoTraffic sends 20 seconds of room traffic that varies from node to
+// node and second to second, with two short floods of the lobby, so that
+// the dashboard's screenshot shows its charts moving. The node must allow
+// the demo room's rate (see TestBrowserDashboardCluster).
+func demoTraffic(t *testing.T, addrs []string) {
+	t.Helper()
+	var cs []*wsClient
+	for i, addr := range addrs {
+		c, err := dialWS(t, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.ws.Close()
+		for _, room := range []string{"demo", "lobby"} {
+			if err := c.send(map[string]any{"type": "join", "room": room, "name": fmt.Sprintf("demo%d", i+1)}); err != nil {
+				t.Fatal(err)
+			}
+			c.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "joined" })
+		}
+		go func() { // drain what the rooms relay until the connection closes
+			for {
+				if _, _, err := c.ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		cs = append(cs, c)
 	}
-	dir := filepath.Join("..", "..", "docs", "img")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for i := range 20 {
+		for k, c := range cs {
+			for j := range 2 + 2*((i+3*k)%6) {
+				if err := c.send(map[string]any{"type": "message", "room": "demo", "data": map[string]any{"text": fmt.Sprintf("demo %d.%d", i, j)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if i == 6 || i == 14 { // the lobby allows a burst of 10 a member
+			for j := range 14 {
+				if err := cs[i%len(cs)].send(map[string]any{"type": "message", "room": "lobby", "data": fmt.Sprintf("flood %d", j)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		<-tick.C
 	}
-	shot(t, bob, filepath.Join(dir, "chat.png"))
-	shot(t, dash, filepath.Join(dir, "dashboard.png"))
+}
+
+// TestBrowserDashboardCluster opens the dashboard of one of three
+// clustered nodes in headless Chromium: its charts draw a line per node
+// for the per-node charts, from the other nodes' samples that came over
+// NATS, and they update. With RATETHROTTLE_SCREENSHOTS=1 it first sends
+// 20 s of traffic (demoTraffic) and writes docs/img/dashboard.png.
+func TestBrowserDashboardCluster(t *testing.T) {
+	browser := newBrowser(t)
+	var routes []string
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	var nodes []*inProc
+	var addrs []string
+	for i, p := range ports {
+		n := startInProcess(t, "--node-id", fmt.Sprintf("node%d", i+1),
+			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", p), "--routes", strings.Join(routes, ","),
+			"--shutdown-timeout", "3s", "--limits-messages-per-minute", "1200", "--limits-max-concurrent-connections", "0", "--limits-connections-per-minute", "600", "--max-denials", "-1",
+			"--rooms", "*:member_messages_per_minute=30,member_message_burst=10;demo:member_messages_per_minute=1200,member_message_burst=40")
+		nodes = append(nodes, n)
+		addrs = append(addrs, n.addr)
+	}
+	for _, n := range nodes {
+		waitReady(t, n.addr, 60*time.Second)
+	}
+	// Connections that differ per node: 1, 2 and 3.
+	for i, n := range nodes {
+		for range i + 1 {
+			c, err := dialWS(t, n.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.join("lobby")
+		}
+	}
+	screenshots := os.Getenv(screenshotsEnv) == "1"
+	if screenshots {
+		demoTraffic(t, addrs)
+	}
+	dash := tab(t, browser)
+	w := watchTab(t, dash)
+	within(t, dash, 30*time.Second, "the dashboard goes live",
+		chromedp.Navigate("http://"+nodes[0].ops+"/dashboard"),
+		poll(`document.getElementById("live").textContent.startsWith("live") && document.querySelectorAll("#nodes tr").length === 3`),
+	)
+	for _, id := range []string{"chart-connections", "chart-lag", "chart-kv"} {
+		within(t, dash, 15*time.Second, id+" draws a line per node",
+			poll(`[...document.querySelectorAll("#`+id+` polyline")].map(p => p.dataset.series).join(",") === "node1,node2,node3"`),
+		)
+	}
+	within(t, dash, 15*time.Second, "the connections chart ends at each node's count",
+		poll(`[...document.querySelectorAll("#chart-connections polyline")].map(p => { const pts = p.getAttribute("points").split(" "); return pts[pts.length - 1].split(",")[1] }).every((y, i, a) => i === 0 || Number(y) < Number(a[i - 1]))`),
+	)
+	newest := jsString(t, dash, `document.querySelector("#chart-kv svg").dataset.newest`)
+	within(t, dash, 15*time.Second, "the charts take new samples",
+		poll(`Number(document.querySelector("#chart-kv svg").dataset.newest) >= `+newest+` + 2`),
+	)
+	w.check(t, "dashboard")
+	if screenshots {
+		shot(t, dash, filepath.Join(screenshotDir, "dashboard.png"))
+	}
+}
+
+// chartIDs are the dashboard's charts.
+var chartIDs = []string{"chart-decisions", "chart-violations", "chart-connections", "chart-lag", "chart-kv"}
+
+// checkCharts checks the dashboard's charts: each draws its series as
+// polylines with points, the first frame brought at least five seconds of
+// history, the violations chart has the room_rate line of the flood, and
+// the charts move on with new samples.
+func checkCharts(t *testing.T, dash context.Context) {
+	t.Helper()
+	for _, id := range chartIDs {
+		within(t, dash, 15*time.Second, id+" draws points",
+			poll(`(() => { const svg = document.querySelector("#`+id+` svg"); return svg.querySelectorAll("polyline").length > 0 && Number(svg.dataset.points) >= 5 })()`),
+		)
+		if first, _ := strconv.Atoi(jsString(t, dash, `document.querySelector("#`+id+` svg").dataset.firstPoints`)); first < 5 {
+			t.Errorf("%s: the first frame drew %d points, want the node's history (at least 5)", id, first)
+		}
+	}
+	if got := jsString(t, dash, `[...document.querySelectorAll("#chart-decisions polyline")].map(p => p.dataset.series).join(",")`); got != "allowed,denied" {
+		t.Errorf("decisions chart series %q, want allowed,denied", got)
+	}
+	within(t, dash, 15*time.Second, "the violations chart has the flood's room_rate line",
+		poll(`[...document.querySelectorAll("#chart-violations polyline")].some(p => p.dataset.series === "room_rate" && p.getAttribute("points").split(" ").length >= 5)`),
+	)
+	newest := jsString(t, dash, `document.querySelector("#chart-connections svg").dataset.newest`)
+	within(t, dash, 15*time.Second, "the charts take new samples",
+		poll(`Number(document.querySelector("#chart-connections svg").dataset.newest) >= `+newest+` + 2 && Number(document.querySelector("#chart-decisions svg").dataset.newest) >= `+newest+` + 2`),
+	)
 }
 
 // TestBrowserCSPWatch checks that the watch TestBrowserChat relies on

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 )
 
@@ -153,4 +155,97 @@ func TestBinaryClusterRestartReady(t *testing.T) {
 	if took := ready("restarted"); took > 30*time.Second {
 		t.Errorf("the restarted cluster took %v to become ready, want at most 30 s", took)
 	}
+}
+
+// TestBinaryClusterStatsNodeKilled kills one of three node processes with
+// SIGKILL and asks another for /stats?scope=cluster. Every request answers
+// within statsLatencyBound, while the store still counts the dead node and
+// after, and names the dead node in "missing"; a node stopped gracefully
+// says it is leaving and is not listed. The bound is clusterStatsGrace
+// (250 ms) with 500 ms of room for this shared machine; before, a request
+// waited its whole timeout (1 s) for the dead node.
+func TestBinaryClusterStatsNodeKilled(t *testing.T) {
+	t.Parallel()
+	const statsLatencyBound = clusterStatsGrace + 500*time.Millisecond
+	procs := startCluster(t, []string{t.TempDir(), t.TempDir(), t.TempDir()}, []int{freePort(t), freePort(t), freePort(t)},
+		nil, "--shutdown-timeout", "3s")
+	for _, p := range procs {
+		waitReady(t, p.addr, 60*time.Second)
+	}
+	url := "http://" + procs[0].ops + "/stats?scope=cluster"
+	ask := func() (ClusterStats, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		code, body := httpGet(t, url)
+		took := time.Since(start)
+		var cs ClusterStats
+		if code != 200 || json.Unmarshal([]byte(body), &cs) != nil {
+			t.Fatalf("/stats?scope=cluster = %d %s", code, body)
+		}
+		return cs, took
+	}
+	ids := func(cs ClusterStats) string {
+		var s []string
+		for _, n := range cs.Nodes {
+			s = append(s, n.Node)
+		}
+		return strings.Join(s, ",") + " missing " + strings.Join(cs.Missing, ",")
+	}
+	waitFor(t, 30*time.Second, "node1 to hear all three nodes", func() bool {
+		cs, _ := ask()
+		return ids(cs) == "node1,node2,node3 missing " && cs.Expected == 3
+	})
+
+	// The dashboard's first frame brings every node's chart history.
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+procs[0].ops+"/dashboard/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var first struct{ History map[string][]Sample }
+	if err := ws.ReadJSON(&first); err != nil {
+		t.Fatal(err)
+	}
+	ws.Close()
+	for _, id := range []string{"node1", "node2", "node3"} {
+		if len(first.History[id]) < 2 {
+			t.Errorf("the dashboard's first frame holds %d samples of %s, want its history", len(first.History[id]), id)
+		}
+	}
+
+	if err := procs[2].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-procs[2].exited
+	// Ask for 12 s: past the store's dropping of the dead node (its
+	// heartbeats stop) and past the time node1 waits for it by name.
+	var slowest time.Duration
+	var shapes []string
+	for end := time.Now().Add(12 * time.Second); time.Now().Before(end); {
+		cs, took := ask()
+		slowest = max(slowest, took)
+		if took > statsLatencyBound {
+			t.Errorf("a request took %v after the kill, want at most %v", took, statsLatencyBound)
+		}
+		if shape := ids(cs); len(shapes) == 0 || shapes[len(shapes)-1] != shape {
+			shapes = append(shapes, shape)
+		}
+		if ids(cs) == "node1,node2 missing node3" && cs.Expected != 3 {
+			t.Errorf("expected = %d with node3 missing, want 3", cs.Expected)
+		}
+	}
+	t.Logf("after the kill: slowest request %v; answers %q", slowest, shapes)
+	// The first request may still have reached node3 before it died.
+	if last := shapes[len(shapes)-1]; last != "node1,node2 missing node3" || len(shapes) > 2 {
+		t.Errorf("answers after the kill were %q, want node1,node2 with node3 missing", shapes)
+	}
+
+	// node2 stops gracefully: it is no longer expected, node3 still is.
+	if err := procs[1].stop(t); err != nil {
+		t.Fatalf("node2 exit: %v", err)
+	}
+	waitFor(t, 10*time.Second, "node2 to leave the answer without being missing", func() bool {
+		cs, _ := ask()
+		return ids(cs) == "node1 missing node3"
+	})
 }

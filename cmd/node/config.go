@@ -116,6 +116,10 @@ type Config struct {
 	// TrustedProxies are the networks whose X-Forwarded-For and X-Real-IP
 	// headers are believed when naming a request's client. Default none.
 	TrustedProxies []netip.Prefix
+	// IPv6PrefixLen is the length in bits of the IPv6 prefix that names a
+	// client (wshandler.Config.IPv6PrefixLen): limits and bans apply to the
+	// whole prefix; 128 means per address. Default 64.
+	IPv6PrefixLen int
 
 	// LogLevel is the log level: "debug", "info" (the default), "warn" or
 	// "error".

@@ -41,8 +41,8 @@ func TestConfigDefaults(t *testing.T) {
 	if def, _ := c.Modes(); def != kvstore.Local {
 		t.Errorf("a lone embedded node's mode is %v, want local", def)
 	}
-	if c.Replicas() != 1 || c.AdminToken != "" || !c.RejectWithClose || c.EventPrefix != "ratethrottle" {
-		t.Errorf("replicas %d token %q reject %v prefix %q", c.Replicas(), c.AdminToken, c.RejectWithClose, c.EventPrefix)
+	if c.Replicas() != 1 || c.AdminToken != "" || !c.RejectWithClose || c.EventPrefix != "ratethrottle" || c.IPv6PrefixLen != wshandler.DefaultIPv6PrefixLen {
+		t.Errorf("replicas %d token %q reject %v prefix %q ipv6_prefix %d", c.Replicas(), c.AdminToken, c.RejectWithClose, c.EventPrefix, c.IPv6PrefixLen)
 	}
 	want := []RoomRule{{Pattern: "*", Limits: wshandler.RoomLimits{MemberMessagesPerMinute: 30, MemberMessageBurst: 10}}}
 	if len(c.Rooms) != 1 || c.Rooms[0] != want[0] {
@@ -65,6 +65,7 @@ events:
   prefix: yaml.prefix
 fail_mode: closed
 sync_interval: 200ms
+ipv6_prefix: 56
 rooms:
   lobby: {max_members: 50, messages_per_minute: 600}
   "game-*": {member_messages_per_minute: 20}
@@ -97,6 +98,7 @@ nats:
 		{"sync_interval (yaml)", c.SyncInterval, 200 * time.Millisecond},
 		{"nats.url (yaml list)", strings.Join(c.NATS.URLs, ","), "nats://a:4222,nats://b:4222"},
 		{"rooms (yaml mapping)", len(c.Rooms), 2},
+		{"ipv6_prefix (yaml)", c.IPv6PrefixLen, 56},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -189,6 +191,9 @@ func TestConfigErrors(t *testing.T) {
 		{"boolean", []string{"--reject-with-close", "maybe"}, nil, []string{"reject_with_close", `"maybe"`, "true or false"}},
 		{"max denials", []string{"--max-denials", "x"}, nil, []string{"max_denials", `"x"`}},
 		{"proxy", []string{"--trusted-proxies", "10.0.0.0/8,proxy"}, nil, []string{"trusted_proxies", `"proxy"`, "CIDR"}},
+		{"ipv6 prefix", []string{"--ipv6-prefix", "129"}, nil, []string{"ipv6_prefix", `"129"`, "1 to 128"}},
+		{"ipv6 prefix env", nil, []string{"RATETHROTTLE_IPV6_PREFIX=/64"}, []string{"ipv6_prefix", `"/64"`, "env RATETHROTTLE_IPV6_PREFIX"}},
+		{"ipv6 prefix zero", []string{"--ipv6-prefix", "0"}, nil, []string{"ipv6_prefix", `"0"`}},
 		{"log level", []string{"--log-level", "loud"}, nil, []string{"log.level", `"loud"`}},
 		{"log format", []string{"--log-format", "xml"}, nil, []string{"log.format", `"xml"`}},
 		{"autoban threshold", []string{"--autoban-threshold", "many"}, nil, []string{"autoban.threshold", `"many"`}},
@@ -290,7 +295,7 @@ func TestSettingsDeclaredOnce(t *testing.T) {
 			t.Errorf("setting %s has no usage", s.key)
 		}
 	}
-	for _, f := range []string{"cluster-listen", "routes", "nats-url", "admin-token", "admin-token-file", "ops-listen", "limits-preset", "fail-mode", "events-prefix", "node-id", "rooms", "consistency"} {
+	for _, f := range []string{"cluster-listen", "routes", "nats-url", "admin-token", "admin-token-file", "ops-listen", "ipv6-prefix", "limits-preset", "fail-mode", "events-prefix", "node-id", "rooms", "consistency"} {
 		if !flags[f] {
 			t.Errorf("no flag --%s", f)
 		}

@@ -16,11 +16,16 @@ import (
 const dashboardInterval = time.Second
 
 // dashboardFrame is what the dashboard WebSocket sends every interval.
+// The first frame a viewer gets also carries "history": every node's
+// samples of the last ten minutes, in the form of Samples.
 type dashboardFrame struct {
 	Node       NodeStats     `json:"node"`
 	Cluster    *ClusterStats `json:"cluster,omitempty"`
 	Violations any           `json:"violations"`
 	Seen       uint64        `json:"violations_seen"`
+	// Samples are each node's samples of the last frameHistory seconds,
+	// oldest first, by node ID.
+	Samples map[string][]Sample `json:"samples"`
 }
 
 // dashboardHub builds one dashboard frame per interval, with one cluster
@@ -106,16 +111,25 @@ func (h *dashboardHub) run(ctx context.Context) {
 // violations.
 func (n *node) dashboardFrame(ctx context.Context) []byte {
 	f := dashboardFrame{Node: n.localStats()}
+	now := time.Now()
 	if n.stack.Load() != nil {
 		ctx, cancel := context.WithTimeout(ctx, dashboardInterval/2)
-		cs, err := n.clusterStats(ctx, dashboardInterval/2)
+		cs, err := n.clusterStats(ctx, dashboardInterval/2, n.charts.request())
 		cancel()
 		if err == nil {
+			for i := range cs.Nodes {
+				n.charts.merge(cs.Nodes[i].Node, cs.Nodes[i].History, now)
+				cs.Nodes[i].History = nil
+			}
 			f.Cluster = &cs
 		} else if !errors.Is(err, nats.ErrConnectionClosed) {
 			n.log.Debug("dashboard cluster stats", "err", err)
 		}
 	}
+	// This node's own samples need no query, and chart even before the
+	// node is ready.
+	n.charts.merge(n.id, n.samples.since(0), now)
+	f.Samples = n.charts.since(now.Unix() - frameHistory)
 	f.Violations, f.Seen = n.recent.snapshot()
 	b, err := json.Marshal(f)
 	if err != nil {
@@ -123,6 +137,21 @@ func (n *node) dashboardFrame(ctx context.Context) []byte {
 		return nil
 	}
 	return b
+}
+
+// withHistory returns frame, a JSON object, with "history" added: every
+// node's samples the hub holds. The hub's frame is shared by all viewers
+// and is not changed.
+func (n *node) withHistory(frame []byte) []byte {
+	h, err := json.Marshal(n.charts.since(0))
+	if err != nil || len(frame) < 2 || frame[0] != '{' {
+		return frame
+	}
+	out := make([]byte, 0, len(h)+len(frame)+12)
+	out = append(out, `{"history":`...)
+	out = append(out, h...)
+	out = append(out, ',')
+	return append(out, frame[1:]...)
 }
 
 var dashboardUpgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096}
@@ -152,6 +181,7 @@ func (n *node) serveDashboardWS(w http.ResponseWriter, r *http.Request) {
 	}()
 	frames, unsubscribe := n.dashHub.subscribe()
 	defer unsubscribe()
+	first := true
 	for {
 		select {
 		case <-gone:
@@ -161,6 +191,11 @@ func (n *node) serveDashboardWS(w http.ResponseWriter, r *http.Request) {
 				websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 			return
 		case f := <-frames:
+			if first {
+				// The history is taken after the frame was built, so it
+				// holds every sample the frame's query brought in.
+				f, first = n.withHistory(f), false
+			}
 			_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if err := ws.WriteMessage(websocket.TextMessage, f); err != nil {
 				return

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/ratethrottle/ratethrottle/internal/wait"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 )
@@ -150,6 +152,22 @@ func startInProcess(t *testing.T, args ...string) *inProc {
 	})
 	n.addr, n.ops = waitAddr(t, n.out, exited)
 	return n
+}
+
+// natsConn connects to the node's embedded NATS server, whose address it
+// reads from the node's log, until the test ends.
+func (n *inProc) natsConn(t *testing.T) *nats.Conn {
+	t.Helper()
+	m := regexp.MustCompile(`embedded NATS server started"? url=(nats://\S+)`).FindStringSubmatch(n.out.String())
+	if m == nil {
+		t.Fatalf("no embedded NATS URL in the output:\n%s", n.out.String())
+	}
+	nc, err := nats.Connect(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // httpGet returns the status and body of GET url.

@@ -178,7 +178,7 @@ func (n *node) serveStats(w http.ResponseWriter, r *http.Request) {
 	case "", "node":
 		writeJSON(w, http.StatusOK, n.localStats())
 	case "cluster":
-		cs, err := n.clusterStats(r.Context(), time.Second)
+		cs, err := n.clusterStats(r.Context(), time.Second, nil)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, "cluster statistics: "+err.Error())
 			return

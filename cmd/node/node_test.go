@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 // TestBinaryDefaults runs the built node with no flags, with only its
@@ -155,4 +158,53 @@ func TestBinaryOpsPortBusy(t *testing.T) {
 	if !strings.Contains(out, "ops_listen") || !strings.Contains(out, ln.Addr().String()) || !strings.Contains(out, "own ops_listen port") {
 		t.Errorf("message does not name ops_listen, the address and the remedy:\n%s", out)
 	}
+}
+
+// TestInvalidUTF8Counted sends a text frame that is not UTF-8 from a
+// client and one from a foreign publisher on the room's subject: the first
+// is counted as an invalid_utf8 violation (not "other") in /stats and
+// /metrics, the second in ratethrottle_remote_frames_dropped_total.
+func TestInvalidUTF8Counted(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t)
+	waitReady(t, n.addr, 30*time.Second)
+	member, err := dialWS(t, n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member.join("lobby")
+	nc := n.natsConn(t)
+	if err := nc.Publish(wshandler.RoomSubject("ratethrottle", "lobby"), []byte("{\"type\":\"message\",\"room\":\"lobby\",\"data\":\"\xff\xfe\"}")); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := dialWS(t, n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.join("lobby")
+	if err := bad.ws.WriteMessage(websocket.TextMessage, []byte("{\"type\":\"message\",\"room\":\"lobby\",\"data\":{\"text\":\"\xff\xfe\"}}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.read(5 * time.Second); !websocket.IsCloseError(err, websocket.CloseInvalidFramePayloadData) {
+		t.Errorf("invalid UTF-8 got %v, want close 1007", err)
+	}
+	var metrics string
+	waitFor(t, 10*time.Second, "both frames counted in /metrics", func() bool {
+		_, metrics = httpGet(t, "http://"+n.ops+"/metrics")
+		return strings.Contains(metrics, `ratethrottle_violations_total{type="invalid_utf8"} 1`+"\n") &&
+			strings.Contains(metrics, "ratethrottle_remote_frames_dropped_total 1\n")
+	})
+	_, stats := httpGet(t, "http://"+n.ops+"/stats")
+	var st NodeStats
+	if err := json.Unmarshal([]byte(stats), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Violations["invalid_utf8"] != 1 || st.Violations["other"] != 0 {
+		t.Errorf("/stats violations = %v, want invalid_utf8 1 and no other", st.Violations)
+	}
+	// The member still hears its room.
+	if err := member.send(map[string]any{"type": "message", "room": "lobby", "data": "still here"}); err != nil {
+		t.Fatal(err)
+	}
+	member.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "message" && f["data"] == "still here" })
 }

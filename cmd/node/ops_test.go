@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -146,15 +145,7 @@ func TestDashboardOneQueryPerInterval(t *testing.T) {
 	t.Parallel()
 	n := startInProcess(t)
 	waitReady(t, n.addr, 30*time.Second)
-	m := regexp.MustCompile(`embedded NATS server started"? url=(nats://\S+)`).FindStringSubmatch(n.out.String())
-	if m == nil {
-		t.Fatalf("no embedded NATS URL in the output:\n%s", n.out.String())
-	}
-	nc, err := nats.Connect(m[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := n.natsConn(t)
 	var queries atomic.Int64
 	sub, err := nc.Subscribe(statsSubject("ratethrottle"), func(*nats.Msg) { queries.Add(1) })
 	if err != nil {

@@ -30,6 +30,12 @@ type node struct {
 	nc     *nats.Conn
 	stack  atomic.Pointer[stack]
 	recent *recentViolations
+	// peers remembers which nodes answered statistics requests, and when.
+	peers *peerBook
+	// samples are this node's per-second samples; charts are every node's,
+	// as the dashboard hub last merged them.
+	samples sampleRing
+	charts  chartHistory
 	// stopping is closed when shutdown begins; dashboards watch it.
 	stopping chan struct{}
 	// dashboards counts the open dashboard WebSockets, which the HTTP
@@ -53,7 +59,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), stopping: make(chan struct{})}
+	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), peers: newPeerBook(), stopping: make(chan struct{})}
 	return n.run(ctx, stdout)
 }
 
@@ -106,6 +112,7 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	defer stopHub()
 	n.dashHub = newDashboardHub(dashboardInterval, n.dashboardFrame)
 	go n.dashHub.run(hubCtx)
+	go n.runSampler(hubCtx)
 
 	servers := []*http.Server{cfg.HTTP.newServer(n.publicRoutes())}
 	listeners := []net.Listener{ln}
@@ -146,6 +153,9 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	close(n.stopping)
 	cancelUp()
 	<-upDone
+	if s := n.stack.Load(); s != nil {
+		n.sayLeaving(s)
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if s := n.stack.Load(); s != nil {

@@ -162,6 +162,14 @@ func buildSettings() []setting {
 			}
 			return nil
 		}},
+		{key: "ipv6_prefix", def: "64", usage: "length in bits of the IPv6 prefix that names a client, for limits and bans (128: per address)", set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 128 {
+				return errors.New("want a prefix length from 1 to 128")
+			}
+			c.IPv6PrefixLen = n
+			return nil
+		}},
 
 		enum("log.level", "info", "log level", []string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel }),
 		enum("log.format", "text", "log format", []string{"text", "json"}, func(c *Config) *string { return &c.LogFormat }),
