@@ -55,11 +55,21 @@ func (s Spec) durationFor(tokens float64) time.Duration {
 	if tokens <= 0 {
 		return 0
 	}
-	ns := math.Round(tokens * float64(s.per()) / float64(s.Limit))
+	ns := roundPositive(tokens * float64(s.per()) / float64(s.Limit))
 	if ns >= float64(math.MaxInt64) || math.IsNaN(ns) {
 		return Never
 	}
 	return time.Duration(ns)
+}
+
+// roundPositive is math.Round for x > 0 (NaN and +Inf pass through): the
+// truncation is one instruction where math.Round takes apart the bits.
+func roundPositive(x float64) float64 {
+	t := math.Trunc(x)
+	if x-t >= 0.5 {
+		t++
+	}
+	return t
 }
 
 // Validate reports whether the spec is usable. Its error is a *FieldError
@@ -128,7 +138,12 @@ func (b *Bucket) TakeAt(s Spec, now time.Time, n int64) Result {
 	if s.Unlimited() {
 		return Result{OK: true, Remaining: math.MaxInt64}
 	}
-	b.advance(s, now.UnixNano())
+	return b.take(s, now.UnixNano(), n)
+}
+
+// take is TakeAt at now in UnixNano, for a limited s.
+func (b *Bucket) take(s Spec, now, n int64) Result {
+	b.advance(s, now)
 	capacity := float64(s.Capacity())
 	need := b.used + float64(n)
 	if float64(n) > capacity {
@@ -147,7 +162,12 @@ func (b *Bucket) RefundAt(s Spec, now time.Time, n int64) {
 	if s.Unlimited() {
 		return
 	}
-	b.advance(s, now.UnixNano())
+	b.refund(s, now.UnixNano(), n)
+}
+
+// refund is RefundAt at now in UnixNano, for a limited s.
+func (b *Bucket) refund(s Spec, now, n int64) {
+	b.advance(s, now)
 	b.used -= float64(n)
 	if b.used < 0 {
 		b.used = 0
@@ -161,7 +181,12 @@ func (b *Bucket) DebitAt(s Spec, now time.Time, n float64) {
 	if s.Unlimited() {
 		return
 	}
-	b.advance(s, now.UnixNano())
+	b.debit(s, now.UnixNano(), n)
+}
+
+// debit is DebitAt at now in UnixNano, for a limited s.
+func (b *Bucket) debit(s Spec, now int64, n float64) {
+	b.advance(s, now)
 	b.used += n
 }
 
@@ -175,15 +200,18 @@ func (b *Bucket) TokensAt(s Spec, now time.Time) float64 {
 
 // FullAt returns the time at which the bucket will be full again if nothing
 // is taken; a full bucket returns a time no later than its last use.
-func (b *Bucket) FullAt(s Spec) time.Time {
+func (b *Bucket) FullAt(s Spec) time.Time { return time.Unix(0, b.fullAt(s)) }
+
+// fullAt is FullAt in UnixNano.
+func (b *Bucket) fullAt(s Spec) int64 {
 	if b.used <= 0 || s.Unlimited() {
-		return time.Unix(0, b.last)
+		return b.last
 	}
 	d := s.durationFor(b.used)
 	if d == Never || b.last > math.MaxInt64-int64(d) {
-		return time.Unix(0, math.MaxInt64)
+		return math.MaxInt64
 	}
-	return time.Unix(0, b.last+int64(d))
+	return b.last + int64(d)
 }
 
 func floorTokens(t float64) int64 {

@@ -191,3 +191,26 @@ func TestSpecValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRoundPositiveIsRound checks roundPositive against math.Round on
+// halves, values just below and above them, large values and the
+// special ones.
+func TestRoundPositiveIsRound(t *testing.T) {
+	t.Parallel()
+	xs := []float64{math.SmallestNonzeroFloat64, 0.5, 1.5, 2.5, 1 << 52, 1<<53 + 2, 1e300, math.MaxFloat64, math.Inf(1)}
+	for _, x := range []float64{0.5, 1.5, 2.5, 1e6 + 0.5, 4503599627370495.5} {
+		xs = append(xs, math.Nextafter(x, 0), math.Nextafter(x, math.Inf(1)))
+	}
+	r := rand.New(rand.NewPCG(3, 5))
+	for range 100_000 {
+		xs = append(xs, r.Float64()*1e12, r.ExpFloat64())
+	}
+	for _, x := range xs {
+		if got, want := roundPositive(x), math.Round(x); got != want {
+			t.Fatalf("roundPositive(%v) = %v, want %v", x, got, want)
+		}
+	}
+	if !math.IsNaN(roundPositive(math.NaN())) {
+		t.Fatal("roundPositive(NaN) is not NaN")
+	}
+}
