@@ -3,7 +3,6 @@ package limiter
 import (
 	"context"
 	"encoding/binary"
-	"hash/maphash"
 	"sync"
 	"time"
 	"unsafe"
@@ -50,7 +49,7 @@ type MemoryStore struct {
 	// starts on a page, so each shard starts on a cache line.
 	shards [storeShards]bucketShard
 	slots  [storeShards]slotShard
-	seed   maphash.Seed
+	keys   keyHasher
 	now    func() time.Time
 	// start and base are the store's own clock when the config gives no
 	// Now: base plus the monotonic time since start, in UnixNano.
@@ -89,7 +88,7 @@ type slotShard struct {
 
 // NewMemoryStore returns a MemoryStore and starts its sweeper.
 func NewMemoryStore(cfg MemoryStoreConfig) *MemoryStore {
-	s := &MemoryStore{seed: maphash.MakeSeed(), now: cfg.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &MemoryStore{keys: newKeyHasher(), now: cfg.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	if s.now == nil {
 		s.ownNow = true
 		s.start = time.Now()
@@ -153,12 +152,12 @@ const scopedFlag = 1
 // kind and scope; its low byte, which within one shard would always be the
 // same, says instead whether the key has a scope.
 func (s *MemoryStore) hash(k Key) (*bucketShard, uint64) {
-	h := maphash.String(s.seed, k.ID)
+	h := s.keys.id(k.ID)
 	sh := &s.shards[h%storeShards]
 	h ^= kindMix(k.Kind)
 	h &^= 0xff
 	if k.Scope != "" {
-		h ^= (maphash.String(s.seed, k.Scope) * 0x9e3779b97f4a7c15) &^ 0xff
+		h ^= (s.keys.str(k.Scope) * 0x9e3779b97f4a7c15) &^ 0xff
 		h |= scopedFlag
 	}
 	return sh, h
@@ -190,12 +189,9 @@ func keyRest(k Key) string {
 	return string(append(b, k.Scope...))
 }
 
-// restIs reports whether rest, kept by keyRest for a key of the same
-// scopedness, holds k's kind and scope.
-func restIs(rest string, k Key) bool {
-	if k.Scope == "" {
-		return sameString(rest, string(k.Kind))
-	}
+// restIsScoped reports whether rest, kept by keyRest for a key with a
+// scope, holds k's kind and scope.
+func restIsScoped(rest string, k Key) bool {
 	var buf [binary.MaxVarintLen64]byte
 	m := binary.PutUvarint(buf[:], uint64(len(k.Kind)))
 	kl := len(k.Kind)
@@ -204,7 +200,7 @@ func restIs(rest string, k Key) bool {
 }
 
 func (s *MemoryStore) slotShard(client string) *slotShard {
-	return &s.slots[maphash.String(s.seed, client)%storeShards]
+	return &s.slots[s.keys.str(client)%storeShards]
 }
 
 // Take implements Store. It never fails.
@@ -433,11 +429,6 @@ type slot struct {
 	rest   string // the key's kind and scope (see keyRest)
 }
 
-// is reports whether the slot holds key, whose table hash is h.
-func (s *slot) is(h uint64, key Key) bool {
-	return s.h == h && sameString(s.id, key.ID) && restIs(s.rest, key)
-}
-
 // sameString is a == b, without the call to compare the bytes when both
 // point at the same ones, as a key's ID and kind usually do: the caller
 // passes the string it passed when the bucket was made.
@@ -478,7 +469,11 @@ func (t *table) find(h uint64, key Key) (int, bool) {
 		case 0:
 			return i, false
 		case tag:
-			if t.slots[i].is(h, key) {
+			// The hash holds the key's scopedness, so a slot with an
+			// equal hash keeps its rest the way keyRest keeps key's.
+			if s := &t.slots[i]; s.h == h && sameString(s.id, key.ID) &&
+				(key.Scope == "" && sameString(s.rest, string(key.Kind)) ||
+					key.Scope != "" && restIsScoped(s.rest, key)) {
 				return i, true
 			}
 		}
