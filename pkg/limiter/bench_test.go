@@ -69,6 +69,15 @@ type keyedPeer struct {
 
 func keyedPeers() []keyedPeer {
 	return []keyedPeer{
+		{"go-limiter", func(names []string) (func(int), func()) {
+			s, err := memorystore.New(&memorystore.Config{Tokens: uint64(benchSpec.Burst), Interval: time.Second})
+			if err != nil {
+				panic(err)
+			}
+			return func(i int) {
+				_, _, _, _, _ = s.Take(context.Background(), names[i])
+			}, func() { s.Close(context.Background()) }
+		}},
 		{"ratethrottle", func(names []string) (func(int), func()) {
 			s := NewMemoryStore(MemoryStoreConfig{SweepInterval: -1})
 			return func(i int) {
@@ -80,22 +89,6 @@ func keyedPeers() []keyedPeer {
 			return func(i int) {
 				s.TakeAt(Key{Kind: KindMessages, ID: names[i]}, benchSpec, time.Now(), 1)
 			}, func() { s.Close() }
-		}},
-		{"go-limiter", func(names []string) (func(int), func()) {
-			s, err := memorystore.New(&memorystore.Config{Tokens: uint64(benchSpec.Burst), Interval: time.Second})
-			if err != nil {
-				panic(err)
-			}
-			return func(i int) {
-				_, _, _, _, _ = s.Take(context.Background(), names[i])
-			}, func() { s.Close(context.Background()) }
-		}},
-		{"ulule", func(names []string) (func(int), func()) {
-			s := ululememory.NewStore()
-			r := ulule.Rate{Period: time.Second, Limit: benchSpec.Burst}
-			return func(i int) {
-				_, _ = s.Increment(context.Background(), names[i], 1, r)
-			}, func() {}
 		}},
 		{"xrate", func(names []string) (func(int), func()) {
 			var mu sync.Mutex
@@ -110,6 +103,14 @@ func keyedPeers() []keyedPeer {
 				}
 				l.Allow()
 				mu.Unlock()
+			}, func() {}
+		}},
+		{"ulule", func(names []string) (func(int), func()) {
+			// No cleaner goroutine: the benchmark's keys never expire.
+			s := ululememory.NewStoreWithOptions(ulule.StoreOptions{Prefix: ulule.DefaultPrefix})
+			r := ulule.Rate{Period: time.Second, Limit: benchSpec.Burst}
+			return func(i int) {
+				_, _ = s.Increment(context.Background(), names[i], 1, r)
 			}, func() {}
 		}},
 	}
