@@ -152,8 +152,8 @@ func TestMemoryStoreKeysWithEqualHashStayDistinct(t *testing.T) {
 	}
 }
 
-// TestTakeAtAllocatesNothing guards the hot path: a Take on a bucket the
-// store holds allocates nothing.
+// TestTakeAtAllocatesNothing guards the hot path: a TakeAt or TakeNow on a
+// bucket the store holds allocates nothing.
 func TestTakeAtAllocatesNothing(t *testing.T) {
 	s := NewMemoryStore(MemoryStoreConfig{SweepInterval: -1})
 	defer s.Close()
@@ -168,6 +168,12 @@ func TestTakeAtAllocatesNothing(t *testing.T) {
 		i++
 	}); a != 0 {
 		t.Fatalf("TakeAt allocates %v times per call", a)
+	}
+	if a := testing.AllocsPerRun(1000, func() {
+		s.TakeNow(keys[i%len(keys)], benchSpec, 0)
+		i++
+	}); a != 0 {
+		t.Fatalf("TakeNow allocates %v times per call", a)
 	}
 }
 
