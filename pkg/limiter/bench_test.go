@@ -163,6 +163,98 @@ func BenchmarkKeyed(b *testing.B) {
 	}
 }
 
+// turnOps is how many decisions each peer makes in one turn of
+// BenchmarkKeyedInterleaved: about a millisecond of work.
+const turnOps = 4096
+
+// BenchmarkKeyedInterleaved runs the peers that allocate nothing (all but
+// ulule, whose garbage would be collected in the others' turns) in turns
+// of turnOps decisions, in a rotating order, timing each turn, so that the
+// machine's load, which changes over seconds on a shared machine, falls on
+// every peer alike. b.N is the decisions per peer. It reports each peer's
+// ns per decision (ns/op-PEER) and go-limiter's time over each peer's
+// (x-PEER: the peer's throughput as a multiple of go-limiter's). In
+// "random-100k" GOMAXPROCS goroutines share each turn, as RunParallel's
+// would; "hot-1k" runs one.
+func BenchmarkKeyedInterleaved(b *testing.B) {
+	var peers []keyedPeer
+	for _, p := range keyedPeers() {
+		if p.name != "ulule" {
+			peers = append(peers, p)
+		}
+	}
+	for _, c := range []struct {
+		name              string
+		nkeys, goroutines int
+	}{{"random-100k", benchKeys, runtime.GOMAXPROCS(0)}, {"hot-1k", hotKeys, 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			names := benchKeyNames(c.nkeys)
+			takes := make([]func(int), len(peers))
+			for j, p := range peers {
+				take, cleanup := p.setup(names)
+				defer cleanup()
+				for i := range names {
+					take(i)
+				}
+				takes[j] = take
+			}
+			seeds := make([]uint64, c.goroutines)
+			for g := range seeds {
+				seeds[g] = rand.Uint64()
+			}
+			run := func(take func(int), n int) {
+				if c.goroutines == 1 {
+					for range n {
+						take(nextIndex(&seeds[0], c.nkeys))
+					}
+					return
+				}
+				var wg sync.WaitGroup
+				for g := range c.goroutines {
+					wg.Go(func() {
+						for range n / c.goroutines {
+							take(nextIndex(&seeds[g], c.nkeys))
+						}
+					})
+				}
+				wg.Wait()
+			}
+			elapsed := make([]time.Duration, len(peers))
+			runtime.GC()
+			runtime.GC()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for turn, done := 0, 0; done < b.N; turn++ {
+				n := min(turnOps, b.N-done)
+				n -= n % c.goroutines
+				if n == 0 {
+					n = c.goroutines
+				}
+				for k := range peers {
+					j := (turn + k) % len(peers)
+					start := time.Now()
+					run(takes[j], n)
+					elapsed[j] += time.Since(start)
+				}
+				done += n
+			}
+			b.StopTimer()
+			var base time.Duration
+			for j, p := range peers {
+				b.ReportMetric(float64(elapsed[j])/float64(b.N), "ns/op-"+p.name)
+				if p.name == "go-limiter" {
+					base = elapsed[j]
+				}
+			}
+			for j, p := range peers {
+				if p.name != "go-limiter" {
+					b.ReportMetric(float64(base)/float64(elapsed[j]), "x-"+p.name)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkTakeFixedTime is the store's own cost when the caller passes
 // the time in, as the Limiter does for the checks of one message.
 func BenchmarkTakeFixedTime(b *testing.B) {

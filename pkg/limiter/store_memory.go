@@ -63,27 +63,30 @@ type MemoryStore struct {
 }
 
 type bucketShardData struct {
-	mu   sync.Mutex
-	t    table
-	peak int
+	mu sync.Mutex
+	t  table
 }
 
 // bucketShard is padded to whole cache lines so that no two shards' locks
-// share one; TestMemoryStoreLayout checks it.
+// share one; TestMemoryStoreLayout checks it. Unpadded it is one line.
 type bucketShard struct {
+	// The padding comes first: Go lengthens a struct that ends in a
+	// field of size zero.
+	_ [(cacheLine - unsafe.Sizeof(bucketShardData{})%cacheLine) % cacheLine]byte
 	bucketShardData
-	_ [cacheLine - unsafe.Sizeof(bucketShardData{})%cacheLine]byte
 }
 
 type slotShardData struct {
 	mu   sync.Mutex
 	m    map[string]int64
-	peak int
+	peak int32
 }
 
 type slotShard struct {
+	// The padding comes first: Go lengthens a struct that ends in a
+	// field of size zero.
+	_ [(cacheLine - unsafe.Sizeof(slotShardData{})%cacheLine) % cacheLine]byte
 	slotShardData
-	_ [cacheLine - unsafe.Sizeof(slotShardData{})%cacheLine]byte
 }
 
 // NewMemoryStore returns a MemoryStore and starts its sweeper.
@@ -256,15 +259,13 @@ func (s *MemoryStore) take(key Key, spec Spec, now, n int64) Result {
 // requires sh.mu held.
 func (sh *bucketShard) insert(i int, h uint64, key Key, b Bucket, fullAt int64) {
 	if sh.t.needsGrow() {
-		sh.t.resize(sizeFor(sh.t.n + 1))
+		sh.t.resize(sizeFor(int(sh.t.n) + 1))
 		i, _ = sh.t.find(h, key)
 	}
 	sh.t.tags[i] = tagOf(h)
 	sh.t.slots[i] = slot{h: h, fullAt: fullAt, b: b, id: key.ID, rest: keyRest(key)}
 	sh.t.n++
-	if sh.t.n > sh.peak {
-		sh.peak = sh.t.n
-	}
+	sh.t.peak = max(sh.t.peak, sh.t.n)
 }
 
 // Refund implements Store.
@@ -333,8 +334,8 @@ func (s *MemoryStore) Acquire(_ context.Context, client string, max int64) (int6
 	}
 	c++
 	sh.m[client] = c
-	if len(sh.m) > sh.peak {
-		sh.peak = len(sh.m)
+	if n := int32(len(sh.m)); n > sh.peak {
+		sh.peak = n
 	}
 	return c, true, nil
 }
@@ -367,7 +368,7 @@ func (s *MemoryStore) Len() (buckets, clients int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		buckets += sh.t.n
+		buckets += int(sh.t.n)
 		sh.mu.Unlock()
 		ss := &s.slots[i]
 		ss.mu.Lock()
@@ -387,14 +388,14 @@ func (s *MemoryStore) Sweep(now time.Time) int {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		removed += sh.t.removeFull(t)
-		if shrink(&sh.peak, sh.t.n) {
-			sh.t.resize(sizeFor(sh.t.n))
+		if shrink(&sh.t.peak, sh.t.n) {
+			sh.t.resize(sizeFor(int(sh.t.n)))
 		}
 		sh.mu.Unlock()
 
 		ss := &s.slots[i]
 		ss.mu.Lock()
-		if shrink(&ss.peak, len(ss.m)) {
+		if shrink(&ss.peak, int32(len(ss.m))) {
 			m := make(map[string]int64, len(ss.m))
 			for k, c := range ss.m {
 				m[k] = c
@@ -408,7 +409,7 @@ func (s *MemoryStore) Sweep(now time.Time) int {
 
 // shrink reports whether a map of n entries that once held *peak should be
 // rebuilt (Go maps never give back their buckets), and resets the peak.
-func shrink(peak *int, n int) bool {
+func shrink(peak *int32, n int32) bool {
 	if *peak < 64 || n > *peak/4 {
 		return false
 	}
@@ -448,7 +449,8 @@ func sameString(a, b string) bool {
 type table struct {
 	tags  []uint8
 	slots []slot
-	n     int
+	n     int32 // entries
+	peak  int32 // the most entries since the last shrink
 }
 
 func tagOf(h uint64) uint8 { return 0x80 | uint8(h>>8)&0x7f }
@@ -485,7 +487,7 @@ func (t *table) find(h uint64, key Key) (int, bool) {
 
 // needsGrow reports whether one more entry would fill more than four
 // fifths of the table.
-func (t *table) needsGrow() bool { return (t.n+1)*5 > len(t.slots)*4 }
+func (t *table) needsGrow() bool { return (int(t.n)+1)*5 > len(t.slots)*4 }
 
 // sizeFor returns the table size that holds n entries three fifths full
 // (so a full table grows by a third), at least minTableSize, or 0 for none.

@@ -47,7 +47,7 @@ func TestTableMatchesMap(t *testing.T) {
 	}
 	check := func(step int) {
 		t.Helper()
-		if tb.n != len(ref) {
+		if int(tb.n) != len(ref) {
 			t.Fatalf("step %d: table holds %d, map %d", step, tb.n, len(ref))
 		}
 		used := 0
@@ -63,7 +63,7 @@ func TestTableMatchesMap(t *testing.T) {
 				t.Fatalf("step %d: slot %d tag %#x, hash %#x", step, i, tb.tags[i], s.h)
 			}
 		}
-		if used != tb.n {
+		if used != int(tb.n) {
 			t.Fatalf("step %d: %d slots used, n = %d", step, used, tb.n)
 		}
 		for k, v := range ref {
@@ -83,7 +83,7 @@ func TestTableMatchesMap(t *testing.T) {
 				tb.slots[i].fullAt = v
 			} else {
 				if tb.needsGrow() {
-					tb.resize(sizeFor(tb.n + 1))
+					tb.resize(sizeFor(int(tb.n) + 1))
 					i, _ = tb.find(h, k)
 				}
 				tb.tags[i] = tagOf(h)
@@ -109,7 +109,7 @@ func TestTableMatchesMap(t *testing.T) {
 				t.Fatalf("step %d: removeFull removed %d, want %d", step, got, want)
 			}
 			if r.IntN(2) == 0 {
-				tb.resize(sizeFor(tb.n))
+				tb.resize(sizeFor(int(tb.n)))
 			}
 		}
 		check(step)
@@ -204,8 +204,8 @@ func TestMemoryStoreLayout(t *testing.T) {
 		t.Fatalf("slot is %d bytes, want %d", got, cacheLine)
 	}
 	for name, size := range map[string]uintptr{"bucketShard": unsafe.Sizeof(bucketShard{}), "slotShard": unsafe.Sizeof(slotShard{})} {
-		if size%cacheLine != 0 {
-			t.Fatalf("%s is %d bytes, not whole cache lines", name, size)
+		if size != cacheLine {
+			t.Fatalf("%s is %d bytes, not one cache line", name, size)
 		}
 	}
 	s := NewMemoryStore(MemoryStoreConfig{SweepInterval: -1})

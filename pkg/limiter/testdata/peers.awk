@@ -1,40 +1,41 @@
-# peers.awk summarises peers.sh's rounds: lines "round name N ns/op ...".
+# peers.awk summarises peers.sh's rounds, lines "ROUND BenchmarkName N
+# value unit value unit ...", into the median and range over the rounds of
+# every benchmark's every unit. For the separate sub-benchmarks of
+# BenchmarkKeyed it adds each peer's ratio to go-limiter's ns/op in the
+# same round (go-limiter's time over the peer's: its throughput multiple).
 function median(a, n,    i, j, t) {
 	for (i = 2; i <= n; i++)
 		for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
+function summary(key,    n, i, lo, hi) {
+	n = split(vals[key], v, " ")
+	lo = hi = v[1] + 0
+	for (i = 1; i <= n; i++) { v[i] += 0; if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] }
+	return sprintf("%.4g (%.4g–%.4g, %d rounds)", median(v, n), lo, hi, n)
+}
+function add(name, unit, value,    key) {
+	key = name SUBSEP unit
+	if (!(key in vals)) { keys[++nk] = key }
+	vals[key] = vals[key] " " value
+}
 {
 	round = $1; name = $2; sub(/-[0-9]+$/, "", name)
-	ns[name, round] = $4
-	for (f = 5; f < NF; f++) {
-		if ($(f+1) == "allocs/op") allocs[name] = $f
-		if ($(f+1) == "B/key") extra[name] = $f " B/key"
+	for (f = 4; f < NF; f += 2) {
+		add(name, $(f+1), $f)
+		if ($(f+1) == "ns/op") ns[name, round] = $f
 	}
-	if (!(name in seen)) { seen[name] = 1; order[++nn] = name }
-	if (round > rounds) rounds = round
+	rounds[round] = 1
 }
 END {
-	printf "%-52s %12s %20s %8s %24s\n", "benchmark", "median ns/op", "(min-max)", "allocs", "vs go-limiter (min-max)"
-	for (k = 1; k <= nn; k++) {
-		name = order[k]; n = 0; m = 0
+	for (key in ns) {
+		split(key, p, SUBSEP); name = p[1]; round = p[2]
 		peer = name; sub(/\/[^\/]*$/, "/go-limiter", peer)
-		for (r = 1; r <= rounds; r++) {
-			if ((name, r) in ns) {
-				v[++n] = ns[name, r]
-				if ((peer, r) in ns && ns[name, r] > 0) q[++m] = ns[peer, r] / ns[name, r]
-			}
-		}
-		if (n == 0) continue
-		lo = hi = v[1]
-		for (i = 1; i <= n; i++) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i] }
-		med = median(v, n)
-		ratio = ""
-		if (m > 0 && peer != name) {
-			rlo = rhi = q[1]
-			for (i = 1; i <= m; i++) { if (q[i] < rlo) rlo = q[i]; if (q[i] > rhi) rhi = q[i] }
-			ratio = sprintf("%.2fx (%.2f-%.2f)", median(q, m), rlo, rhi)
-		}
-		printf "%-52s %12.1f %20s %8s %24s %s\n", name, med, sprintf("(%.1f-%.1f)", lo, hi), allocs[name], ratio, extra[name]
+		if (name ~ /^BenchmarkKeyed\// && peer != name && (peer, round) in ns && ns[name, round] > 0)
+			add(name, "x-vs-go-limiter", ns[peer, round] / ns[name, round])
+	}
+	for (k = 1; k <= nk; k++) {
+		split(keys[k], p, SUBSEP)
+		if (p[2] != "B/op") printf "%-48s %-24s %s\n", p[1], p[2], summary(keys[k])
 	}
 }
