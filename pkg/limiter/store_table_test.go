@@ -234,6 +234,8 @@ func TestMemoryStoreScopedKeysStayDistinct(t *testing.T) {
 		{Kind: long + "x", ID: "a"},
 		{Kind: long[:199], Scope: "kx", ID: "a"},
 		{Kind: "\x04room", Scope: "_member", ID: "a"},
+		{},
+		{Scope: "a"},
 	}
 	spec := PerMinute(100)
 	for i, k := range keys {
