@@ -233,23 +233,24 @@ func (s *MemoryStore) TakeNow(key Key, spec Spec, n int64) Result {
 }
 
 func (s *MemoryStore) take(key Key, spec Spec, now, n int64) Result {
+	sp := spec.shape()
 	sh, h := s.hash(key)
 	sh.mu.Lock()
 	i, found := sh.t.find(h, key)
 	if !found {
 		// A denied take on a fresh bucket (n above capacity) keeps no state.
 		var b Bucket
-		r := b.take(spec, now, n)
+		r := b.take(sp, now, n)
 		if r.OK {
-			sh.insert(i, h, key, b, b.fullAt(spec))
+			sh.insert(i, h, key, b, b.fullAt(sp))
 		}
 		sh.mu.Unlock()
 		return r
 	}
 	e := &sh.t.slots[i]
-	r := e.b.take(spec, now, n)
+	r := e.b.take(sp, now, n)
 	if r.OK {
-		e.fullAt = e.b.fullAt(spec)
+		e.fullAt = e.b.fullAt(sp)
 	}
 	sh.mu.Unlock()
 	return r
@@ -271,7 +272,7 @@ func (sh *bucketShard) insert(i int, h uint64, key Key, b Bucket, fullAt int64) 
 // Refund implements Store.
 func (s *MemoryStore) Refund(_ context.Context, key Key, spec Spec, now time.Time, n int64) error {
 	t := now.UnixNano()
-	s.update(key, spec, t, func(b *Bucket) { b.refund(spec, t, n) })
+	s.update(key, spec, t, func(b *Bucket, sp shape) { b.refund(sp, t, n) })
 	return nil
 }
 
@@ -282,7 +283,7 @@ func (s *MemoryStore) Debit(key Key, spec Spec, now time.Time, n float64) {
 		return
 	}
 	t := now.UnixNano()
-	s.update(key, spec, t, func(b *Bucket) { b.debit(spec, t, n) })
+	s.update(key, spec, t, func(b *Bucket, sp shape) { b.debit(sp, t, n) })
 }
 
 // Tokens returns the tokens the bucket holds at now (negative in debt); a
@@ -299,25 +300,26 @@ func (s *MemoryStore) Tokens(key Key, spec Spec, now time.Time) float64 {
 
 // update applies f to the bucket key, creating it if need be, and drops it
 // again if f leaves it full at now (UnixNano).
-func (s *MemoryStore) update(key Key, spec Spec, now int64, f func(*Bucket)) {
+func (s *MemoryStore) update(key Key, spec Spec, now int64, f func(*Bucket, shape)) {
 	if spec.Unlimited() {
 		return
 	}
+	sp := spec.shape()
 	sh, h := s.hash(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	i, found := sh.t.find(h, key)
 	if !found {
 		var b Bucket
-		f(&b)
-		if fullAt := b.fullAt(spec); fullAt > now {
+		f(&b, sp)
+		if fullAt := b.fullAt(sp); fullAt > now {
 			sh.insert(i, h, key, b, fullAt)
 		}
 		return
 	}
 	e := &sh.t.slots[i]
-	f(&e.b)
-	e.fullAt = e.b.fullAt(spec)
+	f(&e.b, sp)
+	e.fullAt = e.b.fullAt(sp)
 	if e.fullAt <= now {
 		sh.t.remove(i)
 	}
