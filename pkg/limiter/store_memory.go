@@ -19,7 +19,7 @@ type MemoryStoreConfig struct {
 	// 30 seconds; a negative value starts no sweeper (call Sweep yourself).
 	SweepInterval time.Duration
 	// Now returns the current time for the sweeper and TakeNow. Nil means
-	// the store's own clock (see TakeNow).
+	// time.Now for the sweeper and the store's own clock for TakeNow.
 	Now func() time.Time
 }
 
@@ -96,7 +96,7 @@ func NewMemoryStore(cfg MemoryStoreConfig) *MemoryStore {
 		s.ownNow = true
 		s.start = time.Now()
 		s.base = s.start.UnixNano()
-		s.now = func() time.Time { return time.Unix(0, s.nowNano()) }
+		s.now = time.Now
 	}
 	for i := range s.slots {
 		s.slots[i].m = make(map[string]int64)
