@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"encoding/binary"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -187,9 +188,14 @@ func keyRest(k Key) string {
 	if k.Scope == "" {
 		return string(k.Kind)
 	}
-	b := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(k.Kind)+len(k.Scope)), uint64(len(k.Kind)))
-	b = append(b, k.Kind...)
-	return string(append(b, k.Scope...))
+	var n [binary.MaxVarintLen64]byte
+	m := binary.PutUvarint(n[:], uint64(len(k.Kind)))
+	var b strings.Builder
+	b.Grow(m + len(k.Kind) + len(k.Scope))
+	b.Write(n[:m])
+	b.WriteString(string(k.Kind))
+	b.WriteString(k.Scope)
+	return b.String()
 }
 
 // restIsScoped reports whether rest, kept by keyRest for a key with a
