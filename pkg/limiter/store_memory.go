@@ -30,13 +30,14 @@ type MemoryStoreConfig struct {
 //
 // A bucket's key is hashed once, to 64 bits: the low bits choose the shard
 // and the rest the slot in the shard's open-addressed table. The table
-// keeps one byte per slot (seven bits of the hash) apart from the slots,
-// so that probing reads a dense array, and each slot is one 64-byte cache
-// line holding the full hash, the bucket, when it is full again and the
-// key. A lookup thus reads one line of tags and one slot, and compares the
-// full key only when the hashes match, so keys whose hashes collide stay
-// distinct. Tables grow by a third when four fifths full, so a large store
-// holds between 0.6 and 0.8 buckets per slot.
+// keeps one tag byte per slot (six bits of the hash and whether the key
+// has a scope) apart from the slots, so that probing reads a dense array,
+// and each slot is 64 bytes holding the bucket, when it is full again, the
+// key and the full hash. A lookup thus reads one line of tags and one line
+// of slot, and compares the full key only when the tags match, so keys
+// whose hashes collide stay distinct. Tables grow by a third when four
+// fifths full, so a large store holds between 0.6 and 0.8 buckets per
+// slot.
 //
 // One sweeper goroutine drops buckets that have refilled to full (they
 // cost nothing to recreate) and shrinks shards whose maps have emptied, so
@@ -154,7 +155,7 @@ const scopedFlag = 1
 // client's message and byte buckets, which CheckMessage takes together)
 // share a shard and the cache line of its lock. The table hash mixes in the
 // kind and scope; its low byte, which within one shard would always be the
-// same, says instead whether the key has a scope.
+// same, says instead whether the key has a scope (and the tag carries it).
 func (s *MemoryStore) hash(k Key) (*bucketShard, uint64) {
 	h := s.keys.id(k.ID)
 	sh := &s.shards[h%storeShards]
@@ -428,14 +429,18 @@ func shrink(peak *int32, n int32) bool {
 // minTableSize is the size of a shard's table when its first bucket comes.
 const minTableSize = 8
 
-// slot is one entry of a table, one cache line: a bucket with its key and
-// the key's hash inline, so that a lookup touches one slot.
+// slot is one entry of a table, 64 bytes: a bucket with its key and the
+// key's hash inline, so that a lookup touches one slot. A lookup reads
+// every field but h (the tag stands for it), which comes last: a table of
+// 9 to 511 slots is a small allocation whose 8-byte header puts each slot
+// 8 bytes past a cache line, and then the fields a lookup reads still
+// share one line (TestMemoryStoreLayout).
 type slot struct {
-	h      uint64 // the table hash (see MemoryStore.hash)
-	fullAt int64  // UnixNano at which b is full again
+	fullAt int64 // UnixNano at which b is full again
 	b      Bucket
 	id     string // the key's ID
 	rest   string // the key's kind and scope (see keyRest)
+	h      uint64 // the table hash (see MemoryStore.hash), for resizing
 }
 
 // sameString is a == b, without the call to compare the bytes when both
@@ -448,11 +453,12 @@ func sameString(a, b string) bool {
 // table is an open-addressed hash table with linear probing, keyed by a
 // 64-bit hash and verified by the full key. The high 32 bits of the hash
 // choose the home slot (scaled to the table's length, which need not be a
-// power of two) and bits 8 to 14 make the slot's tag: tags[i] is 0 for an
-// empty slot and 0x80 plus those seven bits otherwise, so that a probe
-// reads the dense tags and opens a slot only when its tag matches.
-// Deletion shifts the following entries back, so there are no tombstones.
-// At most four fifths of the slots are used.
+// power of two). tags[i] is 0 for an empty slot and otherwise 0x80, plus
+// 0x40 for a key with a scope, plus bits 8 to 13 of the hash, so that a
+// probe reads the dense tags and opens a slot only when its tag matches;
+// a matching tag and equal ID and rest make equal keys. Deletion shifts
+// the following entries back, so there are no tombstones. At most four
+// fifths of the slots are used.
 // A table is not safe for concurrent use; its shard's mutex guards it.
 type table struct {
 	tags  []uint8
@@ -461,7 +467,7 @@ type table struct {
 	peak  int32 // the most entries since the last shrink
 }
 
-func tagOf(h uint64) uint8 { return 0x80 | uint8(h>>8)&0x7f }
+func tagOf(h uint64) uint8 { return 0x80 | uint8(h&scopedFlag)<<6 | uint8(h>>8)&0x3f }
 
 func (t *table) home(h uint64) int { return int((h >> 32) * uint64(len(t.slots)) >> 32) }
 
@@ -479,9 +485,9 @@ func (t *table) find(h uint64, key Key) (int, bool) {
 		case 0:
 			return i, false
 		case tag:
-			// The hash holds the key's scopedness, so a slot with an
-			// equal hash keeps its rest the way keyRest keeps key's.
-			if s := &t.slots[i]; s.h == h && sameString(s.id, key.ID) &&
+			// The tag holds the key's scopedness, so a slot with an
+			// equal tag keeps its rest the way keyRest keeps key's.
+			if s := &t.slots[i]; sameString(s.id, key.ID) &&
 				(key.Scope == "" && sameString(s.rest, string(key.Kind)) ||
 					key.Scope != "" && restIsScoped(s.rest, key)) {
 				return i, true

@@ -195,13 +195,27 @@ func TestMemoryStoreKindsShareShard(t *testing.T) {
 }
 
 // TestMemoryStoreLayout checks the padding the store's speed rests on: a
-// slot is one cache line, a shard's lock shares its line with no other
-// shard's, and the shards start on a line (a MemoryStore is one allocation
-// large enough to start on a page).
+// slot is 64 bytes, and every field a lookup reads lies on one cache line
+// whether the table starts on a line (tables of at most 8 slots, or at
+// least 512, which are allocated with no header) or 8 bytes past one (in
+// between, behind the allocation header); a shard's lock shares its line
+// with no other shard's; the shards start on a line (a MemoryStore is one
+// allocation large enough to start on a page).
 func TestMemoryStoreLayout(t *testing.T) {
 	t.Parallel()
 	if got := unsafe.Sizeof(slot{}); got != cacheLine {
 		t.Fatalf("slot is %d bytes, want %d", got, cacheLine)
+	}
+	if got := unsafe.Offsetof(slot{}.h); got != cacheLine-8 {
+		t.Fatalf("the hash, which lookups do not read, is at %d, not in the slot's last 8 bytes", got)
+	}
+	for n := 1; n < 2000; n = sizeFor(n + 1) {
+		var tb table
+		tb.resize(n)
+		off := uintptr(unsafe.Pointer(&tb.slots[0])) % cacheLine
+		if off != 0 && off != 8 {
+			t.Fatalf("a table of %d slots starts %d bytes past a cache line", n, off)
+		}
 	}
 	for name, size := range map[string]uintptr{"bucketShard": unsafe.Sizeof(bucketShard{}), "slotShard": unsafe.Sizeof(slotShard{})} {
 		if size != cacheLine {
