@@ -40,26 +40,62 @@ func (s Spec) per() time.Duration {
 	return s.Per
 }
 
+// shape is a limited Spec with its refill rate divided out both ways, so
+// that a bucket's arithmetic multiplies: the store computes it before it
+// takes a shard's lock, where the divisions overlap the lookup instead of
+// adding to the time the lock is held.
+type shape struct {
+	capacity float64
+	perNs    float64 // tokens refilled per nanosecond
+	nsPer    float64 // nanoseconds per token
+}
+
+// shape returns the shape of a limited s.
+func (s Spec) shape() shape {
+	per, limit := float64(s.per()), float64(s.Limit)
+	return shape{capacity: float64(s.Capacity()), perNs: limit / per, nsPer: per / limit}
+}
+
 // tokensFor returns the tokens that refill in d. The multiplication is done
 // in float64, which cannot overflow for any duration and limit.
-func (s Spec) tokensFor(d int64) float64 {
-	return float64(d) * float64(s.Limit) / float64(s.per())
-}
+func (s shape) tokensFor(d int64) float64 { return float64(d) * s.perNs }
 
 // durationFor returns the time in which tokens refill, rounded to the
 // nearest nanosecond and capped at Never. Rounding to the nearest (rather
 // than up) keeps float64 noise, far below a nanosecond, from adding a
-// nanosecond; TakeAt admits a request whose wait rounds to zero, so waiting
-// exactly the returned duration always admits.
-func (s Spec) durationFor(tokens float64) time.Duration {
+// nanosecond; TakeAt admits a request whose wait rounds to zero.
+func (s shape) durationFor(tokens float64) time.Duration {
+	d, _ := s.durationNear(tokens)
+	return d
+}
+
+// durationNear is durationFor, also reporting whether the unrounded time
+// lies so near a half nanosecond that float64 noise may round it either
+// way. Then the refill over the rounded time, computed afresh, may fall
+// short of tokens by a hair, or cover them a nanosecond sooner; take checks
+// such a wait exactly.
+func (s shape) durationNear(tokens float64) (time.Duration, bool) {
 	if tokens <= 0 {
-		return 0
+		return 0, false
 	}
-	ns := math.Round(tokens * float64(s.per()) / float64(s.Limit))
-	if ns >= float64(math.MaxInt64) || math.IsNaN(ns) {
-		return Never
+	x := tokens * s.nsPer
+	t, frac := roundPositive(x)
+	if t >= float64(math.MaxInt64) || math.IsNaN(t) {
+		return Never, false
 	}
-	return time.Duration(ns)
+	return time.Duration(t), math.Abs(frac-0.5) < 1e-6+x*1e-12
+}
+
+// roundPositive is math.Round for x > 0 (NaN and +Inf pass through): the
+// truncation is one instruction where math.Round takes apart the bits. It
+// also returns x's fractional part.
+func roundPositive(x float64) (rounded, frac float64) {
+	t := math.Trunc(x)
+	frac = x - t
+	if frac >= 0.5 {
+		t++
+	}
+	return t, frac
 }
 
 // Validate reports whether the spec is usable. Its error is a *FieldError
@@ -109,7 +145,7 @@ type Bucket struct {
 }
 
 // advance refills the bucket up to now. Time never moves backwards.
-func (b *Bucket) advance(s Spec, now int64) {
+func (b *Bucket) advance(s shape, now int64) {
 	if now <= b.last {
 		return
 	}
@@ -128,18 +164,44 @@ func (b *Bucket) TakeAt(s Spec, now time.Time, n int64) Result {
 	if s.Unlimited() {
 		return Result{OK: true, Remaining: math.MaxInt64}
 	}
-	b.advance(s, now.UnixNano())
-	capacity := float64(s.Capacity())
+	return b.take(s.shape(), now.UnixNano(), n)
+}
+
+// take is TakeAt at now in UnixNano.
+func (b *Bucket) take(s shape, now, n int64) Result {
+	b.advance(s, now)
 	need := b.used + float64(n)
-	if float64(n) > capacity {
-		return Result{Remaining: floorTokens(capacity - b.used), RetryAfter: Never}
+	if float64(n) > s.capacity {
+		return Result{Remaining: floorTokens(s.capacity - b.used), RetryAfter: Never}
 	}
-	wait := s.durationFor(need - capacity)
+	wait, near := s.durationNear(need - s.capacity)
 	if wait == 0 {
 		b.used = need
-		return Result{OK: true, Remaining: floorTokens(capacity - need)}
+		return Result{OK: true, Remaining: floorTokens(s.capacity - need)}
 	}
-	return Result{Remaining: floorTokens(capacity - b.used), RetryAfter: wait}
+	if near {
+		wait = b.exactWait(s, n, wait)
+	}
+	return Result{Remaining: floorTokens(s.capacity - b.used), RetryAfter: wait}
+}
+
+// exactWait returns the least wait, within two nanoseconds of w, after
+// which the bucket (just advanced) admits n tokens as take computes it, so
+// that waiting exactly the returned time admits and a nanosecond less does
+// not (TestBucketRetryAfterExact).
+func (b *Bucket) exactWait(s shape, n int64, w time.Duration) time.Duration {
+	admits := func(w time.Duration) bool {
+		c := *b
+		c.advance(s, b.last+int64(w))
+		return s.durationFor(c.used+float64(n)-s.capacity) == 0
+	}
+	for i := 0; i < 2 && w > 1 && admits(w-1); i++ {
+		w--
+	}
+	for i := 0; i < 2 && !admits(w); i++ {
+		w++
+	}
+	return w
 }
 
 // RefundAt gives back n tokens taken earlier, never filling past full.
@@ -147,7 +209,12 @@ func (b *Bucket) RefundAt(s Spec, now time.Time, n int64) {
 	if s.Unlimited() {
 		return
 	}
-	b.advance(s, now.UnixNano())
+	b.refund(s.shape(), now.UnixNano(), n)
+}
+
+// refund is RefundAt at now in UnixNano.
+func (b *Bucket) refund(s shape, now, n int64) {
+	b.advance(s, now)
 	b.used -= float64(n)
 	if b.used < 0 {
 		b.used = 0
@@ -161,29 +228,45 @@ func (b *Bucket) DebitAt(s Spec, now time.Time, n float64) {
 	if s.Unlimited() {
 		return
 	}
-	b.advance(s, now.UnixNano())
+	b.debit(s.shape(), now.UnixNano(), n)
+}
+
+// debit is DebitAt at now in UnixNano.
+func (b *Bucket) debit(s shape, now int64, n float64) {
+	b.advance(s, now)
 	b.used += n
 }
 
 // TokensAt returns the tokens the bucket holds at now, negative when in
 // debt. It does not change the bucket.
 func (b *Bucket) TokensAt(s Spec, now time.Time) float64 {
+	if s.Unlimited() {
+		return float64(s.Capacity()) - b.used
+	}
 	c := *b
-	c.advance(s, now.UnixNano())
+	c.advance(s.shape(), now.UnixNano())
 	return float64(s.Capacity()) - c.used
 }
 
 // FullAt returns the time at which the bucket will be full again if nothing
 // is taken; a full bucket returns a time no later than its last use.
 func (b *Bucket) FullAt(s Spec) time.Time {
-	if b.used <= 0 || s.Unlimited() {
+	if s.Unlimited() {
 		return time.Unix(0, b.last)
+	}
+	return time.Unix(0, b.fullAt(s.shape()))
+}
+
+// fullAt is FullAt in UnixNano.
+func (b *Bucket) fullAt(s shape) int64 {
+	if b.used <= 0 {
+		return b.last
 	}
 	d := s.durationFor(b.used)
 	if d == Never || b.last > math.MaxInt64-int64(d) {
-		return time.Unix(0, math.MaxInt64)
+		return math.MaxInt64
 	}
-	return time.Unix(0, b.last+int64(d))
+	return b.last + int64(d)
 }
 
 func floorTokens(t float64) int64 {

@@ -155,6 +155,16 @@ func TestBucketRetryAfterExact(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(1, 2))
 	specs := []Spec{PerMinute(7), PerMinute(1000), {Limit: 1048576, Per: time.Minute}, {Limit: 3, Per: time.Second, Burst: 5}}
+	// Random specs, many of a few tokens over odd periods of up to an
+	// hour, whose waits run to hours: there the unrounded wait can lie
+	// within float64 noise of a half nanosecond.
+	for k := range 300 {
+		s := Spec{Limit: 1 + rng.Int64N(5_000_000), Per: time.Duration(1 + rng.Int64N(int64(time.Hour))), Burst: rng.Int64N(1000)}
+		if k%3 == 0 {
+			s.Limit = 1 + rng.Int64N(100)
+		}
+		specs = append(specs, s)
+	}
 	for _, s := range specs {
 		var b Bucket
 		now := t0
@@ -162,7 +172,7 @@ func TestBucketRetryAfterExact(t *testing.T) {
 			n := 1 + rng.Int64N(s.Capacity())
 			r := b.TakeAt(s, now, n)
 			if r.OK {
-				now = now.Add(time.Duration(rng.Int64N(int64(time.Second))))
+				now = now.Add(time.Duration(rng.Int64N(int64(s.per()/time.Duration(1+rng.Int64N(10))) + 1)))
 				continue
 			}
 			if r.RetryAfter <= 0 || r.RetryAfter == Never {
@@ -191,3 +201,28 @@ func TestSpecValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRoundPositiveIsRound checks roundPositive against math.Round on
+// halves, values just below and above them, large values and the
+// special ones.
+func TestRoundPositiveIsRound(t *testing.T) {
+	t.Parallel()
+	xs := []float64{math.SmallestNonzeroFloat64, 0.5, 1.5, 2.5, 1 << 52, 1<<53 + 2, 1e300, math.MaxFloat64, math.Inf(1)}
+	for _, x := range []float64{0.5, 1.5, 2.5, 1e6 + 0.5, 4503599627370495.5} {
+		xs = append(xs, math.Nextafter(x, 0), math.Nextafter(x, math.Inf(1)))
+	}
+	r := rand.New(rand.NewPCG(3, 5))
+	for range 100_000 {
+		xs = append(xs, r.Float64()*1e12, r.ExpFloat64())
+	}
+	for _, x := range xs {
+		if got, want := first(roundPositive(x)), math.Round(x); got != want {
+			t.Fatalf("roundPositive(%v) = %v, want %v", x, got, want)
+		}
+	}
+	if !math.IsNaN(first(roundPositive(math.NaN()))) {
+		t.Fatal("roundPositive(NaN) is not NaN")
+	}
+}
+
+func first(a, _ float64) float64 { return a }

@@ -2,19 +2,25 @@ package limiter
 
 import (
 	"context"
-	"hash/maphash"
+	"encoding/binary"
+	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 const storeShards = 256
+
+// cacheLine is the size the store pads its shards and slots to.
+const cacheLine = 64
 
 // MemoryStoreConfig configures a MemoryStore. Zero fields get defaults.
 type MemoryStoreConfig struct {
 	// SweepInterval is how often idle state is dropped. Zero means
 	// 30 seconds; a negative value starts no sweeper (call Sweep yourself).
 	SweepInterval time.Duration
-	// Now returns the current time for the sweeper. Nil means time.Now.
+	// Now returns the current time for the sweeper and TakeNow. Nil means
+	// time.Now for the sweeper and the store's own clock for TakeNow.
 	Now func() time.Time
 }
 
@@ -23,10 +29,15 @@ type MemoryStoreConfig struct {
 // Limiter's default and the local layer of cluster stores.
 //
 // A bucket's key is hashed once, to 64 bits: the low bits choose the shard
-// and the rest the slot in the shard's open-addressed table, whose slots
-// hold the hash, the bucket and the full key inline. A lookup thus reads
-// one slot (usually one or two cache lines) and compares the full key only
-// when the hashes match, so keys whose hashes collide stay distinct.
+// and the rest the slot in the shard's open-addressed table. The table
+// keeps one tag byte per slot (six bits of the hash and whether the key
+// has a scope) apart from the slots, so that probing reads a dense array,
+// and each slot is 64 bytes holding the bucket, when it is full again, the
+// key and the full hash. A lookup thus reads one line of tags and one line
+// of slot, and compares the full key only when the tags match, so keys
+// whose hashes collide stay distinct. Tables grow by a third when four
+// fifths full, so a large store holds between 0.6 and 0.8 buckets per
+// slot.
 //
 // One sweeper goroutine drops buckets that have refilled to full (they
 // cost nothing to recreate) and shrinks shards whose maps have emptied, so
@@ -36,34 +47,57 @@ type MemoryStoreConfig struct {
 // A MemoryStore is safe for concurrent use. Close stops the sweeper; it is
 // idempotent.
 type MemoryStore struct {
-	seed   maphash.Seed
+	// The shards come first: a MemoryStore is one large allocation, which
+	// starts on a page, so each shard starts on a cache line.
 	shards [storeShards]bucketShard
 	slots  [storeShards]slotShard
+	keys   keyHasher
 	now    func() time.Time
+	// start and base are the store's own clock when the config gives no
+	// Now: base plus the monotonic time since start, in UnixNano.
+	start  time.Time
+	base   int64
+	ownNow bool
 
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
+type bucketShardData struct {
+	mu sync.Mutex
+	t  table
+}
+
+// bucketShard is padded to whole cache lines so that no two shards' locks
+// share one; TestMemoryStoreLayout checks it. Unpadded it is one line.
 type bucketShard struct {
+	// The padding comes first: Go lengthens a struct that ends in a
+	// field of size zero.
+	_ [(cacheLine - unsafe.Sizeof(bucketShardData{})%cacheLine) % cacheLine]byte
+	bucketShardData
+}
+
+type slotShardData struct {
 	mu   sync.Mutex
-	t    table
-	peak int
-	_    [16]byte // keep shards on separate cache lines
+	m    map[string]int64
+	peak int32
 }
 
 type slotShard struct {
-	mu   sync.Mutex
-	m    map[string]int64
-	peak int
-	_    [40]byte
+	// The padding comes first: Go lengthens a struct that ends in a
+	// field of size zero.
+	_ [(cacheLine - unsafe.Sizeof(slotShardData{})%cacheLine) % cacheLine]byte
+	slotShardData
 }
 
 // NewMemoryStore returns a MemoryStore and starts its sweeper.
 func NewMemoryStore(cfg MemoryStoreConfig) *MemoryStore {
-	s := &MemoryStore{seed: maphash.MakeSeed(), now: cfg.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &MemoryStore{keys: newKeyHasher(), now: cfg.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	if s.now == nil {
+		s.ownNow = true
+		s.start = time.Now()
+		s.base = s.start.UnixNano()
 		s.now = time.Now
 	}
 	for i := range s.slots {
@@ -79,6 +113,16 @@ func NewMemoryStore(cfg MemoryStoreConfig) *MemoryStore {
 	}
 	go s.sweeper(interval)
 	return s
+}
+
+// nowNano returns the store's time in UnixNano: the config's Now, or the
+// wall time at NewMemoryStore plus the monotonic time since, which reads
+// one clock instead of time.Now's two.
+func (s *MemoryStore) nowNano() int64 {
+	if s.ownNow {
+		return s.base + int64(time.Since(s.start))
+	}
+	return s.now().UnixNano()
 }
 
 func (s *MemoryStore) sweeper(interval time.Duration) {
@@ -103,29 +147,70 @@ func (s *MemoryStore) Close() error {
 	return nil
 }
 
-// hash returns the 64-bit hash of k, never 0 (the mark of an empty slot).
-// Its low bits choose the shard, the rest the slot in the shard's table.
-// The kind changes only the slot bits, so that the buckets of every kind
-// for one ID (a client's message and byte buckets, which CheckMessage
-// takes together) share a shard and the cache line of its lock.
-func (s *MemoryStore) hash(k Key) uint64 {
-	h := maphash.String(s.seed, k.ID)
+// scopedFlag marks, in the low byte of a table hash, a key with a Scope.
+const scopedFlag = 1
+
+// hash returns the shard of k and its hash in the shard's table. The shard
+// comes from the ID alone, so that the buckets of every kind for one ID (a
+// client's message and byte buckets, which CheckMessage takes together)
+// share a shard and the cache line of its lock. The table hash mixes in the
+// kind and scope; its low byte, which within one shard would always be the
+// same, says instead whether the key has a scope (and the tag carries it).
+func (s *MemoryStore) hash(k Key) (*bucketShard, uint64) {
+	h := s.keys.id(k.ID)
+	sh := &s.shards[h%storeShards]
+	h ^= kindMix(k.Kind)
+	h &^= 0xff
 	if k.Scope != "" {
-		h ^= maphash.String(s.seed, k.Scope) * 0x9e3779b97f4a7c15
+		h ^= (s.keys.str(k.Scope) * 0x9e3779b97f4a7c15) &^ 0xff
+		h |= scopedFlag
 	}
-	h ^= (maphash.String(s.seed, string(k.Kind)) * 0xbf58476d1ce4e5b9) &^ (storeShards - 1)
-	if h == 0 {
-		h = 1
-	}
-	return h
+	return sh, h
 }
 
-func (s *MemoryStore) shard(h uint64) *bucketShard {
-	return &s.shards[h%storeShards]
+// kindMix spreads a kind over the bits above the low byte. Kinds are short
+// constants, never client input, so this looks at the length and three
+// bytes instead of hashing every byte: two kinds that mix alike only share
+// probe runs, since the full key is always compared.
+func kindMix(k Kind) uint64 {
+	n := len(k)
+	if n == 0 {
+		return 0
+	}
+	x := uint64(n) | uint64(k[0])<<8 | uint64(k[n/2])<<16 | uint64(k[n-1])<<24
+	return (x * 0xbf58476d1ce4e5b9) &^ 0xff
+}
+
+// keyRest returns what a slot keeps of a key besides its ID: the kind
+// itself for a key without a scope (no copy), or the kind's length as a
+// uvarint followed by the kind and the scope, which no other (kind, scope)
+// pair encodes to.
+func keyRest(k Key) string {
+	if k.Scope == "" {
+		return string(k.Kind)
+	}
+	var n [binary.MaxVarintLen64]byte
+	m := binary.PutUvarint(n[:], uint64(len(k.Kind)))
+	var b strings.Builder
+	b.Grow(m + len(k.Kind) + len(k.Scope))
+	b.Write(n[:m])
+	b.WriteString(string(k.Kind))
+	b.WriteString(k.Scope)
+	return b.String()
+}
+
+// restIsScoped reports whether rest, kept by keyRest for a key with a
+// scope, holds k's kind and scope.
+func restIsScoped(rest string, k Key) bool {
+	var buf [binary.MaxVarintLen64]byte
+	m := binary.PutUvarint(buf[:], uint64(len(k.Kind)))
+	kl := len(k.Kind)
+	return len(rest) == m+kl+len(k.Scope) && rest[:m] == string(buf[:m]) &&
+		rest[m:m+kl] == string(k.Kind) && rest[m+kl:] == k.Scope
 }
 
 func (s *MemoryStore) slotShard(client string) *slotShard {
-	return &s.slots[maphash.String(s.seed, client)%storeShards]
+	return &s.slots[s.keys.str(client)%storeShards]
 }
 
 // Take implements Store. It never fails.
@@ -139,24 +224,40 @@ func (s *MemoryStore) TakeAt(key Key, spec Spec, now time.Time, n int64) Result 
 	if spec.Unlimited() {
 		return Result{OK: true, Remaining: spec.Capacity()}
 	}
-	h := s.hash(key)
-	sh := s.shard(h)
+	return s.take(key, spec, now.UnixNano(), n)
+}
+
+// TakeNow is TakeAt at the store's own clock: the config's Now if it has
+// one, else the wall time at NewMemoryStore advanced by the monotonic
+// clock, which costs one clock read where time.Now costs two. Its times
+// mix with those passed to TakeAt as long as the wall clock is not stepped;
+// a step backwards never credits tokens twice either way.
+func (s *MemoryStore) TakeNow(key Key, spec Spec, n int64) Result {
+	if spec.Unlimited() {
+		return Result{OK: true, Remaining: spec.Capacity()}
+	}
+	return s.take(key, spec, s.nowNano(), n)
+}
+
+func (s *MemoryStore) take(key Key, spec Spec, now, n int64) Result {
+	sp := spec.shape()
+	sh, h := s.hash(key)
 	sh.mu.Lock()
 	i, found := sh.t.find(h, key)
 	if !found {
 		// A denied take on a fresh bucket (n above capacity) keeps no state.
 		var b Bucket
-		r := b.TakeAt(spec, now, n)
+		r := b.take(sp, now, n)
 		if r.OK {
-			sh.insert(i, h, key, b, b.FullAt(spec).UnixNano())
+			sh.insert(i, h, key, b, b.fullAt(sp))
 		}
 		sh.mu.Unlock()
 		return r
 	}
 	e := &sh.t.slots[i]
-	r := e.b.TakeAt(spec, now, n)
+	r := e.b.take(sp, now, n)
 	if r.OK {
-		e.fullAt = e.b.FullAt(spec).UnixNano()
+		e.fullAt = e.b.fullAt(sp)
 	}
 	sh.mu.Unlock()
 	return r
@@ -166,19 +267,19 @@ func (s *MemoryStore) TakeAt(key Key, spec Spec, now time.Time, n int64) Result 
 // requires sh.mu held.
 func (sh *bucketShard) insert(i int, h uint64, key Key, b Bucket, fullAt int64) {
 	if sh.t.needsGrow() {
-		sh.t.resize(max(minTableSize, 2*len(sh.t.slots)))
+		sh.t.resize(sizeFor(int(sh.t.n) + 1))
 		i, _ = sh.t.find(h, key)
 	}
-	sh.t.slots[i] = slot{h: h, fullAt: fullAt, b: b, key: key}
+	sh.t.tags[i] = tagOf(h)
+	sh.t.slots[i] = slot{h: h, fullAt: fullAt, b: b, id: key.ID, rest: keyRest(key)}
 	sh.t.n++
-	if sh.t.n > sh.peak {
-		sh.peak = sh.t.n
-	}
+	sh.t.peak = max(sh.t.peak, sh.t.n)
 }
 
 // Refund implements Store.
 func (s *MemoryStore) Refund(_ context.Context, key Key, spec Spec, now time.Time, n int64) error {
-	s.update(key, spec, now, func(b *Bucket) { b.RefundAt(spec, now, n) })
+	t := now.UnixNano()
+	s.update(key, spec, t, func(b *Bucket, sp shape) { b.refund(sp, t, n) })
 	return nil
 }
 
@@ -188,14 +289,14 @@ func (s *MemoryStore) Debit(key Key, spec Spec, now time.Time, n float64) {
 	if n <= 0 {
 		return
 	}
-	s.update(key, spec, now, func(b *Bucket) { b.DebitAt(spec, now, n) })
+	t := now.UnixNano()
+	s.update(key, spec, t, func(b *Bucket, sp shape) { b.debit(sp, t, n) })
 }
 
 // Tokens returns the tokens the bucket holds at now (negative in debt); a
 // bucket the store does not hold is full.
 func (s *MemoryStore) Tokens(key Key, spec Spec, now time.Time) float64 {
-	h := s.hash(key)
-	sh := s.shard(h)
+	sh, h := s.hash(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if i, found := sh.t.find(h, key); found {
@@ -205,28 +306,28 @@ func (s *MemoryStore) Tokens(key Key, spec Spec, now time.Time) float64 {
 }
 
 // update applies f to the bucket key, creating it if need be, and drops it
-// again if f leaves it full.
-func (s *MemoryStore) update(key Key, spec Spec, now time.Time, f func(*Bucket)) {
+// again if f leaves it full at now (UnixNano).
+func (s *MemoryStore) update(key Key, spec Spec, now int64, f func(*Bucket, shape)) {
 	if spec.Unlimited() {
 		return
 	}
-	h := s.hash(key)
-	sh := s.shard(h)
+	sp := spec.shape()
+	sh, h := s.hash(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	i, found := sh.t.find(h, key)
 	if !found {
 		var b Bucket
-		f(&b)
-		if fullAt := b.FullAt(spec).UnixNano(); fullAt > now.UnixNano() {
+		f(&b, sp)
+		if fullAt := b.fullAt(sp); fullAt > now {
 			sh.insert(i, h, key, b, fullAt)
 		}
 		return
 	}
 	e := &sh.t.slots[i]
-	f(&e.b)
-	e.fullAt = e.b.FullAt(spec).UnixNano()
-	if e.fullAt <= now.UnixNano() {
+	f(&e.b, sp)
+	e.fullAt = e.b.fullAt(sp)
+	if e.fullAt <= now {
 		sh.t.remove(i)
 	}
 }
@@ -242,8 +343,8 @@ func (s *MemoryStore) Acquire(_ context.Context, client string, max int64) (int6
 	}
 	c++
 	sh.m[client] = c
-	if len(sh.m) > sh.peak {
-		sh.peak = len(sh.m)
+	if n := int32(len(sh.m)); n > sh.peak {
+		sh.peak = n
 	}
 	return c, true, nil
 }
@@ -276,7 +377,7 @@ func (s *MemoryStore) Len() (buckets, clients int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		buckets += sh.t.n
+		buckets += int(sh.t.n)
 		sh.mu.Unlock()
 		ss := &s.slots[i]
 		ss.mu.Lock()
@@ -296,14 +397,14 @@ func (s *MemoryStore) Sweep(now time.Time) int {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		removed += sh.t.removeFull(t)
-		if shrink(&sh.peak, sh.t.n) {
-			sh.t.resize(sh.t.sizeFor(sh.t.n))
+		if shrink(&sh.t.peak, sh.t.n) {
+			sh.t.resize(sizeFor(int(sh.t.n)))
 		}
 		sh.mu.Unlock()
 
 		ss := &s.slots[i]
 		ss.mu.Lock()
-		if shrink(&ss.peak, len(ss.m)) {
+		if shrink(&ss.peak, int32(len(ss.m))) {
 			m := make(map[string]int64, len(ss.m))
 			for k, c := range ss.m {
 				m[k] = c
@@ -317,7 +418,7 @@ func (s *MemoryStore) Sweep(now time.Time) int {
 
 // shrink reports whether a map of n entries that once held *peak should be
 // rebuilt (Go maps never give back their buckets), and resets the peak.
-func shrink(peak *int, n int) bool {
+func shrink(peak *int32, n int32) bool {
 	if *peak < 64 || n > *peak/4 {
 		return false
 	}
@@ -328,97 +429,137 @@ func shrink(peak *int, n int) bool {
 // minTableSize is the size of a shard's table when its first bucket comes.
 const minTableSize = 8
 
-// slot is one entry of a table: a bucket with its key and the key's hash
-// inline, so that a lookup touches one slot. h is 0 in an empty slot.
+// slot is one entry of a table, 64 bytes: a bucket with its key and the
+// key's hash inline, so that a lookup touches one slot. A lookup reads
+// every field but h (the tag stands for it), which comes last: a table of
+// 9 to 511 slots is a small allocation whose 8-byte header puts each slot
+// 8 bytes past a cache line, and then the fields a lookup reads still
+// share one line (TestMemoryStoreLayout).
 type slot struct {
-	h      uint64
 	fullAt int64 // UnixNano at which b is full again
 	b      Bucket
-	key    Key
+	id     string // the key's ID
+	rest   string // the key's kind and scope (see keyRest)
+	h      uint64 // the table hash (see MemoryStore.hash), for resizing
+}
+
+// sameString is a == b, without the call to compare the bytes when both
+// point at the same ones, as a key's ID and kind usually do: the caller
+// passes the string it passed when the bucket was made.
+func sameString(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
 // table is an open-addressed hash table with linear probing, keyed by a
-// 64-bit hash (bits 8 and up choose the home slot; the low 8 bits chose the
-// shard) and verified by the full key. Deletion shifts the following
-// entries back, so there are no tombstones. The length of slots is zero or
-// a power of two, and at most three quarters of the slots are used.
+// 64-bit hash and verified by the full key. The high 32 bits of the hash
+// choose the home slot (scaled to the table's length, which need not be a
+// power of two). tags[i] is 0 for an empty slot and otherwise 0x80, plus
+// 0x40 for a key with a scope, plus bits 8 to 13 of the hash, so that a
+// probe reads the dense tags and opens a slot only when its tag matches;
+// a matching tag and equal ID and rest make equal keys. Deletion shifts
+// the following entries back, so there are no tombstones. At most four
+// fifths of the slots are used.
 // A table is not safe for concurrent use; its shard's mutex guards it.
 type table struct {
+	tags  []uint8
 	slots []slot
-	n     int
+	n     int32 // entries
+	peak  int32 // the most entries since the last shrink
 }
 
-func (t *table) home(h uint64) int { return int((h >> 8) & uint64(len(t.slots)-1)) }
+func tagOf(h uint64) uint8 { return 0x80 | uint8(h&scopedFlag)<<6 | uint8(h>>8)&0x3f }
 
-// find returns the slot holding key (hash h) and true, or the empty slot
-// where it would go and false; -1 if the table has no slots.
+func (t *table) home(h uint64) int { return int((h >> 32) * uint64(len(t.slots)) >> 32) }
+
+// find returns the slot holding key (table hash h) and true, or the empty
+// slot where it would go and false; -1 if the table has no slots.
 func (t *table) find(h uint64, key Key) (int, bool) {
-	if len(t.slots) == 0 {
+	n := len(t.slots)
+	if n == 0 {
 		return -1, false
 	}
-	mask := len(t.slots) - 1
-	for i := t.home(h); ; i = (i + 1) & mask {
-		s := &t.slots[i]
-		if s.h == h && s.key == key {
-			return i, true
-		}
-		if s.h == 0 {
+	tags := t.tags[:n]
+	tag := tagOf(h)
+	for i := t.home(h); ; {
+		switch tags[i] {
+		case 0:
 			return i, false
+		case tag:
+			// The tag holds the key's scopedness, so a slot with an
+			// equal tag keeps its rest the way keyRest keeps key's.
+			if s := &t.slots[i]; sameString(s.id, key.ID) &&
+				(key.Scope == "" && sameString(s.rest, string(key.Kind)) ||
+					key.Scope != "" && restIsScoped(s.rest, key)) {
+				return i, true
+			}
+		}
+		if i++; i == n {
+			i = 0
 		}
 	}
 }
 
-// needsGrow reports whether one more entry would fill more than three
-// quarters of the table.
-func (t *table) needsGrow() bool { return (t.n+1)*4 > len(t.slots)*3 }
+// needsGrow reports whether one more entry would fill more than four
+// fifths of the table.
+func (t *table) needsGrow() bool { return (int(t.n)+1)*5 > len(t.slots)*4 }
 
-// sizeFor returns the table size that holds n entries at most half full,
-// or 0 for none.
-func (t *table) sizeFor(n int) int {
+// sizeFor returns the table size that holds n entries three fifths full
+// (so a full table grows by a third), at least minTableSize, or 0 for none.
+func sizeFor(n int) int {
 	if n == 0 {
 		return 0
 	}
-	size := minTableSize
-	for size < 2*n {
-		size *= 2
-	}
-	return size
+	return max(minTableSize, n*5/3+1)
 }
 
-// resize moves every entry into a table of size slots (a power of two
-// larger than the entries, or 0 when there are none).
+// resize moves every entry into a table of size slots (more than the
+// entries, or 0 when there are none).
 func (t *table) resize(size int) {
-	old := t.slots
-	t.slots = nil
+	oldTags, old := t.tags, t.slots
+	t.tags, t.slots = nil, nil
 	if size > 0 {
-		t.slots = make([]slot, size)
+		t.tags, t.slots = make([]uint8, size), make([]slot, size)
 	}
-	mask := size - 1
 	for k := range old {
-		if old[k].h == 0 {
+		if oldTags[k] == 0 {
 			continue
 		}
 		i := t.home(old[k].h)
-		for t.slots[i].h != 0 {
-			i = (i + 1) & mask
+		for t.tags[i] != 0 {
+			if i++; i == size {
+				i = 0
+			}
 		}
-		t.slots[i] = old[k]
+		t.tags[i], t.slots[i] = oldTags[k], old[k]
 	}
 }
 
 // remove empties slot i and shifts back the entries after it that would
 // otherwise be cut off from their home slot.
 func (t *table) remove(i int) {
-	mask := len(t.slots) - 1
-	for j := (i + 1) & mask; t.slots[j].h != 0; j = (j + 1) & mask {
+	n := len(t.slots)
+	// dist is how far b lies after a in probe order.
+	dist := func(a, b int) int {
+		if d := b - a; d >= 0 {
+			return d
+		}
+		return b - a + n
+	}
+	for j := i; ; {
+		if j++; j == n {
+			j = 0
+		}
+		if t.tags[j] == 0 {
+			break
+		}
 		// The entry at j may move to the hole at i unless its home lies
 		// cyclically in (i, j].
-		if home := t.home(t.slots[j].h); (j-home)&mask >= (j-i)&mask {
-			t.slots[i] = t.slots[j]
+		if dist(t.home(t.slots[j].h), j) >= dist(i, j) {
+			t.tags[i], t.slots[i] = t.tags[j], t.slots[j]
 			i = j
 		}
 	}
-	t.slots[i] = slot{}
+	t.tags[i], t.slots[i] = 0, slot{}
 	t.n--
 }
 
@@ -427,7 +568,7 @@ func (t *table) remove(i int) {
 func (t *table) removeFull(now int64) int {
 	removed := 0
 	for i := 0; i < len(t.slots); {
-		if s := &t.slots[i]; s.h != 0 && s.fullAt <= now {
+		if t.tags[i] != 0 && t.slots[i].fullAt <= now {
 			// remove may shift a later entry into i: look at i again.
 			t.remove(i)
 			removed++
