@@ -196,22 +196,32 @@ func TestBinaryClusterStatsNodeKilled(t *testing.T) {
 		return ids(cs) == "node1,node2,node3 missing " && cs.Expected == 3
 	})
 
-	// The dashboard's first frame brings every node's chart history.
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+procs[0].ops+"/dashboard/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var first struct{ History map[string][]Sample }
-	if err := ws.ReadJSON(&first); err != nil {
-		t.Fatal(err)
-	}
-	ws.Close()
-	for _, id := range []string{"node1", "node2", "node3"} {
-		if len(first.History[id]) < 2 {
-			t.Errorf("the dashboard's first frame holds %d samples of %s, want its history", len(first.History[id]), id)
+	// The dashboard's first frame brings every node's chart history: once
+	// each node has taken two per-second samples, a newly opened dashboard
+	// shows both at once.
+	firstFrame := func() map[string][]Sample {
+		t.Helper()
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+procs[0].ops+"/dashboard/ws", nil)
+		if err != nil {
+			t.Fatal(err)
 		}
+		defer ws.Close()
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var first struct{ History map[string][]Sample }
+		if err := ws.ReadJSON(&first); err != nil {
+			t.Fatal(err)
+		}
+		return first.History
 	}
+	waitFor(t, 15*time.Second, "a first dashboard frame with two samples of every node", func() bool {
+		history := firstFrame()
+		for _, id := range []string{"node1", "node2", "node3"} {
+			if len(history[id]) < 2 {
+				return false
+			}
+		}
+		return true
+	})
 
 	if err := procs[2].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
