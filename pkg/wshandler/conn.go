@@ -275,7 +275,8 @@ const maxSpare = 16
 
 // flushLocked writes the frames queued when it is called (at most one
 // queue's worth); requires c.wmu held. Each write has WriteTimeout; the
-// deadline is renewed every 16 frames rather than for each one.
+// deadline is renewed every 16 frames rather than for each one. Two or
+// more frames are written as one batch (scanConn).
 func (c *Conn) flushLocked() error {
 	c.qmu.Lock()
 	batch := c.queue
@@ -283,6 +284,11 @@ func (c *Conn) flushLocked() error {
 	c.qmu.Unlock()
 	c.spare = nil
 	var err error
+	// Several frames go out in as few write calls as their size allows.
+	batched := len(batch) > 1 && c.sc != nil
+	if batched {
+		c.sc.beginBatch()
+	}
 	for i, f := range batch {
 		if i%16 == 0 {
 			if err = c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
@@ -291,6 +297,11 @@ func (c *Conn) flushLocked() error {
 		}
 		if err = c.ws.WriteMessage(f.typ, f.data); err != nil {
 			break
+		}
+	}
+	if batched {
+		if berr := c.sc.endBatch(); err == nil {
+			err = berr
 		}
 	}
 	clear(batch) // drop the references to the frames' data
