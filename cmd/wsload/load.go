@@ -77,7 +77,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Rooms < 0 || c.SendersPerRoom < 0 || c.Rate < 0 || c.Size < 0 || c.Duration < 0 || c.Window < 0 {
 		return c, errors.New("rooms, senders, rate, size, duration and window must not be negative")
 	}
-	if c.NoJoin && c.Rooms != c.Conns {
+	if c.NoJoin && c.Rooms > 0 && c.Rooms != c.Conns {
 		return c, errors.New("without joins every connection must be its own room (rooms = conns)")
 	}
 	if c.Rooms > c.Conns {
