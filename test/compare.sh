@@ -45,10 +45,10 @@ start() {
 	"$out/echo" -listen 127.0.0.1:18091 >>"$out/echo.log" 2>&1 &
 	pids="$pids $!"
 	for port in 18090 18092 18091; do
-		i=0
+		tries=0
 		until curl -sf "http://127.0.0.1:$port/metrics" >/dev/null; do
-			i=$((i + 1))
-			[ $i -lt 100 ] || { echo "server on $port did not start" >&2; exit 1; }
+			tries=$((tries + 1))
+			[ $tries -lt 100 ] || { echo "server on $port did not start" >&2; exit 1; }
 			sleep 0.1
 		done
 	done
@@ -69,9 +69,9 @@ case $what in fanout | all)
 esac
 case $what in idle | all)
 	# Idle connections: RSS per connection once 5,000 are open, fresh servers each round.
-	i=0
-	while [ $i -lt "$rounds" ]; do
-		i=$((i + 1))
+	round=0
+	while [ $round -lt "$rounds" ]; do
+		round=$((round + 1))
 		stop
 		start
 		run -rounds 1 -compare "node=$node,echo=$echo,hub=$hub" -conns 5000 -rooms 0 -duration 1s -settle 5s
