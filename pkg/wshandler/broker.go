@@ -286,7 +286,17 @@ func (b *NATSBroker) watch() {
 
 // onPresence handles a presence message about p's room from another node.
 func (b *NATSBroker) onPresence(p *roomPresence, m *nats.Msg) {
-	if o := m.Header[HeaderOrigin]; len(o) != 1 || o[0] == b.node {
+	o := m.Header[HeaderOrigin]
+	if len(o) != 1 {
+		return
+	}
+	if o[0] == b.node {
+		// This node's own probe, for the room's next life on this node
+		// while this one is being released: answered, so that it does
+		// not wait, and it then publishes, which is always safe.
+		if m.Header.Get(HeaderPresence) == PresenceProbe && m.Reply != "" {
+			_ = b.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderOrigin: []string{b.node}}})
+		}
 		return
 	}
 	p.heard.Store(true)

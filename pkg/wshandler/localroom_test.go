@@ -1,6 +1,7 @@
 package wshandler
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 	"sync/atomic"
@@ -159,5 +160,47 @@ func TestLocalRoomSwitchesWhenAnotherNodeJoins(t *testing.T) {
 		if r := recv(t, c); string(r.Data) != `"from b"` {
 			t.Errorf("got %+v, want b1's message and nothing before it", r)
 		}
+	}
+}
+
+// TestBrokerSubscribeWhileOldSubscriptionLingers: a room's next life on a
+// node may subscribe before the last one has unsubscribed (a leave and a
+// join racing). The old subscription answers the node's own probe, so the
+// join does not wait for SubscribeTimeout, and the new life publishes.
+func TestBrokerSubscribeWhileOldSubscriptionLingers(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := NewNATSBroker(NATSBrokerConfig{Conn: nc, NodeID: "n", Prefix: "test", SubscribeTimeout: 5 * time.Second,
+		LocalAfter: testLocalAfter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	unsubOld, err := b.Subscribe(ctx, "r", func([]byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	unsubNew, err := b.Subscribe(ctx, "r", func([]byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Subscribe waited %v for its own old subscription", d)
+	}
+	if err := unsubOld(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * testLocalAfter) // LocalAfter passing is what is tested: the room must not go local
+	if b.isLocal("r") {
+		t.Error("the room went local although its probe was answered")
+	}
+	if err := unsubNew(); err != nil {
+		t.Fatal(err)
 	}
 }
