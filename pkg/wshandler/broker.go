@@ -119,8 +119,8 @@ type NATSBrokerConfig struct {
 // nodes getting their first members at the same time: at least one hears
 // the other's hello). A room that has heard of no other node for
 // LocalAfter after its hello stops publishing; any presence message from
-// another node, a reconnection of the NATS connection or a lost connection
-// starts it again. Until then, and whenever NATS cannot be asked, the
+// another node starts it again, and a reconnection of the NATS connection
+// makes it publish and say hello again. Until then, and whenever NATS cannot be asked, the
 // broker publishes. Only nodes count: a plain NATS subscriber of a room
 // subject does not see the messages of a room that no other node has.
 //
@@ -194,10 +194,15 @@ func (b *NATSBroker) Publish(_ context.Context, room string, frame []byte) error
 	subject := ""
 	if p != nil {
 		if p.local.Load() {
-			if b.nc.IsConnected() && b.nc.Stats().Reconnects == p.reconnects.Load() {
+			switch {
+			case !b.nc.IsConnected():
+				// Into the NATS client's reconnect buffer; the room
+				// stays local unless the reconnect says otherwise.
+			case b.nc.Stats().Reconnects == p.reconnects.Load():
 				return nil
+			default:
+				b.toRemote(p, true)
 			}
-			b.toRemote(p, true)
 		}
 		subject = p.subject
 	} else {
@@ -245,9 +250,9 @@ func (b *NATSBroker) presence(subject, kind string) error {
 }
 
 // watch arms, once, a check every LocalAfter that sends the local rooms'
-// hellos again after the connection was lost or has reconnected, so that
-// two nodes that each went local while apart find each other. It stops
-// when the broker has no room.
+// hellos again once the connection has reconnected, so that two nodes
+// that each went local while apart find each other. It stops when the
+// broker has no room.
 func (b *NATSBroker) watch() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -259,8 +264,10 @@ func (b *NATSBroker) watch() {
 	var check func()
 	check = func() {
 		now := b.nc.Stats().Reconnects
-		changed := now != seen || !b.nc.IsConnected()
-		seen = now
+		changed := now != seen && b.nc.IsConnected()
+		if changed {
+			seen = now
+		}
 		b.mu.Lock()
 		if len(b.rooms) == 0 {
 			b.watching = false

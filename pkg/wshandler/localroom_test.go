@@ -204,3 +204,65 @@ func TestBrokerSubscribeWhileOldSubscriptionLingers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLocalRoomHelloAfterReconnect: a local room that stays silent says
+// hello again once its NATS connection has reconnected, so that a node
+// that got the room while the two were apart hears of it; it goes local
+// again when nobody answers. A local room's message sent after the
+// reconnect is published.
+func TestLocalRoomHelloAfterReconnect(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+		nats.ReconnectJitter(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := NewNATSBroker(NATSBrokerConfig{Conn: nc, NodeID: "a", Prefix: "test", LocalAfter: testLocalAfter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, room := range []string{"silent", "talking"} {
+		unsub, err := b.Subscribe(ctx, room, func([]byte) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = unsub() }()
+	}
+	waitFor(t, ioTimeout, "the rooms to go local", func() bool { return b.isLocal("silent") && b.isLocal("talking") })
+	b.mu.RLock()
+	silent := b.rooms["silent"]
+	b.mu.RUnlock()
+	hellos := silent.gen.Load()
+
+	s.Stop()
+	waitFor(t, ioTimeout, "the outage to be noticed", func() bool { return !nc.IsConnected() })
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ioTimeout, "the reconnect", func() bool { return nc.IsConnected() })
+
+	// A message of a local room after the reconnect is published.
+	obs, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+	sub, err := obs.SubscribeSync(RoomSubject("test", "talking"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := obs.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, "talking", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := sub.NextMsg(ioTimeout); err != nil || string(m.Data) != "after" {
+		t.Errorf("after the reconnect the local room published %v, %v", m, err)
+	}
+	waitFor(t, ioTimeout, "the silent room's hello after the reconnect", func() bool { return silent.gen.Load() > hellos })
+	waitFor(t, ioTimeout, "the rooms to go local again", func() bool { return b.isLocal("silent") && b.isLocal("talking") })
+}
