@@ -383,7 +383,10 @@ func (b *NATSBroker) Subscribe(ctx context.Context, room string, deliver func([]
 		}
 		b.mu.Unlock()
 		err := unsubRoom()
-		if perr := psub.Unsubscribe(); perr != nil && err == nil &&
+		// Drained, not dropped: a probe the server has already routed
+		// here is still answered, or its sender would wait for
+		// SubscribeTimeout.
+		if perr := psub.Drain(); perr != nil && err == nil &&
 			!errors.Is(perr, nats.ErrConnectionClosed) && !errors.Is(perr, nats.ErrBadSubscription) {
 			err = perr
 		}
