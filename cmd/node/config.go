@@ -19,9 +19,15 @@ import (
 // as a setting in settings.go, which gives it its flag, environment variable,
 // YAML key and default.
 type Config struct {
-	// Listen is the HTTP listen address (host:port) of the chat page, /ws,
-	// /metrics, /stats and /dashboard. Default ":8080".
+	// Listen is the public HTTP listen address (host:port): the chat page
+	// and its assets, /ws, /healthz and /readyz. Default ":8080".
 	Listen string
+	// OpsListen is the operations HTTP listen address: /metrics, /stats,
+	// /dashboard, /dashboard/ws and /admin/*, besides /healthz and /readyz.
+	// Empty turns the operations endpoints off. Default "127.0.0.1:9000".
+	OpsListen string
+	// HTTP holds the timeouts and header limit of both listeners.
+	HTTP HTTPConfig
 	// NodeID is the node's ID, unique in the cluster; only letters, digits,
 	// '-' and '_'. Empty (the default) means ResolvedNodeID derives one from
 	// the host name and the Listen port.
@@ -82,9 +88,14 @@ type Config struct {
 	// EventPrefix is the NATS subject prefix of violation events, bans,
 	// room messages and stats requests. Default "ratethrottle".
 	EventPrefix string
-	// AdminToken is the bearer token of the admin API (/admin/bans); empty
-	// (the default) disables the API.
+	// AdminToken is the bearer token of the admin API (/admin/bans), at
+	// least MinAdminTokenLen bytes; empty (the default) disables the API.
+	// After loading it holds the token read from AdminTokenFile, if set.
 	AdminToken string
+	// AdminTokenFile is the path of a file holding AdminToken, so that the
+	// token need not appear on the command line; trailing line breaks are
+	// dropped. Default empty.
+	AdminTokenFile string
 
 	// AutoBanThreshold is the number of violations within AutoBanWindow
 	// that bans a client; 0 (the default) turns automatic bans off.
@@ -105,12 +116,35 @@ type Config struct {
 	// TrustedProxies are the networks whose X-Forwarded-For and X-Real-IP
 	// headers are believed when naming a request's client. Default none.
 	TrustedProxies []netip.Prefix
+	// IPv6PrefixLen is the length in bits of the IPv6 prefix that names a
+	// client (wshandler.Config.IPv6PrefixLen): limits and bans apply to the
+	// whole prefix; 128 means per address. Default 64.
+	IPv6PrefixLen int
 
 	// LogLevel is the log level: "debug", "info" (the default), "warn" or
 	// "error".
 	LogLevel string
 	// LogFormat is the log format: "text" (the default) or "json".
 	LogFormat string
+}
+
+// HTTPConfig bounds the HTTP connections of both listeners. WebSocket
+// routes are exempt from ReadTimeout and WriteTimeout: a WebSocket lives as
+// long as its connection.
+type HTTPConfig struct {
+	// ReadHeaderTimeout bounds reading a request's headers. Default 5s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included, on
+	// routes other than WebSockets. Default 10s; 0 means none.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a response on routes other than
+	// WebSockets. Default 10s; 0 means none.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle for this long.
+	// Default 60s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps a request's header block. Default 16384.
+	MaxHeaderBytes int
 }
 
 // NATSConfig is how the node reaches an external NATS cluster. With no URLs
@@ -218,6 +252,27 @@ var limitFields = []struct {
 	{"byte_burst", "ByteBurst", "byte bucket capacity (0: the rate)"},
 	{"max_concurrent_connections", "MaxConcurrentConnections", "open connections per client, cluster-wide"},
 	{"max_message_size", "MaxMessageSize", "largest message in bytes"},
+}
+
+// presetNames are the names limiter.Preset knows, in order of strictness
+// after the default.
+var presetNames = []string{"default", "strict", "moderate", "generous"}
+
+// presetUsage describes the limits.preset setting with every preset's
+// values, read from the limiter, so that the help cannot drift from them.
+func presetUsage() string {
+	var b strings.Builder
+	b.WriteString("limits preset, whose fields the limits.* settings override one by one (0: unlimited; a burst not shown equals its rate)")
+	for _, name := range presetNames {
+		l, _ := limiter.Preset(name)
+		fmt.Fprintf(&b, "\n  %-8s", name)
+		for _, lf := range limitFields {
+			if v := *limitField(&l, lf.name); v != 0 || !strings.HasSuffix(lf.name, "_burst") {
+				fmt.Fprintf(&b, " %s=%d", lf.name, v)
+			}
+		}
+	}
+	return b.String()
 }
 
 func limitField(l *limiter.Limits, name string) *int64 {
@@ -349,6 +404,9 @@ func (c *Config) validate(src func(key string) string) error {
 			return bad(f.key, f.path, "cannot read the file")
 		}
 	}
+	if err := c.resolveAdminToken(bad); err != nil {
+		return err
+	}
 	if err := c.Limits().Validate(); err != nil {
 		if fe, ok := err.(*limiter.FieldError); ok {
 			for _, lf := range limitFields {
@@ -365,6 +423,37 @@ func (c *Config) validate(src func(key string) string) error {
 	}
 	if err := events.ValidatePrefix(c.EventPrefix); err != nil || c.EventPrefix == "" {
 		return bad("events.prefix", c.EventPrefix, "must be dot-separated tokens without spaces or wildcards")
+	}
+	return nil
+}
+
+// MinAdminTokenLen is the shortest admin token the node accepts, in bytes.
+const MinAdminTokenLen = 16
+
+// resolveAdminToken reads AdminTokenFile into AdminToken and refuses a
+// token too short to resist guessing.
+func (c *Config) resolveAdminToken(bad func(key, value, reason string) error) error {
+	key := "admin_token"
+	if c.AdminTokenFile != "" {
+		key = "admin_token_file"
+		if c.AdminToken != "" {
+			return bad(key, c.AdminTokenFile, "set either admin_token or admin_token_file, not both")
+		}
+		b, err := os.ReadFile(c.AdminTokenFile)
+		if err != nil {
+			return bad(key, c.AdminTokenFile, "cannot read the file: "+err.Error())
+		}
+		c.AdminToken = strings.TrimRight(string(b), "\r\n")
+		if c.AdminToken == "" {
+			return bad(key, c.AdminTokenFile, "the file holds no token")
+		}
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < MinAdminTokenLen {
+		value := "(hidden)"
+		if key == "admin_token_file" {
+			value = c.AdminTokenFile
+		}
+		return bad(key, value, fmt.Sprintf("the admin token has %d bytes; it needs at least %d so that it cannot be guessed (make one with: openssl rand -hex 16)", len(c.AdminToken), MinAdminTokenLen))
 	}
 	return nil
 }

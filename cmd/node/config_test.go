@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,8 +41,8 @@ func TestConfigDefaults(t *testing.T) {
 	if def, _ := c.Modes(); def != kvstore.Local {
 		t.Errorf("a lone embedded node's mode is %v, want local", def)
 	}
-	if c.Replicas() != 1 || c.AdminToken != "" || !c.RejectWithClose || c.EventPrefix != "ratethrottle" {
-		t.Errorf("replicas %d token %q reject %v prefix %q", c.Replicas(), c.AdminToken, c.RejectWithClose, c.EventPrefix)
+	if c.Replicas() != 1 || c.AdminToken != "" || !c.RejectWithClose || c.EventPrefix != "ratethrottle" || c.IPv6PrefixLen != wshandler.DefaultIPv6PrefixLen {
+		t.Errorf("replicas %d token %q reject %v prefix %q ipv6_prefix %d", c.Replicas(), c.AdminToken, c.RejectWithClose, c.EventPrefix, c.IPv6PrefixLen)
 	}
 	want := []RoomRule{{Pattern: "*", Limits: wshandler.RoomLimits{MemberMessagesPerMinute: 30, MemberMessageBurst: 10}}}
 	if len(c.Rooms) != 1 || c.Rooms[0] != want[0] {
@@ -63,6 +65,7 @@ events:
   prefix: yaml.prefix
 fail_mode: closed
 sync_interval: 200ms
+ipv6_prefix: 56
 rooms:
   lobby: {max_members: 50, messages_per_minute: 600}
   "game-*": {member_messages_per_minute: 20}
@@ -95,6 +98,7 @@ nats:
 		{"sync_interval (yaml)", c.SyncInterval, 200 * time.Millisecond},
 		{"nats.url (yaml list)", strings.Join(c.NATS.URLs, ","), "nats://a:4222,nats://b:4222"},
 		{"rooms (yaml mapping)", len(c.Rooms), 2},
+		{"ipv6_prefix (yaml)", c.IPv6PrefixLen, 56},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -163,6 +167,8 @@ func TestConfigErrors(t *testing.T) {
 	typeYAML := writeFile(t, "type.yaml", "limits:\n  max_message_size: big\n")
 	scalarYAML := writeFile(t, "scalar.yaml", "nats: 5\n")
 	cert := writeFile(t, "cert.pem", "x")
+	shortToken := writeFile(t, "short.token", "tooshort\n")
+	emptyToken := writeFile(t, "empty.token", "\n")
 	tests := []struct {
 		name string
 		args []string
@@ -185,6 +191,9 @@ func TestConfigErrors(t *testing.T) {
 		{"boolean", []string{"--reject-with-close", "maybe"}, nil, []string{"reject_with_close", `"maybe"`, "true or false"}},
 		{"max denials", []string{"--max-denials", "x"}, nil, []string{"max_denials", `"x"`}},
 		{"proxy", []string{"--trusted-proxies", "10.0.0.0/8,proxy"}, nil, []string{"trusted_proxies", `"proxy"`, "CIDR"}},
+		{"ipv6 prefix", []string{"--ipv6-prefix", "129"}, nil, []string{"ipv6_prefix", `"129"`, "1 to 128"}},
+		{"ipv6 prefix env", nil, []string{"RATETHROTTLE_IPV6_PREFIX=/64"}, []string{"ipv6_prefix", `"/64"`, "env RATETHROTTLE_IPV6_PREFIX"}},
+		{"ipv6 prefix zero", []string{"--ipv6-prefix", "0"}, nil, []string{"ipv6_prefix", `"0"`}},
 		{"log level", []string{"--log-level", "loud"}, nil, []string{"log.level", `"loud"`}},
 		{"log format", []string{"--log-format", "xml"}, nil, []string{"log.format", `"xml"`}},
 		{"autoban threshold", []string{"--autoban-threshold", "many"}, nil, []string{"autoban.threshold", `"many"`}},
@@ -210,6 +219,14 @@ func TestConfigErrors(t *testing.T) {
 		{"config file shape", []string{"--config", scalarYAML}, nil, []string{"nats", `"5"`}},
 		{"unknown env", nil, []string{"RATETHROTTLE_LIMIT_PRESET=strict"}, []string{"RATETHROTTLE_LIMIT_PRESET", `"strict"`, "unknown environment variable"}},
 		{"positional argument", []string{"serve"}, nil, []string{"arguments", `"serve"`}},
+		{"short admin token", []string{"--admin-token", "s3cret"}, nil, []string{"admin_token", "(hidden)", "has 6 bytes", "at least 16"}},
+		{"short admin token in env", nil, []string{"RATETHROTTLE_ADMIN_TOKEN=s3cret"}, []string{"admin_token", "env RATETHROTTLE_ADMIN_TOKEN", "at least 16"}},
+		{"short admin token file", []string{"--admin-token-file", shortToken}, nil, []string{"admin_token_file", shortToken, "has 8 bytes", "at least 16"}},
+		{"empty admin token file", []string{"--admin-token-file", emptyToken}, nil, []string{"admin_token_file", "no token"}},
+		{"missing admin token file", []string{"--admin-token-file", missing}, nil, []string{"admin_token_file", missing, "cannot read"}},
+		{"admin token twice", []string{"--admin-token", testAdminToken, "--admin-token-file", shortToken}, nil, []string{"admin_token_file", "not both"}},
+		{"ops listen address", []string{"--ops-listen", "9000"}, nil, []string{"ops_listen", `"9000"`, "host:port"}},
+		{"http timeout", []string{"--http-idle-timeout", "long"}, nil, []string{"http.idle_timeout", `"long"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -233,6 +250,35 @@ func TestConfigErrors(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("error %v shows the token", err)
 	}
+	_, err = loadConfig([]string{"--admin-token", "s3cret"}, nil, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error %v shows the admin token", err)
+	}
+}
+
+// TestAdminTokenSources reads the admin token from a file, without its
+// trailing newline, and from the environment.
+func TestAdminTokenSources(t *testing.T) {
+	t.Parallel()
+	f := writeFile(t, "admin.token", testAdminToken+"\n")
+	c, err := loadConfig([]string{"--admin-token-file", f}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdminToken != testAdminToken {
+		t.Errorf("token from file = %q, want %q", c.AdminToken, testAdminToken)
+	}
+	c, err = loadConfig(nil, []string{"RATETHROTTLE_ADMIN_TOKEN=" + testAdminToken}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdminToken != testAdminToken {
+		t.Errorf("token from the environment = %q, want %q", c.AdminToken, testAdminToken)
+	}
+	c, err = loadConfig(nil, []string{"RATETHROTTLE_ADMIN_TOKEN_FILE=" + f}, io.Discard)
+	if err != nil || c.AdminToken != testAdminToken {
+		t.Errorf("token from the file named in the environment = %q, %v", c.AdminToken, err)
+	}
 }
 
 // TestSettingsDeclaredOnce checks that flags and environment variables
@@ -249,9 +295,55 @@ func TestSettingsDeclaredOnce(t *testing.T) {
 			t.Errorf("setting %s has no usage", s.key)
 		}
 	}
-	for _, f := range []string{"cluster-listen", "routes", "nats-url", "admin-token", "limits-preset", "fail-mode", "events-prefix", "node-id", "rooms", "consistency"} {
+	for _, f := range []string{"cluster-listen", "routes", "nats-url", "admin-token", "admin-token-file", "ops-listen", "ipv6-prefix", "limits-preset", "fail-mode", "events-prefix", "node-id", "rooms", "consistency"} {
 		if !flags[f] {
 			t.Errorf("no flag --%s", f)
 		}
 	}
+}
+
+// TestPresetsDocumented checks that --help and README.md show every
+// preset's values as pkg/limiter defines them.
+func TestPresetsDocumented(t *testing.T) {
+	t.Parallel()
+	var help strings.Builder
+	if _, err := loadConfig([]string{"--help"}, nil, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range presetNames {
+		l, ok := limiter.Preset(name)
+		if !ok {
+			t.Fatalf("limiter knows no preset %q", name)
+		}
+		line := fmt.Sprintf("  %-8s connections_per_minute=%d messages_per_minute=%d bytes_per_minute=%d max_concurrent_connections=%d max_message_size=%d",
+			name, l.ConnectionsPerMinute, l.MessagesPerMinute, l.BytesPerMinute, l.MaxConcurrentConnections, l.MaxMessageSize)
+		if !strings.Contains(help.String(), line) {
+			t.Errorf("--help lacks the line %q", line)
+		}
+		if l.ConnectionBurst != 0 || l.MessageBurst != 0 || l.ByteBurst != 0 {
+			t.Errorf("preset %s sets a burst; README.md says every burst equals its rate", name)
+		}
+		bytes := "unlimited"
+		if l.BytesPerMinute > 0 {
+			bytes = grouped(l.BytesPerMinute)
+		}
+		row := fmt.Sprintf("| `%s` | %s | %s | %s | %s | %s |", name, grouped(l.ConnectionsPerMinute), grouped(l.MessagesPerMinute),
+			bytes, grouped(l.MaxConcurrentConnections), grouped(l.MaxMessageSize))
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README.md lacks the row %s", row)
+		}
+	}
+}
+
+// grouped formats n with commas between groups of three digits.
+func grouped(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/ratethrottle/ratethrottle/internal/wait"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 )
@@ -29,8 +31,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// waitAddr waits until out holds the line that names the HTTP address.
-func waitAddr(t *testing.T, out *nodetest.Buffer, exited <-chan struct{}) string {
+// waitAddr waits until out holds the line that names the HTTP addresses,
+// and returns the public one and the operations one ("" when off).
+func waitAddr(t *testing.T, out *nodetest.Buffer, exited <-chan struct{}) (string, string) {
 	t.Helper()
 	var addr string
 	waitFor(t, 30*time.Second, "the node to print its address", func() bool {
@@ -43,7 +46,8 @@ func waitAddr(t *testing.T, out *nodetest.Buffer, exited <-chan struct{}) string
 		addr, ok = nodetest.Addr(out.String())
 		return ok
 	})
-	return addr
+	ops, _ := nodetest.OpsAddr(out.String())
+	return addr, ops
 }
 
 // waitFor polls a condition with a deadline (internal/wait).
@@ -54,6 +58,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	out    *nodetest.Buffer
 	addr   string
+	ops    string // operations listener; "" when off
 	exited chan struct{}
 	err    error
 }
@@ -89,7 +94,7 @@ func startProc(t *testing.T, dir string, env []string, args ...string) *proc {
 		close(p.exited)
 	}()
 	t.Cleanup(func() { p.stop(t) })
-	p.addr = waitAddr(t, p.out, p.exited)
+	p.addr, p.ops = waitAddr(t, p.out, p.exited)
 	return p
 }
 
@@ -116,15 +121,17 @@ func (p *proc) stop(t *testing.T) error {
 type inProc struct {
 	out  *nodetest.Buffer
 	addr string
+	ops  string // operations listener; "" when off
 	done chan error
 }
 
 // startInProcess runs the node with args in the test's process, in a
-// temporary working directory for its data, until cleanup.
+// temporary working directory for its data, with every listener on a free
+// loopback port, until cleanup.
 func startInProcess(t *testing.T, args ...string) *inProc {
 	t.Helper()
 	dir := t.TempDir()
-	args = append([]string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, args...)
+	args = append([]string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, args...)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &inProc{out: &nodetest.Buffer{}, done: make(chan error, 1)}
 	exited := make(chan struct{})
@@ -143,8 +150,24 @@ func startInProcess(t *testing.T, args ...string) *inProc {
 			t.Errorf("run did not return within 20s of cancel:\n%s", n.out.String())
 		}
 	})
-	n.addr = waitAddr(t, n.out, exited)
+	n.addr, n.ops = waitAddr(t, n.out, exited)
 	return n
+}
+
+// natsConn connects to the node's embedded NATS server, whose address it
+// reads from the node's log, until the test ends.
+func (n *inProc) natsConn(t *testing.T) *nats.Conn {
+	t.Helper()
+	m := regexp.MustCompile(`embedded NATS server started"? url=(nats://\S+)`).FindStringSubmatch(n.out.String())
+	if m == nil {
+		t.Fatalf("no embedded NATS URL in the output:\n%s", n.out.String())
+	}
+	nc, err := nats.Connect(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // httpGet returns the status and body of GET url.

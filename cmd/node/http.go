@@ -1,19 +1,17 @@
 package main
 
 import (
-	"context"
-	"crypto/subtle"
+	"bytes"
 	"embed"
 	"encoding/json"
-	"errors"
+	"fmt"
+	"html"
 	"io/fs"
+	"net"
 	"net/http"
-	"strings"
-	"sync"
+	"net/netip"
 	"time"
 
-	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,22 +20,35 @@ import (
 //go:embed web
 var webFS embed.FS
 
-// routes returns the node's HTTP handler.
-func (n *node) routes() http.Handler {
+// webRoot is webFS without its "web" directory.
+var webRoot, _ = fs.Sub(webFS, "web")
+
+// opsMarker is where the chat page gets its links to the operations
+// endpoints, when they are reachable from the browser asking.
+const opsMarker = "<!--ops-links-->"
+
+// publicRoutes returns the handler of the public listener: the chat page,
+// its assets, /ws, /healthz and /readyz, and nothing else.
+func (n *node) publicRoutes() http.Handler {
 	mux := http.NewServeMux()
-	web, _ := fs.Sub(webFS, "web")
-	static := http.FileServerFS(web)
-	mux.Handle("GET /", static)
-	mux.HandleFunc("GET /dashboard", func(w http.ResponseWriter, r *http.Request) {
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = "/dashboard.html"
-		static.ServeHTTP(w, r2)
-	})
-	mux.HandleFunc("GET /ws", n.serveWS)
-	mux.HandleFunc("GET /dashboard/ws", n.serveDashboardWS)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": n.id})
-	})
+	mux.HandleFunc("GET /{$}", n.serveChatPage)
+	mux.Handle("GET /chat.js", asset("chat.js"))
+	mux.Handle("GET /style.css", asset("style.css"))
+	mux.HandleFunc("GET /healthz", n.serveHealth)
+	mux.HandleFunc("GET /readyz", n.serveReady)
+	h := n.cfg.HTTP.bounded(mux)
+	return securityHeaders(routeWebSocket("/ws", http.HandlerFunc(n.serveWS), h))
+}
+
+// opsRoutes returns the handler of the operations listener: metrics,
+// statistics, the dashboard and the admin API, besides the health probes.
+func (n *node) opsRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", http.RedirectHandler("/dashboard", http.StatusFound))
+	mux.Handle("GET /dashboard", asset("dashboard.html"))
+	mux.Handle("GET /dashboard.js", asset("dashboard.js"))
+	mux.Handle("GET /style.css", asset("style.css"))
+	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.HandleFunc("GET /stats", n.serveStats)
 
@@ -48,7 +59,69 @@ func (n *node) routes() http.Handler {
 	mux.HandleFunc("GET /admin/bans", n.admin(n.listBans))
 	mux.HandleFunc("POST /admin/bans", n.admin(n.addBan))
 	mux.HandleFunc("DELETE /admin/bans/{client...}", n.admin(n.removeBan))
-	return mux
+	h := n.cfg.HTTP.bounded(mux)
+	return securityHeaders(routeWebSocket("/dashboard/ws", http.HandlerFunc(n.serveDashboardWS), h))
+}
+
+// asset serves one embedded file.
+func asset(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, webRoot, name)
+	})
+}
+
+// chatPages are the chat page without and with the links to the
+// operations endpoints.
+type chatPages struct {
+	plain, linked []byte
+	// opsLoopback reports whether the operations listener is on a
+	// loopback address, the only case in which the page links to it.
+	opsLoopback bool
+}
+
+// newChatPages renders the chat page for an operations listener at
+// opsAddr, nil when it is off.
+func newChatPages(opsAddr net.Addr) (*chatPages, error) {
+	page, err := fs.ReadFile(webRoot, "index.html")
+	if err != nil {
+		return nil, err
+	}
+	p := &chatPages{plain: bytes.Replace(page, []byte(opsMarker), nil, 1)}
+	p.linked = p.plain
+	if opsAddr == nil {
+		return p, nil
+	}
+	ap, err := netip.ParseAddrPort(opsAddr.String())
+	if err != nil || !ap.Addr().IsLoopback() {
+		return p, nil
+	}
+	p.opsLoopback = true
+	base := html.EscapeString("http://" + ap.String())
+	links := fmt.Sprintf(`<nav id="ops-links"><a href="%s/dashboard">Dashboard</a> · <a href="%s/stats">Stats</a> · <a href="%s/metrics">Metrics</a></nav>`, base, base, base)
+	p.linked = bytes.Replace(page, []byte(opsMarker), []byte(links), 1)
+	return p, nil
+}
+
+// forRequest returns the page for r: with the operations links only when
+// the operations listener is on loopback and r comes straight from a
+// loopback address, that is from a browser on the node's own machine. A
+// request that names a forwarded client came through a proxy and gets no
+// links even from loopback.
+func (p *chatPages) forRequest(r *http.Request) []byte {
+	if !p.opsLoopback || r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" || r.Header.Get("X-Real-IP") != "" {
+		return p.plain
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !ap.Addr().Unmap().IsLoopback() {
+		return p.plain
+	}
+	return p.linked
+}
+
+func (n *node) serveChatPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(n.pages.forRequest(r))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -73,6 +146,10 @@ func (n *node) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.handler.ServeHTTP(w, r)
+}
+
+func (n *node) serveHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": n.id})
 }
 
 // ready reports whether NATS is connected and the KV buckets are open.
@@ -101,7 +178,7 @@ func (n *node) serveStats(w http.ResponseWriter, r *http.Request) {
 	case "", "node":
 		writeJSON(w, http.StatusOK, n.localStats())
 	case "cluster":
-		cs, err := n.clusterStats(r.Context(), time.Second)
+		cs, err := n.clusterStats(r.Context(), time.Second, nil)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, "cluster statistics: "+err.Error())
 			return
@@ -110,178 +187,4 @@ func (n *node) serveStats(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, http.StatusBadRequest, "scope "+scope+": want node or cluster")
 	}
-}
-
-// admin wraps an admin API handler with the bearer token check.
-func (n *node) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		token := n.cfg.AdminToken
-		if token == "" {
-			writeError(w, http.StatusForbidden, "admin API disabled: set admin_token to enable it")
-			return
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="ratethrottle"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-			return
-		}
-		if n.stack.Load() == nil {
-			writeError(w, http.StatusServiceUnavailable, "node not ready")
-			return
-		}
-		h(w, r)
-	}
-}
-
-func (n *node) listBans(w http.ResponseWriter, r *http.Request) {
-	s := n.stack.Load()
-	bans := s.bans.List()
-	writeJSON(w, http.StatusOK, map[string]any{"bans": bans, "count": len(bans)})
-}
-
-// banRequest is the body of POST /admin/bans.
-type banRequest struct {
-	Client   string `json:"client"`
-	Duration string `json:"duration"`
-	Reason   string `json:"reason"`
-}
-
-func (n *node) addBan(w http.ResponseWriter, r *http.Request) {
-	var req banRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
-		return
-	}
-	if req.Client == "" {
-		writeError(w, http.StatusBadRequest, "client: must not be empty")
-		return
-	}
-	var d time.Duration
-	if req.Duration != "" {
-		var err error
-		if d, err = time.ParseDuration(req.Duration); err != nil || d < 0 {
-			writeError(w, http.StatusBadRequest, "duration "+req.Duration+": want a positive duration such as 10m, or empty for until lifted")
-			return
-		}
-	}
-	if req.Reason == "" {
-		req.Reason = "banned by an administrator"
-	}
-	s := n.stack.Load()
-	if err := s.bans.Ban(r.Context(), req.Client, d, req.Reason); err != nil {
-		writeError(w, http.StatusBadGateway, "ban: "+err.Error())
-		return
-	}
-	n.log.Info("ban set", "client", req.Client, "duration", d, "reason", req.Reason)
-	writeJSON(w, http.StatusCreated, map[string]any{"banned": req.Client, "duration": d.String()})
-}
-
-func (n *node) removeBan(w http.ResponseWriter, r *http.Request) {
-	client := r.PathValue("client")
-	if client == "" {
-		writeError(w, http.StatusBadRequest, "client: must not be empty")
-		return
-	}
-	s := n.stack.Load()
-	if err := s.bans.Unban(r.Context(), client); err != nil {
-		writeError(w, http.StatusBadGateway, "unban: "+err.Error())
-		return
-	}
-	n.log.Info("ban lifted", "client", client)
-	writeJSON(w, http.StatusOK, map[string]any{"unbanned": client})
-}
-
-// dashboardFrame is what the dashboard WebSocket sends every second.
-type dashboardFrame struct {
-	Node       NodeStats     `json:"node"`
-	Cluster    *ClusterStats `json:"cluster,omitempty"`
-	Violations any           `json:"violations"`
-	Seen       uint64        `json:"violations_seen"`
-}
-
-var dashboardUpgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 4096}
-
-// serveDashboardWS sends the statistics and recent violations every second
-// until the client goes away or the request's server shuts down.
-func (n *node) serveDashboardWS(w http.ResponseWriter, r *http.Request) {
-	if !n.dashboards.add() {
-		writeError(w, http.StatusServiceUnavailable, "shutting down")
-		return
-	}
-	defer n.dashboards.done()
-	ws, err := dashboardUpgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return
-	}
-	defer ws.Close()
-	ws.SetReadLimit(512)
-	gone := make(chan struct{})
-	go func() {
-		defer close(gone)
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		f := dashboardFrame{Node: n.localStats()}
-		if n.stack.Load() != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)
-			cs, err := n.clusterStats(ctx, 500*time.Millisecond)
-			cancel()
-			if err == nil {
-				f.Cluster = &cs
-			} else if !errors.Is(err, nats.ErrConnectionClosed) {
-				n.log.Debug("dashboard cluster stats", "err", err)
-			}
-		}
-		f.Violations, f.Seen = n.recent.snapshot()
-		_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if err := ws.WriteJSON(f); err != nil {
-			return
-		}
-		select {
-		case <-gone:
-			return
-		case <-n.stopping:
-			_ = ws.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// tracker counts running goroutines that must end before shutdown goes on,
-// and refuses new ones once closed.
-type tracker struct {
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
-}
-
-func (t *tracker) add() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return false
-	}
-	t.wg.Add(1)
-	return true
-}
-
-func (t *tracker) done() { t.wg.Done() }
-
-// closeAndWait refuses new goroutines and waits for the running ones.
-func (t *tracker) closeAndWait() {
-	t.mu.Lock()
-	t.closed = true
-	t.mu.Unlock()
-	t.wg.Wait()
 }

@@ -3,7 +3,8 @@
 //
 // With no flags it starts an embedded NATS server with JetStream (data under
 // ./data), serves the chat page at / and the WebSocket endpoint at /ws on
-// :8080, and prints where to open. Run it with -help for every setting;
+// :8080, serves the dashboard, /metrics, /stats and the admin API on the
+// operations listener 127.0.0.1:9000, and prints where to open both. Run it with -help for every setting;
 // each has a flag, a RATETHROTTLE_* environment variable and a YAML key,
 // in that order of precedence.
 package main

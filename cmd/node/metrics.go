@@ -45,6 +45,7 @@ func newMetrics(n *node) *metrics {
 	add("ratethrottle_connections_rejected_total", "Connections refused at admission.", counter, func(s *stack) float64 { return float64(s.handler.Stats().Rejected) })
 	add("ratethrottle_frames_denied_total", "Frames answered with an error frame.", counter, func(s *stack) float64 { return float64(s.handler.Stats().Denials) })
 	add("ratethrottle_send_queue_overflows_total", "Connections aborted because their send queue was full.", counter, func(s *stack) float64 { return float64(s.handler.Stats().Overflows) })
+	add("ratethrottle_remote_frames_dropped_total", "Room frames from other nodes (or any publisher on a room subject) dropped because they are not valid UTF-8.", counter, func(s *stack) float64 { return float64(s.handler.Stats().RemoteDropped) })
 	add("ratethrottle_room_publish_errors_total", "Room messages that could not be published to the other nodes.", counter, func(s *stack) float64 { return float64(s.handler.Stats().PublishErrors) })
 	add("ratethrottle_sync_lag_seconds", "Lag of the last remote consumption update applied, from the other node's write.", gauge, func(s *stack) float64 { return s.store.Stats().SyncLag.Seconds() })
 	add("ratethrottle_kv_writes_total", "KV entries written (counters, compare-and-swap updates, connection counts, heartbeats).", counter, func(s *stack) float64 { return float64(s.store.Stats().KVWrites) })
@@ -102,7 +103,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(m.decisions, prometheus.CounterValue, v, string(r))
 	}
-	for i, t := range violationTypes {
+	for i, t := range limiter.ViolationTypes {
 		ch <- prometheus.MustNewConstMetric(m.violation, prometheus.CounterValue, float64(s.counter.counts[i].Load()), string(t))
 	}
 	for _, x := range m.list {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 // TestBinaryDefaults runs the built node with no flags, with only its
@@ -18,7 +21,7 @@ import (
 func TestBinaryDefaults(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	p := startProc(t, dir, []string{"RATETHROTTLE_LISTEN=127.0.0.1:0", "RATETHROTTLE_NATS_LISTEN=127.0.0.1:0"})
+	p := startProc(t, dir, []string{"RATETHROTTLE_LISTEN=127.0.0.1:0", "RATETHROTTLE_OPS_LISTEN=127.0.0.1:0", "RATETHROTTLE_NATS_LISTEN=127.0.0.1:0"})
 	base := "http://" + p.addr
 
 	if code, body := httpGet(t, base+"/healthz"); code != 200 || !strings.Contains(body, `"ok"`) {
@@ -76,11 +79,11 @@ func TestBinaryDefaults(t *testing.T) {
 	if closeErr == nil || closeErr.Code != websocket.ClosePolicyViolation || closeErr.Text != "too_many_denials" {
 		t.Errorf("flood ended with %v, want close 1008 too_many_denials", closeErr)
 	}
-	_, stats := httpGet(t, base+"/stats")
+	_, stats := httpGet(t, "http://"+p.ops+"/stats")
 	if !strings.Contains(stats, `"room_rate"`) {
 		t.Errorf("/stats does not count the room_rate violations: %s", stats)
 	}
-	_, metrics := httpGet(t, base+"/metrics")
+	_, metrics := httpGet(t, "http://"+p.ops+"/metrics")
 	for _, m := range []string{"ratethrottle_decisions_total{reason=\"ok\"}", "ratethrottle_connections ", "ratethrottle_events_published_total", "ratethrottle_kv_writes_total", "ratethrottle_sync_lag_seconds", `ratethrottle_violations_total{type="room_rate"}`} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %s", m)
@@ -106,9 +109,10 @@ func TestBinaryDefaults(t *testing.T) {
 }
 
 // TestBinaryNoFlagsPort8080 runs the node with no flags and no
-// environment at all, when :8080 and the NATS port 4222 are free.
+// environment at all, when :8080, the operations port 9000 and the NATS
+// port 4222 are free.
 func TestBinaryNoFlagsPort8080(t *testing.T) {
-	for _, addr := range []string{":8080", "127.0.0.1:4222"} {
+	for _, addr := range []string{":8080", "127.0.0.1:9000", "127.0.0.1:4222"} {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Skipf("%s is in use: %v", addr, err)
@@ -116,8 +120,8 @@ func TestBinaryNoFlagsPort8080(t *testing.T) {
 		ln.Close()
 	}
 	p := startProc(t, t.TempDir(), nil)
-	if p.addr != "localhost:8080" {
-		t.Fatalf("printed address %q, want localhost:8080", p.addr)
+	if p.addr != "localhost:8080" || p.ops != "127.0.0.1:9000" {
+		t.Fatalf("printed addresses %q and %q, want localhost:8080 and 127.0.0.1:9000", p.addr, p.ops)
 	}
 	waitReady(t, "127.0.0.1:8080", 30*time.Second)
 	if code, _ := httpGet(t, "http://127.0.0.1:8080/healthz"); code != 200 {
@@ -136,4 +140,71 @@ func TestBinaryInvalidConfig(t *testing.T) {
 	if !strings.Contains(out, "limits.messages_per_minute") || !strings.Contains(out, `"lots"`) {
 		t.Errorf("message does not name the field and the value:\n%s", out)
 	}
+}
+
+// TestBinaryOpsPortBusy starts a node whose operations port is taken: it
+// exits non-zero and says which setting to change.
+func TestBinaryOpsPortBusy(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	out, err := runBinary(t, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--ops-listen", ln.Addr().String())
+	if err == nil {
+		t.Fatalf("exit 0 with the operations port taken:\n%s", out)
+	}
+	if !strings.Contains(out, "ops_listen") || !strings.Contains(out, ln.Addr().String()) || !strings.Contains(out, "own ops_listen port") {
+		t.Errorf("message does not name ops_listen, the address and the remedy:\n%s", out)
+	}
+}
+
+// TestInvalidUTF8Counted sends a text frame that is not UTF-8 from a
+// client and one from a foreign publisher on the room's subject: the first
+// is counted as an invalid_utf8 violation (not "other") in /stats and
+// /metrics, the second in ratethrottle_remote_frames_dropped_total.
+func TestInvalidUTF8Counted(t *testing.T) {
+	t.Parallel()
+	n := startInProcess(t)
+	waitReady(t, n.addr, 30*time.Second)
+	member, err := dialWS(t, n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member.join("lobby")
+	nc := n.natsConn(t)
+	if err := nc.Publish(wshandler.RoomSubject("ratethrottle", "lobby"), []byte("{\"type\":\"message\",\"room\":\"lobby\",\"data\":\"\xff\xfe\"}")); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := dialWS(t, n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.join("lobby")
+	if err := bad.ws.WriteMessage(websocket.TextMessage, []byte("{\"type\":\"message\",\"room\":\"lobby\",\"data\":{\"text\":\"\xff\xfe\"}}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.read(5 * time.Second); !websocket.IsCloseError(err, websocket.CloseInvalidFramePayloadData) {
+		t.Errorf("invalid UTF-8 got %v, want close 1007", err)
+	}
+	var metrics string
+	waitFor(t, 10*time.Second, "both frames counted in /metrics", func() bool {
+		_, metrics = httpGet(t, "http://"+n.ops+"/metrics")
+		return strings.Contains(metrics, `ratethrottle_violations_total{type="invalid_utf8"} 1`+"\n") &&
+			strings.Contains(metrics, "ratethrottle_remote_frames_dropped_total 1\n")
+	})
+	_, stats := httpGet(t, "http://"+n.ops+"/stats")
+	var st NodeStats
+	if err := json.Unmarshal([]byte(stats), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Violations["invalid_utf8"] != 1 || st.Violations["other"] != 0 {
+		t.Errorf("/stats violations = %v, want invalid_utf8 1 and no other", st.Violations)
+	}
+	// The member still hears its room.
+	if err := member.send(map[string]any{"type": "message", "room": "lobby", "data": "still here"}); err != nil {
+		t.Fatal(err)
+	}
+	member.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "message" && f["data"] == "still here" })
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 )
@@ -29,11 +30,21 @@ type node struct {
 	nc     *nats.Conn
 	stack  atomic.Pointer[stack]
 	recent *recentViolations
+	// peers remembers which nodes answered statistics requests, and when.
+	peers *peerBook
+	// samples are this node's per-second samples; charts are every node's,
+	// as the dashboard hub last merged them.
+	samples sampleRing
+	charts  chartHistory
 	// stopping is closed when shutdown begins; dashboards watch it.
 	stopping chan struct{}
 	// dashboards counts the open dashboard WebSockets, which the HTTP
 	// server does not track once hijacked.
 	dashboards tracker
+	// dashHub builds the frames every open dashboard shares.
+	dashHub *dashboardHub
+	// pages are the chat page's renderings.
+	pages *chatPages
 }
 
 // run runs a node until ctx ends, with the command-line args (without the
@@ -48,7 +59,7 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), stopping: make(chan struct{})}
+	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), peers: newPeerBook(), stopping: make(chan struct{})}
 	return n.run(ctx, stdout)
 }
 
@@ -84,12 +95,41 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return &ConfigError{Key: "listen", Value: cfg.Listen, Reason: err.Error()}
 	}
-	hs := &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	fmt.Fprintf(stdout, "RateThrottle node %s: open http://%s/ (dashboard http://%s/dashboard)\n",
-		n.id, browserAddr(ln.Addr()), browserAddr(ln.Addr()))
-	n.log.Info("listening", "addr", ln.Addr().String(), "node", n.id, "nats", nc.ConnectedUrlRedacted())
+	defer ln.Close()
+	var opsLn net.Listener
+	var opsAddr net.Addr
+	if cfg.OpsListen != "" {
+		if opsLn, err = net.Listen("tcp", cfg.OpsListen); err != nil {
+			return &ConfigError{Key: "ops_listen", Value: cfg.OpsListen, Reason: err.Error() + " (each node on a machine needs its own ops_listen port; empty turns the operations endpoints off)"}
+		}
+		defer opsLn.Close()
+		opsAddr = opsLn.Addr()
+	}
+	if n.pages, err = newChatPages(opsAddr); err != nil {
+		return err
+	}
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
+	n.dashHub = newDashboardHub(dashboardInterval, n.dashboardFrame)
+	go n.dashHub.run(hubCtx)
+	go n.runSampler(hubCtx)
+
+	servers := []*http.Server{cfg.HTTP.newServer(n.publicRoutes())}
+	listeners := []net.Listener{ln}
+	if opsLn != nil {
+		servers = append(servers, cfg.HTTP.newServer(n.opsRoutes()))
+		listeners = append(listeners, opsLn)
+	}
+	served := make(chan error, len(servers))
+	for i, hs := range servers {
+		go func() { served <- hs.Serve(listeners[i]) }()
+	}
+	ops := "operations endpoints off (ops_listen is empty)"
+	if opsAddr != nil {
+		ops = fmt.Sprintf("operations on http://%s/: /dashboard, /metrics, /stats, /admin", browserAddr(opsAddr))
+	}
+	fmt.Fprintf(stdout, "RateThrottle node %s: open http://%s/ (%s)\n", n.id, browserAddr(ln.Addr()), ops)
+	n.log.Info("listening", "addr", ln.Addr().String(), "ops_addr", addrString(opsAddr), "node", n.id, "nats", nc.ConnectedUrlRedacted())
 
 	upCtx, cancelUp := context.WithCancel(ctx)
 	upDone := make(chan struct{})
@@ -101,6 +141,9 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	select {
 	case <-ctx.Done():
 	case err := <-served:
+		for _, hs := range servers {
+			_ = hs.Close()
+		}
 		cancelUp()
 		<-upDone
 		n.shutdownStack(context.Background())
@@ -110,6 +153,9 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 	close(n.stopping)
 	cancelUp()
 	<-upDone
+	if s := n.stack.Load(); s != nil {
+		n.sayLeaving(s)
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if s := n.stack.Load(); s != nil {
@@ -117,9 +163,11 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 			n.log.Warn("websocket shutdown", "err", err)
 		}
 	}
-	if err := hs.Shutdown(sctx); err != nil {
-		n.log.Warn("http shutdown", "err", err)
-		_ = hs.Close()
+	for _, hs := range servers {
+		if err := hs.Shutdown(sctx); err != nil {
+			n.log.Warn("http shutdown", "err", err)
+			_ = hs.Close()
+		}
 	}
 	n.dashboards.closeAndWait()
 	closed := make(chan struct{})
@@ -143,10 +191,42 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 
 // bringUp builds the limiter stack, retrying until it succeeds or ctx ends:
 // JetStream in a cluster of embedded servers is ready only once a quorum of
-// nodes runs.
+// nodes runs and has elected its leaders.
+//
+// Each attempt first asks JetStream for the account's information, with a
+// short timeout: in a cluster only the meta leader answers. A new cluster
+// elects it within a second, but a cluster restarted on its data directories
+// waits out a Raft election timeout (4 to 9 s at random in nats-server)
+// before its meta leader and each stream's leader exist. Building the stack
+// before then would spend its whole operation timeout (stackOpTimeout) waiting, and
+// make readiness lag the cluster's by up to as much.
 func (n *node) bringUp(ctx context.Context) {
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		n.log.Error("jetstream", "err", err)
+		return
+	}
 	wait := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	probes := 0
+	for attempt := 1; ; {
+		pctx, cancel := context.WithTimeout(ctx, jetStreamProbeTimeout)
+		_, err := js.AccountInfo(pctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if probes%10 == 0 {
+				n.log.Info("waiting for JetStream", "probe", probes+1, "err", err)
+			}
+			probes++
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(jetStreamProbeTimeout / 2):
+			}
+			continue
+		}
 		s, err := newStack(ctx, n)
 		if err == nil {
 			n.stack.Store(s)
@@ -162,9 +242,13 @@ func (n *node) bringUp(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		attempt++
 		wait = min(wait*2, 2*time.Second)
 	}
 }
+
+// jetStreamProbeTimeout bounds one probe of JetStream in bringUp.
+const jetStreamProbeTimeout = 500 * time.Millisecond
 
 func (n *node) shutdownStack(ctx context.Context) {
 	if s := n.stack.Swap(nil); s != nil {
@@ -260,6 +344,14 @@ func joinURLs(urls []string) string {
 		s += u
 	}
 	return s
+}
+
+// addrString returns a's address, or "off" for nil.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
 }
 
 // browserAddr returns host:port to print for a listen address, with

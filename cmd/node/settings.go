@@ -53,7 +53,13 @@ var settings = buildSettings()
 
 func buildSettings() []setting {
 	s := []setting{
-		str("listen", ":8080", "HTTP listen address (chat page, /ws, /metrics, /stats, /dashboard)", func(c *Config) *string { return &c.Listen }),
+		str("listen", ":8080", "public HTTP listen address (chat page, /ws, /healthz, /readyz)", func(c *Config) *string { return &c.Listen }),
+		hostPort("ops_listen", "127.0.0.1:9000", "operations HTTP listen address (/metrics, /stats, /dashboard, /admin); empty turns it off", func(c *Config) *string { return &c.OpsListen }),
+		dur("http.read_header_timeout", "5s", "time to read a request's headers, on both listeners", func(c *Config) *time.Duration { return &c.HTTP.ReadHeaderTimeout }),
+		dur("http.read_timeout", "10s", "time to read a whole request, body included, except on WebSocket routes", func(c *Config) *time.Duration { return &c.HTTP.ReadTimeout }),
+		dur("http.write_timeout", "10s", "time to write a response, except on WebSocket routes", func(c *Config) *time.Duration { return &c.HTTP.WriteTimeout }),
+		dur("http.idle_timeout", "60s", "how long an idle keep-alive connection stays open", func(c *Config) *time.Duration { return &c.HTTP.IdleTimeout }),
+		num("http.max_header_bytes", "16384", "largest request header block in bytes", func(c *Config) *int { return &c.HTTP.MaxHeaderBytes }),
 		str("node_id", "", "node ID, unique in the cluster (default: host name and HTTP port)", func(c *Config) *string { return &c.NodeID }),
 		str("data_dir", "./data", "directory of the embedded NATS server's JetStream data (one subdirectory per node ID)", func(c *Config) *string { return &c.DataDir }),
 		dur("shutdown_timeout", "10s", "how long a graceful shutdown may take", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
@@ -75,9 +81,9 @@ func buildSettings() []setting {
 		str("kv.bucket", "ratethrottle", "JetStream KV bucket of the limiter's shared state", func(c *Config) *string { return &c.KVBucket }),
 		num("kv.replicas", "0", "KV replicas (0: 1, or up to 3 with an embedded cluster)", func(c *Config) *int { return &c.KVReplicas }),
 
-		{key: "limits.preset", def: "moderate", usage: "limits preset: default, strict, moderate or generous", set: func(c *Config, v string) error {
+		{key: "limits.preset", def: "moderate", usage: presetUsage(), set: func(c *Config, v string) error {
 			if _, ok := limiter.Preset(v); !ok {
-				return errors.New("unknown preset (want default, strict, moderate or generous)")
+				return errors.New("unknown preset (want " + strings.Join(presetNames, ", ") + ")")
 			}
 			c.Preset = v
 			return nil
@@ -129,7 +135,8 @@ func buildSettings() []setting {
 		dur("sync_interval", "50ms", "how often global-mode consumption is flushed to the cluster", func(c *Config) *time.Duration { return &c.SyncInterval }),
 
 		str("events.prefix", "ratethrottle", "subject prefix of violation events, bans, room messages and stats requests", func(c *Config) *string { return &c.EventPrefix }),
-		secret(str("admin_token", "", "bearer token of the admin API (/admin/bans); empty disables the API", func(c *Config) *string { return &c.AdminToken })),
+		secret(str("admin_token", "", "bearer token of the admin API (/admin/bans), at least 16 bytes; empty disables the API", func(c *Config) *string { return &c.AdminToken })),
+		str("admin_token_file", "", "file holding the admin API's bearer token (keeps it out of the process list); trailing newlines are ignored", func(c *Config) *string { return &c.AdminTokenFile }),
 
 		num64("autoban.threshold", "0", "violations within autoban.window that ban a client (0: no automatic bans)", func(c *Config) *int64 { return &c.AutoBanThreshold }),
 		dur("autoban.window", "1m", "window of autoban.threshold", func(c *Config) *time.Duration { return &c.AutoBanWindow }),
@@ -153,6 +160,14 @@ func buildSettings() []setting {
 				}
 				c.TrustedProxies = append(c.TrustedProxies, pfx)
 			}
+			return nil
+		}},
+		{key: "ipv6_prefix", def: "64", usage: "length in bits of the IPv6 prefix that names a client, for limits and bans (128: per address)", set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 128 {
+				return errors.New("want a prefix length from 1 to 128")
+			}
+			c.IPv6PrefixLen = n
 			return nil
 		}},
 
@@ -383,9 +398,14 @@ func loadConfig(args, env []string, out io.Writer) (*Config, error) {
 	var flagValues []flagValue
 	for _, s := range settings {
 		s := s
-		usage := fmt.Sprintf("%s (env %s, yaml %s)", s.usage, s.Env(), s.key)
+		// The sources and the default end the usage's first line.
+		first, rest, _ := strings.Cut(s.usage, "\n")
+		usage := fmt.Sprintf("%s (env %s, yaml %s)", first, s.Env(), s.key)
 		if s.def != "" && !s.secret {
 			usage += fmt.Sprintf(" (default %q)", s.def)
+		}
+		if rest != "" {
+			usage += "\n" + rest
 		}
 		fs.Func(s.Flag(), usage, func(v string) error {
 			flagValues = append(flagValues, flagValue{s.key, s.Flag(), v})

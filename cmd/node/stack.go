@@ -29,6 +29,7 @@ type stack struct {
 	lim       *limiter.Limiter
 	handler   *wshandler.Handler
 	statsSub  *nats.Subscription
+	leaveSub  *nats.Subscription
 	eventsSub *events.Subscription
 	unnotify  func()
 	counter   *violationCounter
@@ -47,7 +48,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	opCtx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	opCtx, cancel := context.WithTimeout(ctx, stackOpTimeout)
 	defer cancel()
 	def, modes := cfg.Modes()
 	kc := kvstore.Config{
@@ -110,6 +111,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	hc := wshandler.Config{
 		Limiter:         s.lim,
 		TrustedProxies:  cfg.TrustedProxies,
+		IPv6PrefixLen:   cfg.IPv6PrefixLen,
 		Gate:            s.bans,
 		Sink:            sink,
 		RejectWithClose: cfg.RejectWithClose,
@@ -138,6 +140,9 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 			n.log.Info("closed banned client's connections", "client", b.Client, "connections", k)
 		}
 	}, nil)
+	if s.leaveSub, err = n.serveLeaveNotices(); err != nil {
+		return nil, err
+	}
 	if s.statsSub, err = n.serveStatsRequests(s); err != nil {
 		return nil, err
 	}
@@ -155,8 +160,10 @@ func (s *stack) close(ctx context.Context, log *slog.Logger) {
 			log.Warn("websocket shutdown", "err", err)
 		}
 	}
-	if s.statsSub != nil {
-		_ = s.statsSub.Unsubscribe()
+	for _, sub := range []*nats.Subscription{s.statsSub, s.leaveSub} {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
 	}
 	if s.eventsSub != nil {
 		_ = s.eventsSub.Close()
@@ -186,3 +193,10 @@ func (s *stack) close(ctx context.Context, log *slog.Logger) {
 		}
 	}
 }
+
+// stackOpTimeout bounds the KV operations of one attempt to build the
+// stack. An attempt that times out is retried, and creating a bucket is
+// idempotent, so a short bound costs nothing but a retry; a long one made
+// a node that raced the others to create a bucket wait it out (see
+// bringUp).
+const stackOpTimeout = 2 * time.Second

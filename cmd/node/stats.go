@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,6 +73,9 @@ type NodeStats struct {
 	// Bans is the number of bans in force; the largest in
 	// ClusterStats.Total.
 	Bans int `json:"bans"`
+	// History holds the node's per-second samples, oldest first, when the
+	// request asked for them (the dashboard does); otherwise it is absent.
+	History []Sample `json:"history,omitempty"`
 }
 
 // LimitsJSON is limiter.Limits with the setting names as JSON keys. A zero
@@ -103,8 +108,18 @@ type LimitsJSON struct {
 type ClusterStats struct {
 	// Time is when the request was sent, in UTC.
 	Time time.Time `json:"time"`
-	// Nodes are the answers of every node that replied in time.
+	// Nodes are the answers of every node that replied in time, sorted by
+	// node ID.
 	Nodes []NodeStats `json:"nodes"`
+	// Missing are the IDs of the nodes that answered this node's requests
+	// within the last two minutes but not this one, sorted; a node that
+	// stopped gracefully says so and is not listed.
+	Missing []string `json:"missing"`
+	// Expected is the number of nodes expected to answer: the most of the
+	// live nodes the store counts and the nodes that answered or are
+	// missing. Expected > len(Nodes) with Missing empty means that a node
+	// this node never heard from is counted live but did not answer.
+	Expected int `json:"expected"`
 	// Total sums the nodes' counters; unique_clients is a sum of per-node
 	// counts, so a client on two nodes counts twice.
 	Total NodeStats `json:"total"`
@@ -162,7 +177,12 @@ func limitsJSON(l limiter.Limits) LimitsJSON {
 // statistics.
 func (n *node) serveStatsRequests(s *stack) (*nats.Subscription, error) {
 	sub, err := n.nc.Subscribe(statsSubject(n.cfg.EventPrefix), func(m *nats.Msg) {
-		b, err := json.Marshal(n.localStats())
+		st := n.localStats()
+		var req statsRequest
+		if len(m.Data) > 0 && json.Unmarshal(m.Data, &req) == nil && req.History {
+			st.History = n.samples.since(req.Since[n.id])
+		}
+		b, err := json.Marshal(st)
 		if err == nil {
 			_ = m.Respond(b)
 		}
@@ -173,13 +193,104 @@ func (n *node) serveStatsRequests(s *stack) (*nats.Subscription, error) {
 	return sub, n.nc.Flush()
 }
 
-// clusterStats asks every node for its statistics and waits until as many
-// nodes as this node knows to be alive have answered, or timeout passes.
-func (n *node) clusterStats(ctx context.Context, timeout time.Duration) (ClusterStats, error) {
+// serveLeaveNotices forgets the nodes that say they are leaving.
+func (n *node) serveLeaveNotices() (*nats.Subscription, error) {
+	return n.nc.Subscribe(leaveSubject(n.cfg.EventPrefix), func(m *nats.Msg) {
+		n.peers.left(string(m.Data))
+	})
+}
+
+// sayLeaving stops answering statistics requests and tells the other
+// nodes that this node is leaving, so that their cluster statistics do not
+// list it as missing.
+func (n *node) sayLeaving(s *stack) {
+	if s.statsSub != nil {
+		_ = s.statsSub.Unsubscribe()
+	}
+	if err := n.nc.Publish(leaveSubject(n.cfg.EventPrefix), []byte(n.id)); err != nil {
+		n.log.Debug("leave notice", "err", err)
+	}
+}
+
+// Waiting for the nodes' answers to a cluster statistics request.
+const (
+	// clusterStatsGrace bounds the wait for more answers once the first
+	// has come: a node that is counted as live but does not answer (killed,
+	// and not yet dropped by the store's heartbeats) costs a request at
+	// most this.
+	clusterStatsGrace = 250 * time.Millisecond
+	// peerWaitTTL is how long after its last answer a node is still waited
+	// for by name.
+	peerWaitTTL = 10 * time.Second
+	// peerMissingTTL is how long after its last answer a node that does
+	// not answer is listed in ClusterStats.Missing, unless it said it was
+	// leaving.
+	peerMissingTTL = 2 * time.Minute
+)
+
+// peerBook remembers when each node last answered a statistics request of
+// this node, so that a cluster statistics answer can name the nodes that
+// were expected and did not answer: the store counts live nodes but does
+// not name them.
+type peerBook struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func newPeerBook() *peerBook { return &peerBook{seen: map[string]time.Time{}} }
+
+// answered records an answer of node at t.
+func (p *peerBook) answered(node string, t time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t.After(p.seen[node]) {
+		p.seen[node] = t
+	}
+}
+
+// left forgets node, which said it was leaving.
+func (p *peerBook) left(node string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.seen, node)
+}
+
+// since returns the nodes that answered after t, sorted, and forgets those
+// that have not answered since now-peerMissingTTL.
+func (p *peerBook) since(t, now time.Time) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for id, at := range p.seen {
+		switch {
+		case at.After(t):
+			out = append(out, id)
+		case now.Sub(at) > peerMissingTTL:
+			delete(p.seen, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// leaveSubject returns the subject on which a node stopping gracefully
+// says so, so that the others stop expecting its answers.
+func leaveSubject(prefix string) string { return prefix + ".node.leave" }
+
+// clusterStats asks every node for its statistics. It waits until every
+// node this node expects has answered (those that answered within
+// peerWaitTTL, and at least as many as the store counts as live), but for
+// at most clusterStatsGrace after the first answer, and never past timeout
+// or ctx. Nodes that answered within peerMissingTTL and did not answer
+// this time are listed in Missing. The request's body is req, nil or a
+// statsRequest in JSON.
+func (n *node) clusterStats(ctx context.Context, timeout time.Duration, req []byte) (ClusterStats, error) {
+	start := time.Now()
 	want := 1
 	if s := n.stack.Load(); s != nil {
 		want = max(s.store.LiveNodes(), 1)
 	}
+	waitFor := n.peers.since(start.Add(-peerWaitTTL), start)
 	inbox := n.nc.NewRespInbox()
 	replies := make(chan *nats.Msg, 64)
 	sub, err := n.nc.ChanSubscribe(inbox, replies)
@@ -187,28 +298,56 @@ func (n *node) clusterStats(ctx context.Context, timeout time.Duration) (Cluster
 		return ClusterStats{}, err
 	}
 	defer sub.Unsubscribe()
-	if err := n.nc.PublishRequest(statsSubject(n.cfg.EventPrefix), inbox, nil); err != nil {
+	if err := n.nc.PublishRequest(statsSubject(n.cfg.EventPrefix), inbox, req); err != nil {
 		return ClusterStats{}, err
 	}
-	out := ClusterStats{Time: time.Now().UTC(), Total: NodeStats{Node: "*", Denied: map[string]int64{}, Violations: map[string]int64{}}}
+	out := ClusterStats{Time: start.UTC(), Total: NodeStats{Node: "*", Denied: map[string]int64{}, Violations: map[string]int64{}}, Missing: []string{}}
 	seen := map[string]bool{}
+	complete := func() bool {
+		if len(seen) < want {
+			return false
+		}
+		for _, id := range waitFor {
+			if !seen[id] {
+				return false
+			}
+		}
+		return true
+	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	for len(seen) < want {
+	var grace <-chan time.Time
+wait:
+	for !complete() {
 		select {
 		case m := <-replies:
 			var st NodeStats
-			if json.Unmarshal(m.Data, &st) != nil || seen[st.Node] {
+			if json.Unmarshal(m.Data, &st) != nil || st.Node == "" || seen[st.Node] {
 				continue
 			}
 			seen[st.Node] = true
+			n.peers.answered(st.Node, time.Now())
 			out.Nodes = append(out.Nodes, st)
+			if grace == nil {
+				g := time.NewTimer(clusterStatsGrace)
+				defer g.Stop()
+				grace = g.C
+			}
+		case <-grace:
+			break wait
 		case <-timer.C:
-			want = 0
+			break wait
 		case <-ctx.Done():
-			want = 0
+			break wait
 		}
 	}
+	for _, id := range n.peers.since(start.Add(-peerMissingTTL), start) {
+		if !seen[id] {
+			out.Missing = append(out.Missing, id)
+		}
+	}
+	out.Expected = max(want, len(out.Nodes)+len(out.Missing))
+	slices.SortFunc(out.Nodes, func(a, b NodeStats) int { return strings.Compare(a.Node, b.Node) })
 	t := &out.Total
 	t.Time = out.Time
 	t.Ready = len(out.Nodes) > 0

@@ -6,24 +6,18 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-// violationTypes are the types violationCounter counts, in a stable order.
-var violationTypes = []limiter.ViolationType{
-	limiter.ViolationConnectionRate, limiter.ViolationConcurrentConnections,
-	limiter.ViolationMessageSize, limiter.ViolationMessageRate, limiter.ViolationBandwidth,
-	limiter.ViolationBanned, limiter.ViolationStoreUnavailable,
-	limiter.ViolationRoomRate, limiter.ViolationRoomFull,
-}
-
 // violationCounter is a limiter.ViolationSink that counts this node's
-// violations by type, the room layers' included. It allocates nothing.
+// violations by type, in the order of limiter.ViolationTypes, the room
+// layers' and the protocol layer's included; a type the list does not
+// name is counted as "other". It allocates nothing.
 type violationCounter struct {
-	counts [16]atomic.Int64
+	counts [len(limiter.ViolationTypes)]atomic.Int64
 	other  atomic.Int64
 }
 
 // HandleViolation implements limiter.ViolationSink.
 func (c *violationCounter) HandleViolation(v limiter.Violation) {
-	for i, t := range violationTypes {
+	for i, t := range limiter.ViolationTypes {
 		if t == v.Type {
 			c.counts[i].Add(1)
 			return
@@ -35,7 +29,7 @@ func (c *violationCounter) HandleViolation(v limiter.Violation) {
 // snapshot returns the counts by type, omitting zeros.
 func (c *violationCounter) snapshot() map[string]int64 {
 	m := map[string]int64{}
-	for i, t := range violationTypes {
+	for i, t := range limiter.ViolationTypes {
 		if v := c.counts[i].Load(); v > 0 {
 			m[string(t)] = v
 		}

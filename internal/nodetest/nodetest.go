@@ -74,6 +74,18 @@ func (b *Buffer) String() string {
 
 var openLine = regexp.MustCompile(`open http://([^/\s]+)/`)
 
+var opsLine = regexp.MustCompile(`operations on http://([^/\s]+)/`)
+
+// OpsAddr returns the host:port of the operations listener named on the
+// node's "open" line, and false until out holds it or when the node runs
+// without one.
+func OpsAddr(out string) (string, bool) {
+	if m := opsLine.FindStringSubmatch(out); m != nil {
+		return m[1], true
+	}
+	return "", false
+}
+
 // Addr returns the host:port of the "open http://…/" line the node prints
 // once it listens, and false until out holds it.
 func Addr(out string) (string, bool) {

@@ -29,7 +29,8 @@ type AutoBanConfig struct {
 	// Window is the time in which Threshold violations trigger a ban.
 	// Required.
 	Window time.Duration
-	// Duration is how long an automatic ban lasts. Zero means 10 minutes.
+	// Duration is how long an automatic ban lasts. Zero means 10 minutes;
+	// longer than MaxBanDuration means until lifted.
 	Duration time.Duration
 	// Types are the violation types that count. Empty means every type
 	// except banned and store_unavailable, which are not the client's

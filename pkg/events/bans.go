@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,13 @@ type BansConfig struct {
 	// lifted or expired ban, so that watchers that reconnect see it. At
 	// least one second; zero means one minute.
 	MarkerTTL time.Duration
+	// UseExisting opens the bucket without creating it or changing its
+	// configuration (replicas, storage, marker TTL): a tool that is not a
+	// node sets it, so that it never recreates a bucket with other
+	// settings. NewBans then fails, wrapping jetstream.ErrBucketNotFound,
+	// if the bucket does not exist, and MarkerTTL, Replicas and Storage
+	// are ignored, the bucket's own marker TTL applying.
+	UseExisting bool
 	// NoEvents turns off the ban and unban events.
 	NoEvents bool
 	// OnBan, if set, is called on every node, this one included, for each
@@ -47,7 +56,8 @@ type BansConfig struct {
 	// here. It runs on the watch goroutine and must return quickly.
 	OnBan func(Ban)
 	// OnUnban, if set, is called on every node when a ban is lifted or
-	// expires, with the client ID.
+	// expires, with the client ID. An unban event is published once per
+	// ended ban cluster-wide, not once per node: see Bans.
 	OnUnban func(client string)
 	// SweepInterval is how often expired bans are dropped from the local
 	// cache and a lost watch is restarted. Zero means 30 seconds.
@@ -95,6 +105,13 @@ func (c *BansConfig) setDefaults() error {
 	return nil
 }
 
+// MaxBanDuration is the longest ban that keeps its end. A longer duration
+// is stored as a ban until lifted: the server computes a key's expiry in
+// nanoseconds since 1970, which overflows for TTLs of about 2,060,000 hours
+// from 2026 and would make the key expire at once. A century is far
+// inside that limit and far beyond any ban with a meaningful end.
+const MaxBanDuration = 100 * 365 * 24 * time.Hour
+
 // Ban is one ban, as stored in the bucket.
 type Ban struct {
 	// Client is the banned client ID.
@@ -132,6 +149,7 @@ type notice struct {
 	rev    uint64
 	client string
 	live   bool
+	until  time.Time
 }
 
 // Bans is the cluster-wide ban list: a JetStream KV bucket with a TTL per
@@ -144,6 +162,14 @@ type notice struct {
 // on a healthy cluster. Each key expires on the server at the end of its
 // ban; the cache also compares Until with its own clock, so nodes' clocks
 // should agree to well within a second.
+//
+// A ban that ends by its TTL, or whose key is deleted from the bucket by
+// another tool, is reported by one unban event cluster-wide, with reason
+// "expired" (or "removed"): every node that sees the key's delete marker
+// tries to create the claim key "unban.<clientToken>.<markerRevision>" in
+// the bucket, and only the node whose create succeeds publishes the event.
+// A ban lifted by Unban carries its node's mark in the purge marker, and
+// that node publishes the event itself.
 //
 // One goroutine per Bans applies the watch. Bans is safe for concurrent
 // use; Close is idempotent.
@@ -163,7 +189,10 @@ type Bans struct {
 	listeners map[int]listener
 	nextID    int
 
-	invalid atomic.Uint64
+	invalid   atomic.Uint64
+	claimWon  atomic.Uint64
+	claimLost atomic.Uint64
+	claims    sync.WaitGroup
 
 	watchCtx    context.Context
 	cancelWatch context.CancelFunc
@@ -188,14 +217,23 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	kv, err := cfg.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:         cfg.Bucket,
-		Description:    "RateThrottle bans",
-		History:        1,
-		Replicas:       cfg.Replicas,
-		Storage:        cfg.Storage,
-		LimitMarkerTTL: cfg.MarkerTTL,
-	})
+	var kv jetstream.KeyValue
+	var err error
+	if cfg.UseExisting {
+		kv, err = cfg.JetStream.KeyValue(ctx, cfg.Bucket)
+		if err == nil {
+			err = cfg.useBucketMarkerTTL(ctx, kv)
+		}
+	} else {
+		kv, err = cfg.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:         cfg.Bucket,
+			Description:    "RateThrottle bans",
+			History:        1,
+			Replicas:       cfg.Replicas,
+			Storage:        cfg.Storage,
+			LimitMarkerTTL: cfg.MarkerTTL,
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("events: ban bucket %q: %w", cfg.Bucket, err)
 	}
@@ -234,6 +272,18 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 	return b, nil
 }
 
+// useBucketMarkerTTL sets MarkerTTL to the existing bucket's.
+func (c *BansConfig) useBucketMarkerTTL(ctx context.Context, kv jetstream.KeyValue) error {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if ttl := st.LimitMarkerTTL(); ttl >= time.Second {
+		c.MarkerTTL = ttl
+	}
+	return nil
+}
+
 // load applies the watch's initial values, without callbacks.
 func (b *Bans) load(ctx context.Context, w jetstream.KeyWatcher) error {
 	for {
@@ -252,8 +302,9 @@ func (b *Bans) load(ctx context.Context, w jetstream.KeyWatcher) error {
 	}
 }
 
-// Ban bans client for d, or until lifted if d is zero, on every node. A
-// ban replaces any earlier ban of the client. The bucket entry expires on
+// Ban bans client for d, or until lifted if d is zero or longer than
+// MaxBanDuration, on every node. A ban replaces any earlier ban of the
+// client. The bucket entry expires on
 // the server after d, rounded up to whole seconds (the unit of JetStream
 // message TTLs); the cache ends the ban at exactly now+d. Unless NoEvents
 // is set, a ban event is published on <prefix>.bans.<clientToken>.
@@ -268,6 +319,9 @@ func (b *Bans) ban(ctx context.Context, client string, d time.Duration, reason s
 	}
 	if b.closed() {
 		return ErrClosed
+	}
+	if d > MaxBanDuration {
+		d = 0
 	}
 	now := b.cfg.Now()
 	ban := Ban{Client: client, Reason: reason, Since: now.UTC(), Node: b.cfg.Node, Auto: auto}
@@ -323,6 +377,9 @@ func (b *Bans) Unban(ctx context.Context, client string) error {
 	m := nats.NewMsg(b.subj + token)
 	m.Header.Set("KV-Operation", "PURGE")
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	// The marker's body tells the other nodes that this one lifted the ban
+	// and publishes its event; a marker without one is an expiry.
+	m.Data, _ = json.Marshal(liftRecord{V: Version, Node: b.cfg.Node})
 	ack, err := b.cfg.JetStream.PublishMsg(ctx, m, jetstream.WithMsgTTL(b.cfg.MarkerTTL))
 	if err != nil {
 		return fmt.Errorf("events: unban %q: %w", client, err)
@@ -333,6 +390,54 @@ func (b *Bans) Unban(ctx context.Context, client string) error {
 		b.publish(Event{Type: TypeUnban, Client: client, Time: now, Metadata: map[string]string{}})
 	}
 	return nil
+}
+
+// liftRecord is the body of the purge marker Unban writes.
+type liftRecord struct {
+	V    int    `json:"v"`
+	Node string `json:"lifted_by"`
+}
+
+// UnbanClaims reports how many ended bans this node published the unban
+// event of (won) and how many it left to another node (lost).
+func (b *Bans) UnbanClaims() (won, lost uint64) {
+	return b.claimWon.Load(), b.claimLost.Load()
+}
+
+// claimPrefix starts the keys of unban claims. A client token never holds
+// a dot, so these keys cannot be bans.
+const claimPrefix = "unban."
+
+// claimUnban publishes the unban event of a ban that ended without Unban,
+// if this node is the first to claim it. It runs on its own goroutine, so
+// that the watch goes on.
+func (b *Bans) claimUnban(token string, rev uint64, n notice) {
+	if b.cfg.NoEvents {
+		return
+	}
+	now := b.cfg.Now()
+	e := Event{Type: TypeUnban, Client: n.client, Time: now, Until: n.until, Reason: "removed", Metadata: map[string]string{"source": "store"}}
+	// The server removes a key at or after its TTL; allow for clocks two
+	// seconds apart.
+	if !n.until.IsZero() && !now.Before(n.until.Add(-2*time.Second)) {
+		e.Reason, e.Metadata["source"] = "expired", "ttl"
+	}
+	key := claimPrefix + token + "." + strconv.FormatUint(rev, 10)
+	b.claims.Add(1)
+	go func() {
+		defer b.claims.Done()
+		ctx, cancel := context.WithTimeout(b.watchCtx, 5*time.Second)
+		defer cancel()
+		// The claim outlives the marker, so that a watch restarted while
+		// the marker is still there finds the claim taken.
+		_, err := b.kv.Create(ctx, key, []byte(b.cfg.Node), jetstream.KeyTTL(2*b.cfg.MarkerTTL))
+		if err != nil {
+			b.claimLost.Add(1)
+			return
+		}
+		b.publish(e)
+		b.claimWon.Add(1)
+	}()
 }
 
 // publish sends a ban or unban event. Ban and Unban do I/O anyway, so it
@@ -434,6 +539,7 @@ func (b *Bans) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.stop)
 		<-b.done
+		b.claims.Wait()
 	})
 	return nil
 }
@@ -497,6 +603,9 @@ func (b *Bans) run(w jetstream.KeyWatcher) {
 // listeners for a new ban or a lifted one.
 func (b *Bans) apply(kve jetstream.KeyValueEntry, notify bool) {
 	token, rev := kve.Key(), kve.Revision()
+	if strings.Contains(token, ".") {
+		return // an unban claim
+	}
 	now := b.cfg.Now()
 	var ban Ban
 	live := kve.Operation() == jetstream.KeyValuePut
@@ -515,7 +624,7 @@ func (b *Bans) apply(kve jetstream.KeyValueEntry, notify bool) {
 	if rev <= n.rev {
 		return
 	}
-	b.notices[token] = notice{rev: rev, client: ban.Client, live: live}
+	b.notices[token] = notice{rev: rev, client: ban.Client, live: live, until: ban.Until}
 	if !notify {
 		return
 	}
@@ -528,6 +637,9 @@ func (b *Bans) apply(kve jetstream.KeyValueEntry, notify bool) {
 		})
 	case !live && n.live:
 		b.notices[token] = notice{rev: rev, client: n.client}
+		if len(kve.Value()) == 0 {
+			b.claimUnban(token, rev, n)
+		}
 		b.each(func(l listener) {
 			if l.onUnban != nil {
 				l.onUnban(n.client)

@@ -3,6 +3,8 @@ package events_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratethrottle/ratethrottle/pkg/events"
+	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -176,4 +179,245 @@ func TestBanExpiresByTTL(t *testing.T) {
 		t.Error("a node still sees the expired ban")
 	}
 	waitFor(t, 2*time.Second, "OnUnban for the expired ban", func() bool { return expired.has(client) })
+}
+
+// kvOf opens the default ban bucket.
+func kvOf(t testing.TB, js jetstream.JetStream) jetstream.KeyValue {
+	t.Helper()
+	kv, err := js.KeyValue(testCtx(t), events.DefaultBanBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// TestBanLongerThanTheStoreHolds sets bans whose TTL would overflow the
+// server's nanosecond expiry clock (about 2,060,000 hours from 2026). They
+// are stored as bans until lifted, not dropped: a one-second ban set after
+// them expires first, which shows the server's expiry pass has run.
+func TestBanLongerThanTheStoreHolds(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	js := newJS(t, connect(t, srv))
+	a := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: time.Second})
+	ab, err := events.NewAutoBan(events.AutoBanConfig{Bans: a, Threshold: 1, Window: time.Minute, Duration: 2_100_000 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ab.Close()
+	ctx := testCtx(t)
+	long := []time.Duration{events.MaxBanDuration + time.Second, 2_100_000 * time.Hour, time.Duration(1<<63 - 1)}
+	for i, d := range long {
+		if err := a.Ban(ctx, fmt.Sprint("long-", i), d, "long"); err != nil {
+			t.Fatalf("Ban(%v): %v", d, err)
+		}
+	}
+	ab.HandleViolation(limiter.Violation{Type: limiter.ViolationMessageRate, ClientID: "auto-long"})
+	waitFor(t, 2*time.Second, "the automatic ban", func() bool { return a.IsBanned("auto-long") })
+	if err := a.Ban(ctx, "short", time.Second, "short"); err != nil {
+		t.Fatal(err)
+	}
+	// A ban at the cap keeps its end.
+	if err := a.Ban(ctx, "capped", events.MaxBanDuration, "cap"); err != nil {
+		t.Fatal(err)
+	}
+	kv := kvOf(t, js)
+	waitFor(t, 5*time.Second, "the one-second ban to expire on the server", func() bool {
+		_, err := kv.Get(ctx, events.ClientToken("short"))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	for _, c := range []string{"long-0", "long-1", "long-2", "auto-long", "capped"} {
+		if _, err := kv.Get(ctx, events.ClientToken(c)); err != nil {
+			t.Errorf("%s: key %v after the server's expiry pass", c, err)
+		}
+		until, ok := a.BannedUntil(c, time.Now())
+		switch {
+		case !ok:
+			t.Errorf("%s: not banned", c)
+		case c == "capped" && until.IsZero():
+			t.Errorf("%s: a ban of exactly MaxBanDuration lost its end", c)
+		case c != "capped" && !until.IsZero():
+			t.Errorf("%s: until %v, want until lifted", c, until)
+		}
+	}
+}
+
+// unbanCount counts the unban events for one client.
+func unbanCount(c *collector, client string) (n int) {
+	for _, e := range c.all() {
+		if e.Type == events.TypeUnban && e.Client == client {
+			n++
+		}
+	}
+	return n
+}
+
+// TestExpiredBanPublishesOneUnbanEvent runs three nodes on a three-server
+// cluster. A ban that ends by its TTL is seen ending by all three, and
+// exactly one unban event says so, with reason expired; a lifted ban still
+// gets exactly one (the lifting node's), not one more per node.
+func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
+	t.Parallel()
+	cl, err := kvstore.StartCluster(3, kvstore.ServerConfig{})
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(cl.Shutdown)
+	servers := cl.Servers()
+	watch := subscribe(t, connect(t, servers[1]), events.Filter{Types: []events.Type{events.TypeBan, events.TypeUnban}})
+	var nodes []*events.Bans
+	var ended [3]clientLog
+	for i, srv := range servers {
+		nodes = append(nodes, newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: fmt.Sprint("n", i),
+			Replicas: 3, MarkerTTL: time.Second, OnUnban: ended[i].add}))
+	}
+	ctx := testCtx(t)
+	settled := func(client string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, "every node to see "+client+"'s ban end", func() bool {
+			return ended[0].has(client) && ended[1].has(client) && ended[2].has(client)
+		})
+		waitFor(t, 5*time.Second, "every node's claim on "+client, func() bool {
+			var n uint64
+			for _, b := range nodes {
+				won, lost := b.UnbanClaims()
+				n += won + lost
+			}
+			return n >= 3
+		})
+	}
+
+	const client = "198.51.100.77"
+	start := time.Now()
+	if err := nodes[0].Ban(ctx, client, time.Second, "short"); err != nil {
+		t.Fatal(err)
+	}
+	settled(client)
+	t.Logf("ban of 1s ended on all three nodes after %v", time.Since(start))
+	// Each node publishes its events on one connection, in order: once a
+	// later event from every node has arrived, any unban event they
+	// published has too.
+	for i, b := range nodes {
+		if err := b.Ban(ctx, fmt.Sprint("sentinel-", i), time.Hour, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 2*time.Second, "the sentinel ban events", func() bool {
+		n := 0
+		for _, e := range watch.all() {
+			if e.Type == events.TypeBan && strings.HasPrefix(e.Client, "sentinel-") {
+				n++
+			}
+		}
+		return n == 3
+	})
+	if n := unbanCount(watch, client); n != 1 {
+		t.Fatalf("%d unban events for the expired ban, want 1", n)
+	}
+	e, _ := watch.find(func(e events.Event) bool { return e.Type == events.TypeUnban && e.Client == client })
+	if e.Reason != "expired" || e.Metadata["source"] != "ttl" || e.Until.IsZero() || e.Node == "" {
+		t.Errorf("unban event %+v", e)
+	}
+	var won uint64
+	for _, b := range nodes {
+		w, _ := b.UnbanClaims()
+		won += w
+	}
+	if won != 1 {
+		t.Errorf("%d nodes won the claim, want 1", won)
+	}
+
+	// A lifted ban: the lifting node's event only.
+	if err := nodes[2].Unban(ctx, "sentinel-0"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "every node to see the lift", func() bool {
+		return ended[0].has("sentinel-0") && ended[1].has("sentinel-0")
+	})
+	for i, b := range nodes {
+		if err := b.Ban(ctx, fmt.Sprint("sentinel2-", i), time.Hour, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 2*time.Second, "the second sentinels", func() bool {
+		n := 0
+		for _, e := range watch.all() {
+			if strings.HasPrefix(e.Client, "sentinel2-") {
+				n++
+			}
+		}
+		return n == 3
+	})
+	if n := unbanCount(watch, "sentinel-0"); n != 1 {
+		t.Errorf("%d unban events for a lifted ban, want 1", n)
+	}
+}
+
+// TestBansUseExisting opens a bucket a node created without changing its
+// settings, and fails on a bucket that does not exist.
+func TestBansUseExisting(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	js := newJS(t, connect(t, srv))
+	ctx := testCtx(t)
+	if _, err := events.NewBans(ctx, events.BansConfig{JetStream: js, UseExisting: true}); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("missing bucket: %v", err)
+	}
+	node := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: 3 * time.Second})
+	tool := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), UseExisting: true, MarkerTTL: time.Hour})
+	if err := tool.Ban(ctx, "c", time.Hour, "by tool"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "the node to see the tool's ban", func() bool { return node.IsBanned("c") })
+	st, err := kvOf(t, js).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LimitMarkerTTL() != 3*time.Second {
+		t.Errorf("marker TTL %v after the tool opened the bucket, want 3s", st.LimitMarkerTTL())
+	}
+}
+
+// TestRemovedBanKeyPublishesUnban deletes a ban's key with a plain KV
+// client, as an operator's other tools might: the nodes lift the ban and
+// one unban event says it was removed from the store.
+func TestRemovedBanKeyPublishesUnban(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	watch := subscribe(t, connect(t, srv), events.Filter{Types: []events.Type{events.TypeBan, events.TypeUnban}})
+	js := newJS(t, connect(t, srv))
+	a := newBans(t, events.BansConfig{JetStream: js, Node: "a"})
+	b := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "b"})
+	ctx := testCtx(t)
+	if err := a.Ban(ctx, "gone", time.Hour, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "node b to see the ban", func() bool { return b.IsBanned("gone") })
+	if err := kvOf(t, js).Delete(ctx, events.ClientToken("gone")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "both nodes to lift the ban", func() bool { return !a.IsBanned("gone") && !b.IsBanned("gone") })
+	waitFor(t, 2*time.Second, "both nodes' claims", func() bool {
+		wa, la := a.UnbanClaims()
+		wb, lb := b.UnbanClaims()
+		return wa+la+wb+lb == 2
+	})
+	// A later event from each node shows nothing else is in flight.
+	if err := a.Ban(ctx, "s1", time.Hour, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Unban(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "node a's ban event and node b's unban event", func() bool {
+		_, banned := watch.find(func(e events.Event) bool { return e.Type == events.TypeBan && e.Client == "s1" })
+		return banned && unbanCount(watch, "s1") == 1
+	})
+	if n := unbanCount(watch, "gone"); n != 1 {
+		t.Fatalf("%d unban events, want 1", n)
+	}
+	e, _ := watch.find(func(e events.Event) bool { return e.Type == events.TypeUnban && e.Client == "gone" })
+	if e.Reason != "removed" || e.Metadata["source"] != "store" {
+		t.Errorf("unban event %+v", e)
+	}
 }

@@ -21,9 +21,12 @@ const (
 	Global Mode = iota
 	// Local does not synchronise: each node limits alone.
 	Local
-	// Strict makes every decision a compare-and-swap on the bucket's KV
-	// entry: exact and slower, for low-rate rules such as connections per
-	// minute.
+	// Strict keeps one exact bucket per key in KV: nodes reserve tokens
+	// from it in batches sized to their recent demand, one
+	// compare-and-swap per batch, decide locally from their batch, and
+	// return what they do not use. The cluster never admits more than one
+	// exact bucket would; a token reserved by one node is unavailable to
+	// the others until spent or returned (within 100 ms of going idle).
 	Strict
 )
 

@@ -33,9 +33,12 @@ const shards = 256
 // lose or double nothing. Take and Refund in Global and Local mode do no
 // I/O and allocate nothing once a bucket exists.
 //
-// Concurrent connections are per-node counts ("c.<client>.<node>") plus
-// node heartbeats; the counts of a node silent for DeadAfter heartbeats
-// stop counting and are purged by the live nodes.
+// Concurrent connections are one entry per client ("c.<client>") holding
+// each node's count, changed only by compare-and-swap, so the cap holds
+// exactly (slots.go). Node heartbeats tell which counts count: liveness is
+// judged by the NATS server's timestamps, never a node's clock (nodes.go);
+// the counts of a node silent for DeadAfter heartbeats stop counting and
+// are purged by the live nodes.
 //
 // A Store runs two goroutines (the sync loop and the KV watch). It is safe
 // for concurrent use; Close flushes, removes this node's entries and stops
@@ -62,9 +65,13 @@ type Store struct {
 	down        atomic.Bool
 	live        atomic.Int64 // live nodes including this one
 	nodesMu     sync.RWMutex
-	lastSeen    map[string]int64 // node token → UnixNano of its last heartbeat
+	liveness    map[string]*nodeInfo // other nodes by token (nodes.go)
 	lastRefresh atomic.Int64
 	echoAt      atomic.Int64 // UnixNano at which the watch last delivered this node's own heartbeat
+	echoCur     atomic.Int64 // server UnixNano of the own heartbeat the watch last delivered
+	echoPrev    atomic.Int64 // the one before it
+	inc         uint64       // incarnation: revision of this run's first heartbeat
+	srvClock    serverClock  // the NATS server's clock as this node sees it (nodes.go)
 
 	kick    chan struct{}
 	rewatch chan struct{}
@@ -96,7 +103,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		now:      cfg.Now,
 		local:    limiter.NewMemoryStore(limiter.MemoryStoreConfig{Now: cfg.Now}),
 		seed:     maphash.MakeSeed(),
-		lastSeen: make(map[string]int64),
+		liveness: make(map[string]*nodeInfo),
 		kick:     make(chan struct{}, 1),
 		rewatch:  make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -117,9 +124,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	ready := make(chan struct{})
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.watchLoop(ready)
 	go s.syncLoop()
+	go s.leaseLoop()
 	select {
 	case <-ready:
 	case <-ctx.Done():
@@ -152,9 +160,11 @@ func (s *Store) setup(ctx context.Context) error {
 			return fmt.Errorf("kvstore: clear own entry: %w", err)
 		}
 	}
-	if _, err := kv.Put(ctx, nodeKey(s.nodeTok), marshalInt(s.now().UnixNano())); err != nil {
+	rev, err := kv.Put(ctx, nodeKey(s.nodeTok), s.heartbeatValue())
+	if err != nil {
 		return fmt.Errorf("kvstore: heartbeat: %w", err)
 	}
+	s.inc = rev
 	return nil
 }
 
@@ -330,7 +340,7 @@ func (s *Store) checkConn() {
 	if err != nil {
 		return
 	}
-	if _, err := kv.Put(ctx, nodeKey(s.nodeTok), marshalInt(s.now().UnixNano())); err != nil {
+	if _, err := kv.Put(ctx, nodeKey(s.nodeTok), s.heartbeatValue()); err != nil {
 		return
 	}
 	s.down.Store(false)
@@ -387,7 +397,8 @@ type Stats struct {
 	KVWrites int64
 	// WriteErrors counts failed KV writes.
 	WriteErrors int64
-	// Conflicts counts Strict compare-and-swap conflicts.
+	// Conflicts counts lost compare-and-swaps (Strict buckets, connection
+	// counts).
 	Conflicts int64
 	// Retries counts Strict decisions retried after a conflict.
 	Retries int64
@@ -442,6 +453,7 @@ func (s *Store) Tokens(key limiter.Key, spec limiter.Spec, now time.Time) float6
 		return s.local.Tokens(key, spec, now)
 	case Strict:
 		if _, full, ok := s.strict.get(strictKey(key)); ok {
+			now = s.serverTime(now)
 			b := bucketAt(spec, full, now)
 			return b.TokensAt(spec, now)
 		}

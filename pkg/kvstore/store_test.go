@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -174,11 +175,26 @@ func TestStrictExactAcrossNodes(t *testing.T) {
 		conflicts += s.Stats().Conflicts
 	}
 	t.Logf("strict: 108 takes from 9 goroutines on 3 nodes, %d conflicts", conflicts)
-	// Refund gives a token back cluster-wide.
+	// Refund gives a token back to the refunding node's lease, and so to
+	// the cluster once that lease goes idle (leaseIdle).
 	require.NoError(t, nodes[0].Refund(context.Background(), key, spec, time.Now(), 1))
-	r, err := nodes[2].Take(context.Background(), key, spec, time.Now(), 1)
-	require.NoError(t, err)
-	require.True(t, r.OK)
+	refunded := time.Now()
+	waitFor(t, 2*time.Second, "another node to take the refunded token", func() bool {
+		r, err := nodes[2].Take(context.Background(), key, spec, time.Now(), 1)
+		require.NoError(t, err)
+		return r.OK
+	})
+	t.Logf("refunded token taken on another node after %v", time.Since(refunded).Round(time.Millisecond))
+	for _, s := range nodes {
+		for range 2 { // the second denial is decided without I/O
+			r, err := s.Take(context.Background(), key, spec, time.Now(), 1)
+			require.NoError(t, err)
+			require.False(t, r.OK, "a 26th token")
+			// A token refills in 144 s; the node's wait is at least the
+			// rest of that, never the time it looks again.
+			require.Greater(t, r.RetryAfter, time.Minute)
+		}
+	}
 }
 
 func TestConcurrentCapAcrossNodes(t *testing.T) {
@@ -240,8 +256,12 @@ func TestDeadNodeReclaimAndRestart(t *testing.T) {
 	t.Logf("reclaimed %v after the crash", time.Since(crashed).Round(time.Millisecond))
 	kv := b.kv
 	waitFor(t, 3*time.Second, "purge of the dead node's entries", func() bool {
-		_, err := kv.Get(ctx, connKey(token("dave"), token("victim")))
-		return err != nil
+		e, err := kv.Get(ctx, slotKey(token("dave")))
+		require.NoError(t, err)
+		entries, ok := decodeSlot(e.Value())
+		require.True(t, ok)
+		_, err = kv.Get(ctx, nodeKey(token("victim")))
+		return len(entries) == 0 && errors.Is(err, jetstream.ErrKeyNotFound)
 	})
 
 	// A crash and a restart under the same ID within the dead window: the

@@ -90,22 +90,8 @@ func (s *Store) apply(e jetstream.KeyValueEntry) {
 		}
 		s.applyCounter(head, nodeTok, &c)
 	case strings.HasPrefix(key, "c."):
-		head, nodeTok, ok := splitLast(key)
-		if !ok || nodeTok == s.nodeTok {
-			return
-		}
-		var n int64
-		if !removed {
-			if n, ok = unmarshalInt(e.Value()); !ok {
-				return
-			}
-		}
-		s.applyConn(strings.TrimPrefix(head, "c."), nodeTok, n)
+		s.applySlot(e)
 	case strings.HasPrefix(key, "n."):
-		var at int64
-		if !removed {
-			at, _ = unmarshalInt(e.Value())
-		}
-		s.applyNode(strings.TrimPrefix(key, "n."), at)
+		s.applyNode(e)
 	}
 }

@@ -51,6 +51,7 @@ type Limiter struct {
 	panics  atomic.Int64
 	denied  [numReasons]atomic.Int64
 	retired struct{ msgs, bytes atomic.Int64 }
+	sleep   func(ctx context.Context, d time.Duration) error // Wait's pause; nil means a timer
 }
 
 // New returns a Limiter for cfg, or an error if cfg.Limits is invalid.

@@ -34,6 +34,7 @@ type nodeProc struct {
 	out    *nodetest.Buffer // output of every run, for failure messages
 	exited chan struct{}
 	addr   string
+	ops    string // operations listener (/metrics); moves on a restart
 }
 
 // nodeArgs are the settings every node of the suite runs with: loopback
@@ -44,6 +45,7 @@ func nodeArgs(id string, urls []string, dataDir string) []string {
 	return []string{
 		"--node-id", id,
 		"--listen", "127.0.0.1:0",
+		"--ops-listen", "127.0.0.1:0",
 		"--data-dir", dataDir,
 		"--nats-url", strings.Join(urls, ","),
 		"--trusted-proxies", "127.0.0.0/8",
@@ -102,8 +104,9 @@ func (n *nodeProc) start() {
 		addr, ok = nodetest.Addr(n.out.String()[from:])
 		return ok
 	})
+	ops, _ := nodetest.OpsAddr(n.out.String()[from:])
 	n.mu.Lock()
-	n.addr = addr
+	n.addr, n.ops = addr, ops
 	n.mu.Unlock()
 	// A restart listens where the first run did.
 	for i, a := range n.args[:len(n.args)-1] {
@@ -202,7 +205,10 @@ func (n *nodeProc) fds() int {
 // `ratethrottle_decisions_total{reason="ok"}`.
 func (n *nodeProc) metrics() map[string]float64 {
 	n.t.Helper()
-	code, body := httpGet("http://" + n.Addr() + "/metrics")
+	n.mu.Lock()
+	ops := n.ops
+	n.mu.Unlock()
+	code, body := httpGet("http://" + ops + "/metrics")
 	if code != http.StatusOK {
 		n.t.Fatalf("metrics of node %s: HTTP %d", n.id, code)
 	}

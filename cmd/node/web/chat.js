@@ -14,8 +14,11 @@
     banned: "You are banned.",
     too_many_denials: "Closed after repeated rate-limit violations.",
     store_unavailable: "The cluster store is unavailable.",
+    name_taken: "That name is already taken in this room; choose another and press Join.",
   };
-  let ws = null, room = "", name = "", opened = false, joined = false, timer = null, seq = 0, lastRetryMs = 0;
+  // own is this connection's ID as the server reported it in "joined": a
+  // message is "mine" when the server says it came from this connection.
+  let ws = null, room = "", name = "", own = "", opened = false, joined = false, timer = null, seq = 0, lastRetryMs = 0;
 
   function setStatus(state, text) { const s = $("status"); s.dataset.state = state; s.textContent = text; }
 
@@ -66,6 +69,8 @@
     if (ws) ws.close(1000);
     opened = false;
     joined = false;
+    own = "";
+    $("chat").dataset.connection = "";
     lastRetryMs = 0;
     $("notice").hidden = true;
     setStatus("connecting", "Connecting…");
@@ -75,7 +80,9 @@
     ws.onopen = () => {
       if (me !== ws) return;
       opened = true;
-      me.send(JSON.stringify({ type: "join", room: room, id: "join-" + (++seq) }));
+      // The name is sent once, at join; the server attaches it, with the
+      // connection's ID, to every message this connection sends.
+      me.send(JSON.stringify({ type: "join", room: room, name: name, id: "join-" + (++seq) }));
     };
     ws.onmessage = (ev) => {
       if (me !== ws) return;
@@ -84,18 +91,28 @@
       switch (f.type) {
         case "joined":
           joined = true;
-          setStatus("open", "Connected as " + name);
+          own = typeof f.connection === "string" ? f.connection : "";
+          $("chat").dataset.connection = own;
+          setStatus("open", "Connected as " + (typeof f.name === "string" && f.name ? f.name : name));
           $("chat").hidden = false;
           $("room-title").textContent = "Room: " + f.room;
           addLine("", "You joined " + f.room + ".", "system");
           $("text").focus();
           break;
         case "message": {
+          // The sender's name and connection come from the server, never
+          // from the message's data.
           const d = f.data || {};
-          addLine(String(d.name || f.from), String(d.text ?? JSON.stringify(d)), d.name === name ? "mine" : "");
+          const who = typeof f.name === "string" && f.name ? f.name : String(f.from || "");
+          addLine(who, String(d.text ?? JSON.stringify(d)), own && f.from === own ? "mine" : "");
           break;
         }
         case "error":
+          if (f.error === "name_taken") {
+            notice("closed", explain.name_taken, f.error);
+            $("name").focus();
+            break;
+          }
           lastRetryMs = f.retry_after_ms || 0;
           if (f.retry_after_ms !== undefined) rateNotice(f.error, f.retry_after_ms);
           else notice("closed", (explain[f.error] || "Refused: ") + " (" + f.error + ")", f.error);
@@ -131,7 +148,7 @@
 
   function send(text) {
     if (!ws || ws.readyState !== WebSocket.OPEN || !text) return;
-    ws.send(JSON.stringify({ type: "message", room: room, data: { name: name, text: text } }));
+    ws.send(JSON.stringify({ type: "message", room: room, data: { text: text } }));
   }
 
   $("join").addEventListener("submit", (e) => { e.preventDefault(); connect(); });
