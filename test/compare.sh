@@ -31,7 +31,8 @@ stop() {
 	for p in $pids; do wait "$p" 2>/dev/null || true; done
 	pids=""
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'stop; exit 1' INT TERM
 start() {
 	rm -rf "$out/node-data"
 	"$out/node" -listen 127.0.0.1:18090 -nats-listen 127.0.0.1:0 -data-dir "$out/node-data" \
