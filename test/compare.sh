@@ -35,7 +35,7 @@ trap stop EXIT
 trap 'stop; exit 1' INT TERM
 start() {
 	rm -rf "$out/node-data"
-	"$out/node" -listen 127.0.0.1:18090 -nats-listen 127.0.0.1:0 -data-dir "$out/node-data" \
+	"$out/node" -listen 127.0.0.1:18090 -ops-listen 127.0.0.1:18093 -nats-listen 127.0.0.1:0 -data-dir "$out/node-data" \
 		-limits-preset generous -limits-messages-per-minute 100000000 \
 		-limits-bytes-per-minute 100000000000 -limits-connections-per-minute 0 \
 		-limits-max-concurrent-connections 0 -max-denials -1 -rooms '*:max_members=0' \
@@ -45,7 +45,7 @@ start() {
 	pids="$pids $!"
 	"$out/echo" -listen 127.0.0.1:18091 >>"$out/echo.log" 2>&1 &
 	pids="$pids $!"
-	for port in 18090 18092 18091; do
+	for port in 18093 18092 18091; do
 		tries=0
 		until curl -sf "http://127.0.0.1:$port/metrics" >/dev/null; do
 			tries=$((tries + 1))
@@ -54,7 +54,8 @@ start() {
 		done
 	done
 }
-node=ws://127.0.0.1:18090/ws hub=ws://127.0.0.1:18092/ws echo=ws://127.0.0.1:18091/ws
+# The node serves /metrics on its operations listener.
+node='ws://127.0.0.1:18090/ws|http://127.0.0.1:18093/metrics' hub=ws://127.0.0.1:18092/ws echo=ws://127.0.0.1:18091/ws
 run() { echo "== $*"; "$out/wsload" -settle 1s -drain 1s "$@"; echo; }
 start
 case $what in echo | all)

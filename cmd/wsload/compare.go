@@ -17,8 +17,10 @@ type Contender struct {
 	Target Target
 }
 
-// ParseContenders parses -compare's list: name=url pairs, comma-separated.
-// The first is the subject whose ratios to the others are reported.
+// ParseContenders parses -compare's list: name=url pairs, comma-separated,
+// where url may be followed by "|" and the server's metrics URL when they
+// are not served beside the WebSocket (a node's operations listener). The
+// first is the subject whose ratios to the others are reported.
 func ParseContenders(list string, allowRemote bool, metricsPath string) ([]Contender, error) {
 	var out []Contender
 	for _, item := range strings.Split(list, ",") {
@@ -26,7 +28,11 @@ func ParseContenders(list string, allowRemote bool, metricsPath string) ([]Conte
 		if !ok || name == "" {
 			return nil, fmt.Errorf("compare: %q is not name=url", item)
 		}
+		raw, metrics, hasMetrics := strings.Cut(raw, "|")
 		t, err := ParseTarget(raw, allowRemote, metricsPath)
+		if err == nil && hasMetrics {
+			t.Metrics, err = ParseMetricsURL(metrics, allowRemote)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("compare %s: %w", name, err)
 		}

@@ -82,6 +82,19 @@ func TestCompareAlternatesServers(t *testing.T) {
 }
 
 func TestParseContenders(t *testing.T) {
+	cs, err := ParseContenders("node=ws://127.0.0.1:1/ws|http://127.0.0.1:2/metrics,hub=ws://127.0.0.1:3/ws", false, "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs[0].Target.Metrics != "http://127.0.0.1:2/metrics" || cs[1].Target.Metrics != "http://127.0.0.1:3/metrics" {
+		t.Errorf("metrics URLs %q and %q", cs[0].Target.Metrics, cs[1].Target.Metrics)
+	}
+	for _, bad := range []string{"a=ws://127.0.0.1:1/ws|ftp://127.0.0.1:2/m,b=ws://127.0.0.1:3/ws",
+		"a=ws://127.0.0.1:1/ws|http://10.0.0.1:2/m,b=ws://127.0.0.1:3/ws"} {
+		if _, err := ParseContenders(bad, false, "/metrics"); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
 	for _, bad := range []string{"ws://127.0.0.1:1/ws", "a=ws://127.0.0.1:1/ws", "a=ws://127.0.0.1:1/ws,=x", "a=ws://10.0.0.1:1/ws,b=ws://127.0.0.1:2/ws"} {
 		if _, err := ParseContenders(bad, false, ""); err == nil {
 			t.Errorf("%q accepted", bad)

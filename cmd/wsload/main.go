@@ -46,7 +46,8 @@ func realMain(args []string, out, log io.Writer) error {
 		urls        = fs.String("url", "ws://127.0.0.1:8080/ws", "node WebSocket URLs, comma-separated; connections are spread over them")
 		allowRemote = fs.Bool("allow-remote", false, "allow targets that are not loopback addresses")
 		metrics     = fs.String("metrics-path", "/metrics", "path of the nodes' Prometheus metrics (empty: do not read them)")
-		compare     = fs.String("compare", "", "compare servers: name=url pairs, comma-separated, the subject first; runs the load against each in turn (a server named echo gets no join frames)")
+		metricsURL  = fs.String("metrics-url", "", "the metrics URL of the one -url node, when not beside its WebSocket (a node's operations listener)")
+		compare     = fs.String("compare", "", "compare servers: name=url pairs (url|metrics-url when metrics are served apart), comma-separated, the subject first; runs the load against each in turn (a server named echo gets no join frames)")
 		rounds      = fs.Int("rounds", 5, "with -compare, rounds over all servers")
 		cfg         Config
 	)
@@ -85,6 +86,16 @@ func realMain(args []string, out, log io.Writer) error {
 			return err
 		}
 		cfg.Targets = append(cfg.Targets, t)
+	}
+	if *metricsURL != "" {
+		if len(cfg.Targets) != 1 {
+			return errors.New("-metrics-url needs exactly one -url")
+		}
+		m, err := ParseMetricsURL(*metricsURL, *allowRemote)
+		if err != nil {
+			return err
+		}
+		cfg.Targets[0].Metrics = m
 	}
 	if got, err := raiseFileLimit(uint64(cfg.Conns) + 1024); err != nil {
 		fmt.Fprintf(log, "warning: open-file limit %d: %v\n", got, err)
