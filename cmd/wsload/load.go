@@ -54,6 +54,15 @@ type Config struct {
 	// SampleEvery, if positive, reads every node's metrics at this
 	// interval while the run lasts.
 	SampleEvery time.Duration
+	// Window, if positive, replaces the fixed Rate by a closed loop: each
+	// sender keeps Window messages in flight, sending one more for every
+	// message it reads from its room (with one sender a room, its own
+	// messages coming back), so the run measures what the server sustains.
+	Window int
+	// NoJoin skips the join frames: each connection counts as the only
+	// member of its room at once. For servers that do not speak the room
+	// protocol, such as a bare echo server.
+	NoJoin bool
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -65,8 +74,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Conns <= 0 {
 		return c, errors.New("conns must be positive")
 	}
-	if c.Rooms < 0 || c.SendersPerRoom < 0 || c.Rate < 0 || c.Size < 0 || c.Duration < 0 {
-		return c, errors.New("rooms, senders, rate, size and duration must not be negative")
+	if c.Rooms < 0 || c.SendersPerRoom < 0 || c.Rate < 0 || c.Size < 0 || c.Duration < 0 || c.Window < 0 {
+		return c, errors.New("rooms, senders, rate, size, duration and window must not be negative")
+	}
+	if c.NoJoin && c.Rooms > 0 && c.Rooms != c.Conns {
+		return c, errors.New("without joins every connection must be its own room (rooms = conns)")
 	}
 	if c.Rooms > c.Conns {
 		return c, fmt.Errorf("rooms (%d) exceed conns (%d)", c.Rooms, c.Conns)
@@ -203,6 +215,7 @@ type client struct {
 	joined chan struct{}
 	once   sync.Once
 	done   chan struct{} // closed when the reader returns
+	acks   chan struct{} // with Window: one per message read, for its sender
 }
 
 // run is the shared state of one Run.
@@ -423,11 +436,18 @@ func (r *run) dialOne(ctx context.Context, i int, dialers [][]*websocket.Dialer)
 	if cfg.Rooms > 0 {
 		c.room = i % cfg.Rooms
 	}
+	if cfg.Window > 0 {
+		c.acks = make(chan struct{}, cfg.Window)
+	}
 	r.mu.Lock()
 	r.clients = append(r.clients, c)
 	r.mu.Unlock()
 	go r.read(c)
 	if c.room < 0 {
+		return
+	}
+	if cfg.NoJoin {
+		r.joinedOnce(c)
 		return
 	}
 	_ = ws.SetWriteDeadline(time.Now().Add(cfg.DialTimeout))
@@ -482,14 +502,14 @@ func (r *run) read(c *client) {
 			if t, ok := stamp(p); ok {
 				r.lat.Record(time.Duration(time.Now().UnixNano() - t))
 			}
+			if c.acks != nil {
+				select {
+				case c.acks <- struct{}{}:
+				default:
+				}
+			}
 		case bytes.HasPrefix(p, prefixJoined):
-			c.once.Do(func() {
-				r.joined.Add(1)
-				r.mu.Lock()
-				r.members[c.room]++
-				r.mu.Unlock()
-				close(c.joined)
-			})
+			r.joinedOnce(c)
 		case bytes.HasPrefix(p, prefixError):
 			code, _, _ := bytes.Cut(p[len(prefixError):], []byte(`"`))
 			r.mu.Lock()
@@ -497,6 +517,17 @@ func (r *run) read(c *client) {
 			r.mu.Unlock()
 		}
 	}
+}
+
+// joinedOnce counts c's join the first time it is called for c.
+func (r *run) joinedOnce(c *client) {
+	c.once.Do(func() {
+		r.joined.Add(1)
+		r.mu.Lock()
+		r.members[c.room]++
+		r.mu.Unlock()
+		close(c.joined)
+	})
 }
 
 // stamp returns the send time embedded in a delivered frame.
@@ -566,8 +597,23 @@ func (r *run) sendPhase(ctx context.Context) {
 		}
 	}
 	r.mu.Unlock()
-	if len(senders) == 0 || cfg.Rate == 0 {
+	if len(senders) == 0 || (cfg.Rate == 0 && cfg.Window == 0) {
 		<-ctx.Done()
+		return
+	}
+	if cfg.Window > 0 {
+		fmt.Fprintf(cfg.Log, "sending with %d in flight from each of %d senders for %v\n", cfg.Window, len(senders), cfg.Duration)
+		r.sending.Store(true)
+		defer r.sending.Store(false)
+		var wg sync.WaitGroup
+		for _, c := range senders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.sendWindow(ctx, c)
+			}()
+		}
+		wg.Wait()
 		return
 	}
 	fmt.Fprintf(cfg.Log, "sending %.0f msg/s from %d senders for %v\n", cfg.Rate, len(senders), cfg.Duration)
@@ -588,12 +634,63 @@ func (r *run) sendPhase(ctx context.Context) {
 	wg.Wait()
 }
 
+// message is a sender's frame builder: each message carries its send
+// time and is padded to Config.Size.
+type message struct {
+	prefix []byte
+	pad    int
+	buf    []byte
+}
+
+func (r *run) newMessage(c *client) *message {
+	prefix := []byte(`{"type":"message","room":"` + roomName(c.room) + `","data":{"t":`)
+	return &message{prefix: prefix, pad: r.cfg.Size - len(prefix) - len(`1700000000000000000,"p":""}}`)}
+}
+
+// write sends one message on c stamped now; false when the write failed.
+func (r *run) write(c *client, m *message, now time.Time) bool {
+	m.buf = append(m.buf[:0], m.prefix...)
+	m.buf = strconv.AppendInt(m.buf, now.UnixNano(), 10)
+	m.buf = append(m.buf, `,"p":"`...)
+	for k := 0; k < m.pad; k++ {
+		m.buf = append(m.buf, 'x')
+	}
+	m.buf = append(m.buf, `"}}`...)
+	_ = c.ws.SetWriteDeadline(now.Add(5 * time.Second))
+	if err := c.ws.WriteMessage(websocket.TextMessage, m.buf); err != nil {
+		r.writeErrors.Add(1)
+		return false
+	}
+	r.sent.Add(1)
+	return true
+}
+
+// sendWindow keeps Window messages in flight on c until ctx ends.
+func (r *run) sendWindow(ctx context.Context, c *client) {
+	m := r.newMessage(c)
+	for i := 0; i < r.cfg.Window; i++ {
+		if !r.write(c, m, time.Now()) {
+			return
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.done:
+			return
+		case <-c.acks:
+			if !r.write(c, m, time.Now()) {
+				return
+			}
+		}
+	}
+}
+
 // send sends rate messages a second on c, starting after offset, until
 // ctx ends. Each message carries its send time.
 func (r *run) send(ctx context.Context, c *client, rate float64, offset time.Duration) {
-	prefix := []byte(`{"type":"message","room":"` + roomName(c.room) + `","data":{"t":`)
-	pad := r.cfg.Size - len(prefix) - len(`1700000000000000000,"p":""}}`)
-	var buf []byte
+	m := r.newMessage(c)
 	start := time.Now().Add(offset)
 	timer := time.NewTimer(offset)
 	defer timer.Stop()
@@ -609,20 +706,9 @@ func (r *run) send(ctx context.Context, c *client, rate float64, offset time.Dur
 			if ctx.Err() != nil {
 				return
 			}
-			now := time.Now()
-			buf = append(buf[:0], prefix...)
-			buf = strconv.AppendInt(buf, now.UnixNano(), 10)
-			buf = append(buf, `,"p":"`...)
-			for k := 0; k < pad; k++ {
-				buf = append(buf, 'x')
-			}
-			buf = append(buf, `"}}`...)
-			_ = c.ws.SetWriteDeadline(now.Add(5 * time.Second))
-			if err := c.ws.WriteMessage(websocket.TextMessage, buf); err != nil {
-				r.writeErrors.Add(1)
+			if !r.write(c, m, time.Now()) {
 				return
 			}
-			r.sent.Add(1)
 		}
 		next := start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
 		timer.Reset(max(time.Until(next), 0))

@@ -46,6 +46,9 @@ func realMain(args []string, out, log io.Writer) error {
 		urls        = fs.String("url", "ws://127.0.0.1:8080/ws", "node WebSocket URLs, comma-separated; connections are spread over them")
 		allowRemote = fs.Bool("allow-remote", false, "allow targets that are not loopback addresses")
 		metrics     = fs.String("metrics-path", "/metrics", "path of the nodes' Prometheus metrics (empty: do not read them)")
+		metricsURL  = fs.String("metrics-url", "", "the metrics URL of the one -url node, when not beside its WebSocket (a node's operations listener)")
+		compare     = fs.String("compare", "", "compare servers: name=url pairs (url|metrics-url when metrics are served apart), comma-separated, the subject first; runs the load against each in turn (a server named echo gets no join frames)")
+		rounds      = fs.Int("rounds", 5, "with -compare, rounds over all servers")
 		cfg         Config
 	)
 	fs.IntVar(&cfg.Conns, "conns", 100, "connections to open")
@@ -61,11 +64,21 @@ func realMain(args []string, out, log io.Writer) error {
 	fs.DurationVar(&cfg.Settle, "settle", 2*time.Second, "pause after connecting before reading memory")
 	fs.DurationVar(&cfg.Drain, "drain", 2*time.Second, "wait for deliveries after the last send")
 	fs.DurationVar(&cfg.SampleEvery, "sample", 0, "read the nodes' metrics at this interval (0: only before, connected, after)")
+	fs.IntVar(&cfg.Window, "window", 0, "closed loop: messages each sender keeps in flight, replacing -rate (0: use -rate)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var contenders []Contender
+	if *compare != "" {
+		var err error
+		if contenders, err = ParseContenders(*compare, *allowRemote, *metrics); err != nil {
+			return err
+		}
+		cfg.NoJoin = true // for the server named echo only
+		*urls = contenders[0].Target.WS.String()
 	}
 	for _, u := range strings.Split(*urls, ",") {
 		t, err := ParseTarget(strings.TrimSpace(u), *allowRemote, *metrics)
@@ -73,6 +86,16 @@ func realMain(args []string, out, log io.Writer) error {
 			return err
 		}
 		cfg.Targets = append(cfg.Targets, t)
+	}
+	if *metricsURL != "" {
+		if len(cfg.Targets) != 1 {
+			return errors.New("-metrics-url needs exactly one -url")
+		}
+		m, err := ParseMetricsURL(*metricsURL, *allowRemote)
+		if err != nil {
+			return err
+		}
+		cfg.Targets[0].Metrics = m
 	}
 	if got, err := raiseFileLimit(uint64(cfg.Conns) + 1024); err != nil {
 		fmt.Fprintf(log, "warning: open-file limit %d: %v\n", got, err)
@@ -82,6 +105,14 @@ func realMain(args []string, out, log io.Writer) error {
 	cfg.Log = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if contenders != nil {
+		cmp, err := Compare(ctx, cfg, contenders, *rounds, log)
+		if err != nil {
+			return err
+		}
+		WriteComparison(out, cmp)
+		return nil
+	}
 	res, err := Run(ctx, cfg)
 	if err != nil {
 		return err

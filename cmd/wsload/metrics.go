@@ -16,6 +16,7 @@ import (
 var sampledMetrics = []string{
 	"go_memstats_heap_inuse_bytes",
 	"go_memstats_stack_inuse_bytes",
+	"process_cpu_seconds_total",
 	"process_resident_memory_bytes",
 	"go_goroutines",
 	"ratethrottle_connections",

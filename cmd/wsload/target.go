@@ -100,3 +100,18 @@ func sourceAddrs(n int) []net.Addr {
 	}
 	return addrs
 }
+
+// ParseMetricsURL checks a metrics URL given apart from its node's
+// WebSocket URL: http or https, on a loopback host unless allowRemote.
+func ParseMetricsURL(raw string, allowRemote bool) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("metrics url %q: want http://host:port/path", raw)
+	}
+	host := u.Hostname()
+	ip, perr := netip.ParseAddr(host)
+	if !allowRemote && host != "localhost" && (perr != nil || !ip.IsLoopback()) {
+		return "", fmt.Errorf("metrics url %q: host %s is not a loopback address", raw, host)
+	}
+	return u.String(), nil
+}

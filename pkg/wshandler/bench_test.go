@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -181,5 +182,86 @@ func benchFanout(b *testing.B, members int) {
 	b.ReportMetric(float64(b.N)*float64(members)/time.Since(start).Seconds(), "deliveries/s")
 	if st := n.h.Stats(); st.Overflows != 0 || st.Denials != 0 {
 		b.Fatalf("stats %+v", st)
+	}
+}
+
+// BenchmarkRoomEcho is the message path of a node: 50 connections, each
+// the only member of its own room, each with up to 4 room messages in
+// flight; an op is one message sent and delivered back to its sender.
+// With broker=nats the rooms are those of a cluster node (an embedded NATS
+// server, a NATSBroker), as on cmd/node.
+func BenchmarkRoomEcho(b *testing.B) {
+	b.Run("broker=none", func(b *testing.B) {
+		benchRoomEcho(b, newNode(b, Config{CloseTimeout: 100 * time.Millisecond, MaxDenials: -1}, benchLimits))
+	})
+	b.Run("broker=nats", func(b *testing.B) {
+		s := startNATS(b)
+		nc, err := nats.Connect(s.ClientURL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(nc.Close)
+		br, err := NewNATSBroker(NATSBrokerConfig{Conn: nc, NodeID: "bench", Prefix: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchRoomEcho(b, newNode(b, Config{CloseTimeout: 100 * time.Millisecond, MaxDenials: -1, Broker: br, NodeID: "bench"}, benchLimits))
+	})
+}
+
+func benchRoomEcho(b *testing.B, n *node) {
+	const conns, window = 50, 4
+	cs := make([]*websocket.Conn, conns)
+	frames := make([][]byte, conns)
+	for i := range cs {
+		cs[i] = dial(b, n)
+		room := "echo-" + strconv.Itoa(i)
+		join(b, cs[i], room)
+		frames[i] = []byte(`{"type":"message","room":"` + room + `","data":{"text":"hello, world","seq":123456}}`)
+	}
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*conns)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i, c := range cs {
+		// Each connection sends its share; its reader returns a slot per echo.
+		share := b.N / conns
+		if i < b.N%conns {
+			share++
+		}
+		slots := make(chan struct{}, window)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < share; k++ {
+				_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+				if _, _, err := c.ReadMessage(); err != nil {
+					errs <- err
+					return
+				}
+				<-slots
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for k := 0; k < share; k++ {
+				slots <- struct{}{}
+				_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
+				if err := c.WriteMessage(websocket.TextMessage, frames[i]); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +42,32 @@ type Flusher interface {
 // published a room message.
 const HeaderOrigin = "Ratethrottle-Origin"
 
+// HeaderPresence is the NATS header of a presence message on a room's
+// PresenceSubject: PresenceProbe, PresenceHello or PresenceHere.
+const HeaderPresence = "Ratethrottle-Presence"
+
+// The presence messages a NATSBroker exchanges about a room (see
+// NATSBroker).
+const (
+	// PresenceProbe is a request from a node about to subscribe: every
+	// node with the room answers it, after it has started publishing.
+	PresenceProbe = "probe"
+	// PresenceHello announces a node that has subscribed; every node with
+	// the room answers it with PresenceHere.
+	PresenceHello = "hello"
+	// PresenceHere tells the room's nodes that the sender has the room.
+	PresenceHere = "here"
+)
+
+// DefaultLocalAfter is the default NATSBrokerConfig.LocalAfter.
+const DefaultLocalAfter = time.Second
+
+// PresenceSubject returns the subject of a room's presence messages:
+// prefix + ".roomnodes." + RoomToken(room).
+func PresenceSubject(prefix, room string) string {
+	return prefix + ".roomnodes." + RoomToken(room)
+}
+
 // DefaultSubjectPrefix is the prefix of NATSBroker subjects.
 const DefaultSubjectPrefix = "ratethrottle"
 
@@ -62,9 +90,15 @@ type NATSBrokerConfig struct {
 	// NodeID names this node in HeaderOrigin. Required, and distinct for
 	// every node sharing the subjects.
 	NodeID string
-	// SubscribeTimeout bounds the round trip that confirms a subscription.
-	// Zero means 5 seconds.
+	// SubscribeTimeout bounds the round trip that confirms a subscription,
+	// and the wait for the answer to a room's presence probe. Zero means
+	// 5 seconds.
 	SubscribeTimeout time.Duration
+	// LocalAfter is how long a room must go without hearing of another
+	// node that has it before the node stops publishing its messages (see
+	// NATSBroker). Zero means DefaultLocalAfter; negative means always
+	// publish.
+	LocalAfter time.Duration
 }
 
 // NATSBroker is a Broker on core NATS: a room's messages are published on
@@ -73,13 +107,49 @@ type NATSBrokerConfig struct {
 // connection's publications to one subscription, which gives each sender's
 // messages to every member in order.
 //
+// A room whose members are all on this node costs no NATS message: the
+// broker publishes a room's messages only while it knows, or cannot rule
+// out, that another node has the room. The nodes learn of each other on
+// the room's PresenceSubject. Subscribe first asks the nodes that have the
+// room with a PresenceProbe request; each answers after it has started
+// publishing the room's messages, so the joiner's members miss none of
+// them, and NATS answers at once when no node has the room. Subscribe then
+// subscribes to the presence subject and publishes a PresenceHello, which
+// every node with the room answers with a PresenceHere (this settles two
+// nodes getting their first members at the same time: at least one hears
+// the other's hello). A room that has heard of no other node for
+// LocalAfter after its hello stops publishing; any presence message from
+// another node starts it again, and a reconnection of the NATS connection
+// makes it publish and say hello again. Until then, and whenever NATS cannot be asked, the
+// broker publishes. Only nodes count: a plain NATS subscriber of a room
+// subject does not see the messages of a room that no other node has.
+//
 // A NATSBroker is safe for concurrent use.
 type NATSBroker struct {
-	nc      *nats.Conn
-	prefix  string
-	node    string
-	timeout time.Duration
-	hdr     nats.Header // read-only after New
+	nc         *nats.Conn
+	prefix     string
+	node       string
+	timeout    time.Duration
+	localAfter time.Duration
+	hdr        nats.Header // read-only after New
+
+	mu       sync.RWMutex
+	rooms    map[string]*roomPresence // guarded by mu
+	watching bool                     // the reconnect watch is armed; guarded by mu
+}
+
+// roomPresence is what a node knows of a room's other nodes.
+type roomPresence struct {
+	room    string
+	subject string
+	// local is set while no other node is known to have the room: its
+	// messages are not published. reconnects is the connection's
+	// reconnect count when local was set.
+	local      atomic.Bool
+	reconnects atomic.Uint64
+	heard      atomic.Bool // another node has answered or announced itself
+	gen        atomic.Uint64
+	closed     atomic.Bool
 }
 
 var _ Broker = (*NATSBroker)(nil)
@@ -102,18 +172,178 @@ func NewNATSBroker(cfg NATSBrokerConfig) (*NATSBroker, error) {
 	if cfg.SubscribeTimeout == 0 {
 		cfg.SubscribeTimeout = 5 * time.Second
 	}
+	if cfg.LocalAfter == 0 {
+		cfg.LocalAfter = DefaultLocalAfter
+	}
 	return &NATSBroker{
 		nc: cfg.Conn, prefix: cfg.Prefix, node: cfg.NodeID, timeout: cfg.SubscribeTimeout,
-		hdr: nats.Header{HeaderOrigin: []string{cfg.NodeID}},
+		localAfter: cfg.LocalAfter, hdr: nats.Header{HeaderOrigin: []string{cfg.NodeID}},
+		rooms: make(map[string]*roomPresence),
 	}, nil
 }
 
 // Subject returns the subject of room's messages.
 func (b *NATSBroker) Subject(room string) string { return RoomSubject(b.prefix, room) }
 
-// Publish implements Broker.
+// Publish implements Broker. It publishes nothing for a room no other
+// node has (see NATSBroker).
 func (b *NATSBroker) Publish(_ context.Context, room string, frame []byte) error {
-	return b.nc.PublishMsg(&nats.Msg{Subject: b.Subject(room), Header: b.hdr, Data: frame})
+	b.mu.RLock()
+	p := b.rooms[room]
+	b.mu.RUnlock()
+	subject := ""
+	if p != nil {
+		if p.local.Load() {
+			switch {
+			case !b.nc.IsConnected():
+				// Into the NATS client's reconnect buffer; the room
+				// stays local unless the reconnect says otherwise.
+			case b.nc.Stats().Reconnects == p.reconnects.Load():
+				return nil
+			default:
+				b.toRemote(p, true)
+			}
+		}
+		subject = p.subject
+	} else {
+		subject = b.Subject(room)
+	}
+	return b.nc.PublishMsg(&nats.Msg{Subject: subject, Header: b.hdr, Data: frame})
+}
+
+// toRemote makes p's messages published again; with hello, and if still
+// subscribed, it announces the node again and may go local after
+// LocalAfter.
+func (b *NATSBroker) toRemote(p *roomPresence, hello bool) {
+	if !p.local.Swap(false) || !hello || p.closed.Load() {
+		return
+	}
+	b.hello(p)
+}
+
+// hello announces the node in p's room and, unless another node answers
+// or the connection changes within LocalAfter, makes the room local.
+func (b *NATSBroker) hello(p *roomPresence) {
+	if p.heard.Load() || !b.nc.IsConnected() {
+		return
+	}
+	reconnects := b.nc.Stats().Reconnects
+	gen := p.gen.Add(1)
+	if err := b.presence(PresenceSubject(b.prefix, p.room), PresenceHello); err != nil {
+		return
+	}
+	time.AfterFunc(b.localAfter, func() {
+		if p.gen.Load() != gen || p.heard.Load() || p.closed.Load() ||
+			!b.nc.IsConnected() || b.nc.Stats().Reconnects != reconnects {
+			return
+		}
+		p.reconnects.Store(reconnects)
+		p.local.Store(true)
+		b.watch()
+	})
+}
+
+// presence publishes a presence message of kind on subject.
+func (b *NATSBroker) presence(subject, kind string) error {
+	return b.nc.PublishMsg(&nats.Msg{Subject: subject,
+		Header: nats.Header{HeaderOrigin: []string{b.node}, HeaderPresence: []string{kind}}})
+}
+
+// watch arms, once, a check every LocalAfter that sends the local rooms'
+// hellos again once the connection has reconnected, so that two nodes
+// that each went local while apart find each other. It stops when the
+// broker has no room.
+func (b *NATSBroker) watch() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.watching {
+		return
+	}
+	b.watching = true
+	seen := b.nc.Stats().Reconnects
+	var check func()
+	check = func() {
+		now := b.nc.Stats().Reconnects
+		changed := now != seen && b.nc.IsConnected()
+		if changed {
+			seen = now
+		}
+		b.mu.Lock()
+		if len(b.rooms) == 0 {
+			b.watching = false
+			b.mu.Unlock()
+			return
+		}
+		var local []*roomPresence
+		if changed {
+			for _, p := range b.rooms {
+				if p.local.Load() {
+					local = append(local, p)
+				}
+			}
+		}
+		b.mu.Unlock()
+		for _, p := range local {
+			b.toRemote(p, true)
+		}
+		time.AfterFunc(b.localAfter, check)
+	}
+	time.AfterFunc(b.localAfter, check)
+}
+
+// onPresence handles a presence message about p's room from another node.
+func (b *NATSBroker) onPresence(p *roomPresence, m *nats.Msg) {
+	o := m.Header[HeaderOrigin]
+	if len(o) != 1 {
+		return
+	}
+	if o[0] == b.node {
+		// This node's own probe, for the room's next life on this node
+		// while this one is being released: answered, so that it does
+		// not wait, and it then publishes, which is always safe.
+		if m.Header.Get(HeaderPresence) == PresenceProbe && m.Reply != "" {
+			_ = b.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderOrigin: []string{b.node}}})
+		}
+		return
+	}
+	p.heard.Store(true)
+	p.local.Store(false)
+	// Answer once publishing is on: whoever asked sees every message
+	// published from now on.
+	switch m.Header.Get(HeaderPresence) {
+	case PresenceProbe:
+		if m.Reply != "" {
+			_ = b.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderOrigin: []string{b.node}}})
+		}
+	case PresenceHello:
+		_ = b.presence(m.Subject, PresenceHere)
+	}
+}
+
+// probe asks the nodes that have room whether any does; it reports true
+// when one answered, or when the answer is unknown. It uses an inbox of
+// its own, unsubscribed when done, rather than the connection's shared
+// one, which would stay subscribed for the connection's life.
+func (b *NATSBroker) probe(ctx context.Context, room string) bool {
+	if !b.nc.IsConnected() {
+		return true
+	}
+	inbox := b.nc.NewRespInbox()
+	sub, err := b.nc.SubscribeSync(inbox)
+	if err != nil {
+		return true
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := b.nc.PublishMsg(&nats.Msg{Subject: PresenceSubject(b.prefix, room), Reply: inbox,
+		Header: nats.Header{HeaderOrigin: []string{b.node}, HeaderPresence: []string{PresenceProbe}}}); err != nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	// With no subscriber the server answers at once with a status that
+	// NextMsg returns as ErrNoResponders.
+	_, err = sub.NextMsgWithContext(ctx)
+	return !errors.Is(err, nats.ErrNoResponders)
 }
 
 // Subscribe implements Broker. While connected it waits for the server to
@@ -122,6 +352,50 @@ func (b *NATSBroker) Publish(_ context.Context, room string, frame []byte) error
 // subscriptions again when it reconnects, so the room's members hear the
 // other nodes once NATS is back. It fails only on a closed connection.
 func (b *NATSBroker) Subscribe(ctx context.Context, room string, deliver func([]byte)) (func() error, error) {
+	if b.localAfter < 0 {
+		return b.subscribe(ctx, room, deliver)
+	}
+	p := &roomPresence{room: room, subject: b.Subject(room)}
+	unsubRoom, err := b.subscribe(ctx, room, deliver)
+	if err != nil {
+		return nil, err
+	}
+	if b.probe(ctx, room) {
+		p.heard.Store(true)
+	}
+	psub, err := b.nc.Subscribe(PresenceSubject(b.prefix, room), func(m *nats.Msg) { b.onPresence(p, m) })
+	if err != nil {
+		_ = unsubRoom()
+		return nil, fmt.Errorf("wshandler: subscribe room presence: %w", err)
+	}
+	b.mu.Lock()
+	b.rooms[room] = p
+	b.mu.Unlock()
+	// The hello goes out after the presence subscription, on the same
+	// connection, so the server has the subscription first: of two nodes
+	// saying hello at once, at least one hears the other.
+	b.hello(p)
+	return func() error {
+		p.closed.Store(true)
+		b.mu.Lock()
+		if b.rooms[room] == p {
+			delete(b.rooms, room)
+		}
+		b.mu.Unlock()
+		err := unsubRoom()
+		// Drained, not dropped: a probe the server has already routed
+		// here is still answered, or its sender would wait for
+		// SubscribeTimeout.
+		if perr := psub.Drain(); perr != nil && err == nil &&
+			!errors.Is(perr, nats.ErrConnectionClosed) && !errors.Is(perr, nats.ErrBadSubscription) {
+			err = perr
+		}
+		return err
+	}, nil
+}
+
+// subscribe subscribes to room's messages.
+func (b *NATSBroker) subscribe(ctx context.Context, room string, deliver func([]byte)) (func() error, error) {
 	sub, err := b.nc.Subscribe(b.Subject(room), func(m *nats.Msg) {
 		if o := m.Header[HeaderOrigin]; len(o) == 1 && o[0] == b.node {
 			return

@@ -58,8 +58,10 @@ func TestClusterFanout(t *testing.T) {
 	for _, c := range members {
 		join(t, c, "chat.*>") // a name that would break a raw subject
 	}
-	if nca.NumSubscriptions() != 1 || ncb.NumSubscriptions() != 1 {
-		t.Fatalf("subscriptions %d and %d, want one per node", nca.NumSubscriptions(), ncb.NumSubscriptions())
+	// Per node, one subscription to the room's messages and one to its
+	// presence, however many members.
+	if nca.NumSubscriptions() != 2 || ncb.NumSubscriptions() != 2 {
+		t.Fatalf("subscriptions %d and %d, want two per node", nca.NumSubscriptions(), ncb.NumSubscriptions())
 	}
 
 	const perSender = 100

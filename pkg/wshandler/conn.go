@@ -32,17 +32,26 @@ type Conn struct {
 	meta   map[string]string
 	idJSON []byte
 
-	closing    chan struct{} // closed when a close is requested
-	dead       chan struct{} // closed when the read loop has ended
-	writerDone chan struct{}
-	closeOnce  sync.Once
-	deadOnce   sync.Once
-	closeCode  int
-	closeText  string
-	aborted    atomic.Bool
-	wake       chan struct{} // capacity 1: the queue has frames
-	wmu        sync.Mutex    // held while writing queued frames
-	handling   atomic.Bool   // the read goroutine is handling a message
+	closing   chan struct{} // closed when a close is requested
+	dead      chan struct{} // closed when the read loop has ended
+	closeOnce sync.Once
+	deadOnce  sync.Once
+	closeCode int
+	closeText string
+	aborted   atomic.Bool
+	wmu       sync.Mutex  // held while writing queued frames
+	handling  atomic.Bool // the read goroutine is handling a message
+
+	// The writer goroutine runs only while there is something to write:
+	// queued frames, or the close frame. An idle connection has none, and
+	// so no second goroutine stack.
+	wstate  sync.Mutex // guards writing and wstopped; taken before qmu
+	writing bool       // a writer goroutine is running
+	// wstopped is set once no writer may start: the close frame is
+	// written or the read loop has ended.
+	wstopped bool
+	writers  sync.WaitGroup
+	pinger   *time.Timer // sends a ping every PingInterval; nil without pings
 
 	// The send queue is a slice that grows with what is queued, up to
 	// SendQueueSize frames, rather than a channel of that capacity: a
@@ -93,6 +102,7 @@ func (c *Conn) Close(code int, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText = code, cutReason(reason)
 		close(c.closing)
+		c.kick() // the writer says goodbye
 	})
 }
 
@@ -129,7 +139,7 @@ func (c *Conn) enqueue(f outFrame) error {
 	// loaded after the frame is queued and cleared before the queue is
 	// checked, so a frame is never left without a writer.
 	if !c.handling.Load() {
-		c.signal()
+		c.kick()
 	}
 	return nil
 }
@@ -156,70 +166,99 @@ func cutReason(s string) string {
 	return s
 }
 
-// writeLoop writes queued frames and pings until the connection closes.
-// Queued frames are written by whoever holds wmu: this goroutine when woken,
-// or the read goroutine right after it has handled a message (which saves
-// a wake-up on the common request-reply path). Either way the frames leave
+// kick starts the writer goroutine unless one is running or writing has
+// stopped. Queued frames are written by whoever holds wmu: the writer, or
+// the read goroutine right after it has handled a message (which saves a
+// goroutine on the common request-reply path). Either way the frames leave
 // in queue order.
-func (c *Conn) writeLoop() {
-	defer close(c.writerDone)
-	cfg := &c.h.cfg
-	var tick <-chan time.Time
-	if cfg.PingInterval > 0 {
-		t := time.NewTicker(cfg.PingInterval)
-		defer t.Stop()
-		tick = t.C
+func (c *Conn) kick() {
+	c.wstate.Lock()
+	defer c.wstate.Unlock()
+	if c.writing || c.wstopped {
+		return
 	}
+	c.writing = true
+	c.writers.Add(1)
+	go c.writeRun()
+}
+
+// writeRun writes queued frames until the queue is empty, then ends; on a
+// close request it flushes what was queued and writes the close frame.
+func (c *Conn) writeRun() {
+	defer c.writers.Done()
 	for {
-		select {
-		case <-c.wake:
-			c.wmu.Lock()
-			err := c.flushLocked()
-			c.wmu.Unlock()
-			if err != nil {
-				c.writeFailed(err)
-				return
-			}
-			if c.queued() > 0 {
-				c.signal()
-			}
-		case <-tick:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.writeFailed(err)
-				return
-			}
-		case <-c.closing:
-			if c.aborted.Load() {
-				return
-			}
-			// Flush what was queued before the close, then say goodbye.
-			c.wmu.Lock()
-			err := c.flushLocked()
-			c.wmu.Unlock()
-			if err != nil {
-				c.writeFailed(err)
-				return
-			}
-			msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
-			if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.writeFailed(err)
-				return
-			}
-			// Wait for the client's close frame, at most CloseTimeout.
-			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(cfg.CloseTimeout))
-			return
-		case <-c.dead:
+		if c.isClosing() {
+			c.writeClose()
 			return
 		}
+		c.wmu.Lock()
+		err := c.flushLocked()
+		c.wmu.Unlock()
+		if err != nil {
+			c.writeFailed(err)
+			c.stopWriting()
+			return
+		}
+		// A frame queued from here on finds writing set and relies on
+		// this loop: the check and the reset are under wstate, which an
+		// enqueuer's kick takes after queueing.
+		c.wstate.Lock()
+		if c.queued() == 0 && !c.isClosing() {
+			c.writing = false
+			c.wstate.Unlock()
+			return
+		}
+		c.wstate.Unlock()
 	}
 }
 
-// signal wakes the writer goroutine without waiting.
-func (c *Conn) signal() {
+// stopWriting ends the writer for good.
+func (c *Conn) stopWriting() {
+	c.wstate.Lock()
+	c.writing, c.wstopped = false, true
+	c.wstate.Unlock()
+}
+
+// writeClose flushes what was queued before the close and writes the
+// close frame, unless the connection was aborted; then the read loop
+// waits for the client's close frame, at most CloseTimeout.
+func (c *Conn) writeClose() {
+	defer c.stopWriting()
+	if c.aborted.Load() {
+		return
+	}
+	cfg := &c.h.cfg
+	c.wmu.Lock()
+	err := c.flushLocked()
+	c.wmu.Unlock()
+	if err != nil {
+		c.writeFailed(err)
+		return
+	}
+	msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout)); err != nil {
+		c.writeFailed(err)
+		return
+	}
+	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(cfg.CloseTimeout))
+}
+
+// ping sends a ping to the client and schedules the next; it runs on the
+// pinger timer's goroutine.
+func (c *Conn) sendPing() {
+	if c.isClosing() {
+		return
+	}
 	select {
-	case c.wake <- struct{}{}:
+	case <-c.dead:
+		return
 	default:
 	}
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
+		c.writeFailed(err)
+		return
+	}
+	c.pinger.Reset(c.h.cfg.PingInterval)
 }
 
 // queued returns the number of frames waiting in the send queue.
@@ -236,7 +275,8 @@ const maxSpare = 16
 
 // flushLocked writes the frames queued when it is called (at most one
 // queue's worth); requires c.wmu held. Each write has WriteTimeout; the
-// deadline is renewed every 16 frames rather than for each one.
+// deadline is renewed every 16 frames rather than for each one. Two or
+// more frames are written as one batch (scanConn).
 func (c *Conn) flushLocked() error {
 	c.qmu.Lock()
 	batch := c.queue
@@ -244,6 +284,11 @@ func (c *Conn) flushLocked() error {
 	c.qmu.Unlock()
 	c.spare = nil
 	var err error
+	// Several frames go out in as few write calls as their size allows.
+	batched := len(batch) > 1 && c.sc != nil
+	if batched {
+		c.sc.beginBatch()
+	}
 	for i, f := range batch {
 		if i%16 == 0 {
 			if err = c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
@@ -252,6 +297,11 @@ func (c *Conn) flushLocked() error {
 		}
 		if err = c.ws.WriteMessage(f.typ, f.data); err != nil {
 			break
+		}
+	}
+	if batched {
+		if berr := c.sc.endBatch(); err == nil {
+			err = berr
 		}
 	}
 	clear(batch) // drop the references to the frames' data
@@ -270,7 +320,7 @@ func (c *Conn) flushAfterRead() {
 		return
 	}
 	if !c.wmu.TryLock() {
-		c.signal()
+		c.kick()
 		return
 	}
 	err := c.flushLocked()
@@ -280,7 +330,7 @@ func (c *Conn) flushAfterRead() {
 		return
 	}
 	if c.queued() > 0 {
-		c.signal()
+		c.kick()
 	}
 }
 
@@ -301,7 +351,9 @@ func (c *Conn) serve() {
 		return nil
 	})
 	c.ws.SetPingHandler(c.ping)
-	go c.writeLoop()
+	if pi > 0 {
+		c.pinger = time.AfterFunc(pi, c.sendPing)
+	}
 	if h.cfg.OnConnect != nil {
 		if err := h.cfg.OnConnect(c); err != nil {
 			c.Close(websocket.ClosePolicyViolation, err.Error())
@@ -309,7 +361,11 @@ func (c *Conn) serve() {
 	}
 	err := c.readLoop()
 	c.deadOnce.Do(func() { close(c.dead) })
-	<-c.writerDone
+	if c.pinger != nil {
+		c.pinger.Stop()
+	}
+	c.stopWriting()
+	c.writers.Wait()
 	_ = c.ws.NetConn().Close()
 	c.leaveAll()
 	_ = h.lim.UnregisterConnection(h.ctx, c.id)

@@ -51,12 +51,15 @@
 // Each member of a room, on any node, receives each room message exactly
 // once, in the order its sender sent it. The sending node delivers to its own
 // members and publishes the frame once to the Broker; other nodes deliver
-// what they receive to theirs and ignore their own publications.
+// what they receive to theirs and ignore their own publications. The
+// NATSBroker publishes nothing for a room that no other node has.
 //
 // # Slow readers and shutdown
 //
-// Each connection has a bounded send queue drained by its own writer
-// goroutine. Putting a frame on a queue never waits: a connection whose queue
+// Each connection has a bounded send queue, drained by a writer goroutine
+// that runs only while frames are queued (frames queued together leave in
+// one write call), or by the connection's reader right after it handled a
+// message. Putting a frame on a queue never waits: a connection whose queue
 // is full is aborted, so a reader that stops reading never delays a room or
 // any other connection. Shutdown closes every connection with 1001 after
 // flushing what is queued for it, unregisters it from the Limiter and flushes

@@ -3,7 +3,13 @@ package wshandler
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 // clientFrame returns a masked client frame: fin, opcode and a payload of n
@@ -63,6 +69,85 @@ func TestFrameScanner(t *testing.T) {
 			if s.oversize != tc.oversize || s.closed != tc.closed {
 				t.Errorf("%s (step %d): oversize %d closed %v, want %d %v", tc.name, step, s.oversize, s.closed, tc.oversize, tc.closed)
 			}
+		}
+	}
+}
+
+// countConn is a net.Conn that records its writes.
+type countConn struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (c *countConn) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+// TestScanConnBatchesWrites: inside a batch, writes are gathered and go
+// out in one write call (more only past maxBatch), in order; outside one
+// they go straight through.
+func TestScanConnBatchesWrites(t *testing.T) {
+	cc := &countConn{}
+	sc := &scanConn{Conn: cc}
+	frame := bytes.Repeat([]byte("f"), 100)
+	if _, err := sc.Write(frame); err != nil || len(cc.writes) != 1 {
+		t.Fatalf("outside a batch: %d writes, %v", len(cc.writes), err)
+	}
+	sc.beginBatch()
+	var want []byte
+	for i := 0; i < 10; i++ {
+		p := append(bytes.Clone(frame), byte('0'+i))
+		want = append(want, p...)
+		if n, err := sc.Write(p); n != len(p) || err != nil {
+			t.Fatalf("write in a batch: %d, %v", n, err)
+		}
+	}
+	if len(cc.writes) != 1 {
+		t.Fatal("a batch wrote before its end")
+	}
+	if err := sc.endBatch(); err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.writes) != 2 || !bytes.Equal(cc.writes[1], want) {
+		t.Fatalf("%d writes after the batch, want 2 with the frames in order", len(cc.writes))
+	}
+	// A batch larger than maxBatch writes in pieces, in order.
+	cc.writes = nil
+	sc.beginBatch()
+	want = want[:0]
+	big := bytes.Repeat([]byte("b"), 1000)
+	for i := 0; i < 100; i++ {
+		want = append(want, big...)
+		_, _ = sc.Write(big)
+	}
+	if err := sc.endBatch(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cc.writes); n < 3 || n > 5 {
+		t.Errorf("100,000 bytes in %d writes, want 4 or so", n)
+	}
+	if got := bytes.Join(cc.writes, nil); !bytes.Equal(got, want) {
+		t.Error("the pieces of a large batch are not the frames in order")
+	}
+}
+
+// TestQueuedFramesArriveInOrder: frames queued during OnMessage leave as
+// one batch and arrive whole and in order.
+func TestQueuedFramesArriveInOrder(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, Config{OnMessage: func(c *Conn, _ int, _ []byte) {
+		for i := 0; i < 200; i++ {
+			_ = c.Send([]byte(strconv.Itoa(i) + strings.Repeat("x", i*10)))
+		}
+	}}, limiter.Limits{})
+	c := dial(t, n)
+	send(t, c, "go")
+	for i := 0; i < 200; i++ {
+		_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+		_, b, err := c.ReadMessage()
+		if want := strconv.Itoa(i) + strings.Repeat("x", i*10); err != nil || string(b) != want {
+			t.Fatalf("frame %d: %.20q, %v", i, b, err)
 		}
 	}
 }

@@ -136,12 +136,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &Conn{
 		h: h, ws: ws, sc: sw.conn, id: id, client: client, meta: meta,
-		idJSON:     appendJSONString(nil, id),
-		closing:    make(chan struct{}),
-		dead:       make(chan struct{}),
-		writerDone: make(chan struct{}),
-		wake:       make(chan struct{}, 1),
-		rooms:      make(map[string]membership),
+		idJSON:  appendJSONString(nil, id),
+		closing: make(chan struct{}),
+		dead:    make(chan struct{}),
+		rooms:   make(map[string]membership),
 	}
 	if !h.track(c) {
 		_ = ws.WriteControl(websocket.CloseMessage,

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,4 +66,42 @@ func TestServeHTTPReturnsAndConnectionLives(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// An idle connection has one goroutine, its reader: the writer runs only
+// while frames are queued and ends once they are written.
+func TestIdleConnectionHasOneGoroutine(t *testing.T) {
+	var conns []*Conn
+	var mu sync.Mutex
+	n := newNode(t, Config{OnMessage: echo, OnConnect: func(c *Conn) error {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		return nil
+	}}, limiter.Limits{})
+	const count = 50
+	base := runtime.NumGoroutine()
+	clients := make([]*websocket.Conn, count)
+	for i := range clients {
+		clients[i] = dial(t, n)
+	}
+	waitFor(t, ioTimeout, "every connection to be served", func() bool { return n.h.Stats().Connections == count })
+	settled := func(what string) {
+		waitFor(t, ioTimeout, what, func() bool { return runtime.NumGoroutine()-base <= count+5 })
+	}
+	settled("one goroutine per idle connection")
+	mu.Lock()
+	for _, c := range conns {
+		if err := c.Send([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Unlock()
+	for _, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+		if _, b, err := c.ReadMessage(); err != nil || string(b) != "hello" {
+			t.Fatalf("got %q, %v", b, err)
+		}
+	}
+	settled("the writers to end once the frames are written")
 }

@@ -65,8 +65,12 @@ func decodeFrame(b []byte) (frame, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return frame{}, errFrame
 	}
-	if err := json.Unmarshal(b, &f); err != nil {
-		return frame{}, errFrame
+	var ok bool
+	if f, ok = decodeFrameFast(b); !ok {
+		f = frame{}
+		if err := json.Unmarshal(b, &f); err != nil {
+			return frame{}, errFrame
+		}
 	}
 	if len(f.ID) > maxRefLength {
 		return frame{}, errFrame
