@@ -275,7 +275,7 @@ func (s *Store) syncLoop() {
 	defer tick.Stop()
 	hb := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer hb.Stop()
-	sweep := time.NewTicker(30 * time.Second)
+	sweep := time.NewTicker(s.cfg.sweepInterval)
 	defer sweep.Stop()
 	minGap := s.cfg.SyncInterval / 2
 	var last time.Time

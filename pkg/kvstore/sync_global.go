@@ -29,7 +29,8 @@ type gentry struct {
 	base    string // bucketKey(key)
 	subj    string // subject of this node's counter
 	created int64
-	touched int64 // UnixNano of the last Take
+	touched int64  // UnixNano of the last Take
+	inc     uint64 // incarnation: a new entry for a swept key gets a higher one
 
 	b    limiter.Bucket // the cluster bucket as this node sees it
 	own  limiter.Bucket // this node's consumption alone
@@ -56,6 +57,7 @@ type gentry struct {
 // remoteSeen is what this node has applied of another node's counter.
 type remoteSeen struct {
 	epoch    uint64
+	inc      uint64
 	cum      int64
 	demand   float64
 	reserved float64
@@ -68,6 +70,7 @@ type indexMap struct {
 	mu      sync.Mutex
 	m       map[string]*gentry
 	pending map[string]map[string]pendingCounter
+	incs    uint64 // incarnations handed out in this epoch
 }
 
 type pendingCounter struct {
@@ -93,6 +96,8 @@ func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now tim
 	e := &gentry{key: key, spec: spec, base: bucketKey(key), created: now.UnixNano(), gen: s.gen.Load() - 1}
 	e.subj = kvSubject(s.cfg.Bucket, counterKey(e.base, s.nodeTok))
 	s.index.mu.Lock()
+	s.index.incs++
+	e.inc = s.index.incs
 	if p := s.index.pending[e.base]; p != nil {
 		delete(s.index.pending, e.base)
 		// Each writer's unrefilled consumption refills at the full rate in
@@ -328,7 +333,7 @@ func (s *Store) flush(ctx context.Context) error {
 			e.demand = 0
 			e.flushedAt = t
 			s.renew(e, e.spec, now, s.gen.Load()+1)
-			c := counter{epoch: s.epoch, cum: e.taken, at: t, demand: e.demandRate, spec: e.spec, reserved: e.allow,
+			c := counter{epoch: s.epoch, inc: e.inc, cum: e.taken, at: t, demand: e.demandRate, spec: e.spec, reserved: e.allow,
 				unrefilled: max(float64(e.spec.Capacity())-e.own.TokensAt(e.spec, now), 0),
 				level:      e.b.TokensAt(e.spec, now)}
 			e.flushed = e.taken
@@ -427,7 +432,7 @@ func (s *Store) applyCounter(base, nodeTok string, c *counter) {
 				p = make(map[string]pendingCounter)
 				s.index.pending[base] = p
 			}
-			if old, ok := p[nodeTok]; !ok || old.c.epoch != c.epoch || old.c.cum <= c.cum {
+			if old, ok := p[nodeTok]; !ok || !newer(&old.c, c) {
 				p[nodeTok] = pendingCounter{c: *c, recv: t}
 			}
 			s.index.mu.Unlock()
@@ -460,9 +465,14 @@ func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time
 	spec := e.spec
 	var debit float64
 	switch {
-	case r.epoch != c.epoch:
+	case r.epoch == c.epoch && c.inc < r.inc:
+		return // an incarnation already superseded
+	case r.epoch != c.epoch || c.inc > r.inc:
+		// First sight of this incarnation: its cumulative total started
+		// at zero, so only the writer's own consumption not yet refilled
+		// says what it spent.
 		debit = c.unrefilled - rate(c.spec)*float64(now.UnixNano()-c.at)
-		r.epoch, r.cum = c.epoch, c.cum
+		r.epoch, r.inc, r.cum = c.epoch, c.inc, c.cum
 		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
 	case c.cum > r.cum:
 		debit = float64(c.cum - r.cum)
@@ -474,6 +484,15 @@ func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time
 	if debit > 0 {
 		e.b.DebitAt(spec, now, debit)
 	}
+}
+
+// newer reports whether a kept counter old is later than c: a later
+// incarnation of the same run, or the same incarnation further on.
+func newer(old, c *counter) bool {
+	if old.epoch != c.epoch {
+		return false
+	}
+	return old.inc > c.inc || (old.inc == c.inc && old.cum > c.cum)
 }
 
 // sweepPending drops kept counters whose consumption has refilled and

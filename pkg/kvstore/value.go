@@ -8,13 +8,20 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-const valueVersion = 2
+// valueVersion is the first byte of every value this version writes.
+// Counters of version 2 (without an incarnation) are still read.
+const valueVersion = 3
+
+// intVersion is the first byte of the one-integer values (heartbeats,
+// connection counts, Strict buckets), whose format has not changed.
+const intVersion = 2
 
 // counter is the value of one node's counter of a Global bucket: a
 // grow-only cumulative consumption within the writer's epoch (a process
 // start), with what the reader needs to debit it on first sight.
 type counter struct {
 	epoch      uint64
+	inc        uint64  // incarnation of the writer's entry within the epoch
 	cum        int64   // tokens consumed by the writer in this epoch
 	at         int64   // writer's UnixNano at the write
 	unrefilled float64 // writer's own consumption not yet refilled at `at`
@@ -24,7 +31,10 @@ type counter struct {
 	spec       limiter.Spec
 }
 
-const counterSize = 1 + 10*8
+const counterSize = 1 + 11*8
+
+// counterSizeV2 is the size of a version 2 counter: no incarnation.
+const counterSizeV2 = 1 + 10*8
 
 func (c *counter) marshal(b []byte) []byte {
 	b = append(b[:0], valueVersion)
@@ -38,11 +48,17 @@ func (c *counter) marshal(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Limit))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Per))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Burst))
+	b = binary.LittleEndian.AppendUint64(b, c.inc)
 	return b
 }
 
 func (c *counter) unmarshal(b []byte) bool {
-	if len(b) != counterSize || b[0] != valueVersion {
+	switch {
+	case len(b) == counterSize && b[0] == valueVersion:
+		c.inc = binary.LittleEndian.Uint64(b[1+10*8:])
+	case len(b) == counterSizeV2 && b[0] == 2:
+		c.inc = 0
+	default:
 		return false
 	}
 	u := func(i int) uint64 { return binary.LittleEndian.Uint64(b[1+8*i:]) }
@@ -62,11 +78,11 @@ func (c *counter) unmarshal(b []byte) bool {
 // marshalInt encodes a version byte and one int64: heartbeats (UnixNano),
 // connection counts, Strict buckets (the UnixNano at which they are full).
 func marshalInt(v int64) []byte {
-	return binary.LittleEndian.AppendUint64([]byte{valueVersion}, uint64(v))
+	return binary.LittleEndian.AppendUint64([]byte{intVersion}, uint64(v))
 }
 
 func unmarshalInt(b []byte) (int64, bool) {
-	if len(b) != 9 || b[0] != valueVersion {
+	if len(b) != 9 || b[0] != intVersion {
 		return 0, false
 	}
 	return int64(binary.LittleEndian.Uint64(b[1:])), true
