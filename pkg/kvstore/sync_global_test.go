@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,6 +90,82 @@ func TestSpendingSeenAfterSweep(t *testing.T) {
 				return b.Tokens(key, spec, cb.Now()) < 86
 			})
 			require.Greater(t, b.Tokens(key, spec, cb.Now()), 84.0, "b counted more than a spent")
+		})
+	}
+}
+
+// TestFirstSightIgnoresWritersClock: a node's first view of another's
+// spending must not depend on the writer's wall clock. Node a's clock is
+// 6 s ahead of b's, or 6 s behind; a spends 20 of a bucket that refills
+// 10 tokens a second, and b, on first sight of a's counter, must see about
+// 80 left (not 20 or 100, which is what reading a's timestamp against b's
+// clock gives), whether b already held the bucket or creates it after a's
+// counter arrived.
+func TestFirstSightIgnoresWritersClock(t *testing.T) {
+	for _, skew := range []time.Duration{6 * time.Second, -6 * time.Second} {
+		for _, bHolds := range []bool{true, false} {
+			t.Run(fmt.Sprintf("a at %v, b holds the bucket %v", skew, bHolds), func(t *testing.T) {
+				srv := startServer(t, ServerConfig{})
+				ca, cb := new(clock).Skewed(skew), new(clock)
+				a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage, Now: ca.Now})
+				b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Storage: jetstream.MemoryStorage, Now: cb.Now})
+				spec := limiter.Spec{Limit: 100, Per: 10 * time.Second}
+				key := limiter.Key{Kind: limiter.KindMessages, ID: "skewed"}
+				ctx := context.Background()
+				if bHolds {
+					take(t, b, key, spec, 0)
+					require.NoError(t, b.Flush(ctx))
+					// b's counter reserves b's allowance for 3 sync
+					// intervals (all of the bucket if b has not yet
+					// counted a live); a spends after that.
+					flushed := time.Now()
+					waitFor(t, time.Second, "b's reservation to lapse", func() bool {
+						return time.Since(flushed) > 4*a.cfg.SyncInterval
+					})
+				}
+				for i := range 20 {
+					r := take(t, a, key, spec, 1); require.True(t, r.OK, "take %d: %+v, a sees %.2f", i, r, a.Tokens(key, spec, ca.Now()))
+				}
+				require.NoError(t, a.Flush(ctx))
+				if bHolds {
+					waitFor(t, 3*time.Second, "b to see a's spending", func() bool { return b.Tokens(key, spec, cb.Now()) < 99 })
+				} else {
+					waitFor(t, 3*time.Second, "b to receive a's counter", func() bool {
+						b.index.mu.Lock()
+						defer b.index.mu.Unlock()
+						return len(b.index.pending[bucketKey(key)]) > 0
+					})
+					take(t, b, key, spec, 0)
+				}
+				// a spent 20 a few ms ago: 80 left, plus what refilled since.
+				require.InDelta(t, 81, b.Tokens(key, spec, cb.Now()), 1.5)
+			})
+		}
+	}
+}
+
+// TestInitialValuesDatedByServer: a node that starts after another's
+// counter was written dates it by the NATS server's timestamp, not by the
+// writer's clock (6 s off here), so it credits exactly the refill since
+// the write.
+func TestInitialValuesDatedByServer(t *testing.T) {
+	for _, skew := range []time.Duration{6 * time.Second, -6 * time.Second} {
+		t.Run(fmt.Sprint("a at ", skew), func(t *testing.T) {
+			srv := startServer(t, ServerConfig{})
+			ca := new(clock).Skewed(skew)
+			a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage, Now: ca.Now})
+			spec := limiter.Spec{Limit: 100, Per: 10 * time.Second}
+			key := limiter.Key{Kind: limiter.KindMessages, ID: "replayed"}
+			for i := range 20 {
+				require.True(t, take(t, a, key, spec, 1).OK, "take %d", i)
+			}
+			require.NoError(t, a.Flush(context.Background()))
+			flushed := time.Now()
+			waitFor(t, 2*time.Second, "half a second to pass", func() bool { return time.Since(flushed) > 500*time.Millisecond })
+			b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Storage: jetstream.MemoryStorage})
+			take(t, b, key, spec, 0)
+			want := 80 + 10*time.Since(flushed).Seconds()
+			require.InDelta(t, want, b.Tokens(key, spec, time.Now()), 1.5)
 		})
 	}
 }

@@ -23,7 +23,7 @@ type counter struct {
 	epoch      uint64
 	inc        uint64  // incarnation of the writer's entry within the epoch
 	cum        int64   // tokens consumed by the writer in this epoch
-	at         int64   // writer's UnixNano at the write
+	at         int64   // UnixNano of the write; the reader replaces it by its own dating (see consume)
 	unrefilled float64 // writer's own consumption not yet refilled at `at`
 	demand     float64 // writer's requested tokens per second, smoothed
 	reserved   float64 // allowance the writer holds and may still spend
