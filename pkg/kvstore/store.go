@@ -203,7 +203,8 @@ func (s *Store) Take(ctx context.Context, key limiter.Key, spec limiter.Spec, no
 	case Strict:
 		return s.strictTake(ctx, key, spec, now, n)
 	}
-	return s.globalTake(key, spec, now, n)
+	o, err := s.globalTake(key, spec, now, n)
+	return o.Result, err
 }
 
 // Refund implements limiter.Store.

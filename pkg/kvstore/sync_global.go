@@ -39,11 +39,10 @@ type gentry struct {
 	taken   int64 // cumulative consumption this epoch
 	flushed int64 // taken as of the last flush sent
 
-	allow    float64 // tokens this node may still spend before syncing
-	allowAt  int64
-	share    float64
-	gen      uint64
-	renewals int
+	allow   float64 // tokens this node may still spend before syncing
+	allowAt int64
+	share   float64
+	gen     uint64
 
 	demand     float64 // tokens requested since the last flush
 	demandRate float64 // requested tokens per second, smoothed
@@ -121,12 +120,33 @@ func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now tim
 	return e
 }
 
+// Outcome is the result of a Take with the cause of a denial.
+type Outcome struct {
+	limiter.Result
+	// Uncertain reports a Global denial that came only from this node's
+	// allowance: the bucket, as this node sees it, holds the tokens, but
+	// other nodes hold (or may be spending) them. It says nothing about
+	// the client's own excess; a caller that closes clients after repeated
+	// denials should not count it.
+	Uncertain bool
+}
+
+// TakeOutcome is Take, and reports whether a denial came only from the
+// cluster's uncertainty (see Outcome).
+func (s *Store) TakeOutcome(ctx context.Context, key limiter.Key, spec limiter.Spec, now time.Time, n int64) (Outcome, error) {
+	if spec.Unlimited() || s.Mode(key.Kind) != Global {
+		r, err := s.Take(ctx, key, spec, now, n)
+		return Outcome{Result: r}, err
+	}
+	return s.globalTake(key, spec, now, n)
+}
+
 // globalTake decides locally. Requires no I/O and, for an existing entry,
 // allocates nothing.
-func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n int64) (limiter.Result, error) {
+func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n int64) (Outcome, error) {
 	down := s.down.Load()
 	if down && s.cfg.FailMode == FailClosed {
-		return limiter.Result{}, errDown
+		return Outcome{}, errDown
 	}
 	sh := s.shardOf(key)
 	sh.mu.Lock()
@@ -140,6 +160,7 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 	e.touched = t
 	e.demand += float64(n)
 	var r limiter.Result
+	uncertain := false
 	switch {
 	case down && s.cfg.FailMode == FailLocalShare:
 		r = e.fail.TakeAt(shareSpec(spec, s.live.Load()), now, n)
@@ -152,6 +173,7 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 		s.refreshAllowance(e, spec, now)
 		if float64(n) > e.allow+1e-9 {
 			r = s.allowanceDenial(e, spec, now, n)
+			uncertain = e.b.TokensAt(spec, now) >= float64(n)
 			break
 		}
 		if r = e.b.TakeAt(spec, now, n); r.OK {
@@ -161,9 +183,16 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 	if r.OK {
 		e.taken += n
 		e.own.DebitAt(spec, now, float64(n))
+		if e.flushed == 0 && e.share == 1 && !down {
+			if s.live.Load() > 1 {
+				// Spending from a bucket no other node has been heard
+				// to use: tell them now rather than at the next tick.
+				s.kickFlush()
+			}
+		}
 	}
 	s.markDirty(sh, e)
-	return r, nil
+	return Outcome{Result: r, Uncertain: uncertain}, nil
 }
 
 // refreshAllowance renews e's allowance: at every flush generation it is
@@ -191,43 +220,83 @@ func (s *Store) refreshAllowance(e *gentry, spec limiter.Spec, now time.Time) {
 func (s *Store) renew(e *gentry, spec limiter.Spec, now time.Time, gen uint64) {
 	t := now.UnixNano()
 	e.gen = gen
-	e.share = s.share(e, t)
 	e.allowAt = t
+	if e.demand == 0 && e.demandRate == 0 {
+		// No demand: hold (and publish) no allowance; the next Take
+		// renews with its own demand.
+		e.gen, e.share, e.allow = gen-1, 0, 0
+		return
+	}
+	e.share = s.share(e, t)
 	tokens := e.b.TokensAt(spec, now)
-	if e.share*float64(spec.Capacity()) < 1 {
-		// A bucket too small to split: spend from the bucket itself.
+	fresh := t - 3*int64(s.cfg.SyncInterval)
+	for _, r := range e.remote {
+		if r.at >= fresh {
+			// Whole tokens only: fractions reserved by every node would
+			// otherwise leave a nearly empty bucket unspendable.
+			tokens -= math.Floor(r.reserved)
+		}
+	}
+	if spec.Capacity() < s.live.Load() {
+		// A bucket too small to split: spend what no other node holds.
 		e.allow = max(tokens, 0)
 		return
 	}
-	fresh := t - 3*int64(s.cfg.SyncInterval)
-	known := int64(0)
-	for _, r := range e.remote {
-		if r.at >= fresh {
-			tokens -= r.reserved
-			known++
-		}
-	}
-	// A young bucket's first allowance is an even split. At its next
-	// renewals, live nodes not heard from yet may still be spending their
-	// split: set it aside.
-	live := s.live.Load()
-	if e.renewals > 0 && t-e.created < 2*int64(s.cfg.SyncInterval) && live-1 > known {
-		tokens -= float64(live-1-known) * float64(spec.Capacity()) / float64(live)
-	}
-	e.renewals++
 	e.allow = e.share * max(tokens, 0)
+	if e.share < 1 && tokens >= 1 && e.allow < float64(spec.Capacity()) {
+		e.allow = s.apportion(e, tokens, t)
+	}
 }
 
-// share returns this node's share of e's tokens: 1 alone; an even split
-// while the bucket is young and no other node has shown demand; else its
-// demand over the fresh demand of all nodes.
+// apportion splits the whole tokens left among the nodes with fresh
+// demand as every node computes it from the same counters: each gets the
+// whole part of its share, and the tokens those leave over go one each to
+// the nodes of highest demand (ties to the lower node token). Without it a
+// nearly empty bucket split N ways leaves every node less than one token.
+// It returns this node's allowance.
+func (s *Store) apportion(e *gentry, tokens float64, t int64) float64 {
+	fresh := t - 3*int64(s.cfg.SyncInterval)
+	own := e.share * tokens
+	total := math.Floor(tokens)
+	myDemand := e.demandRate
+	if myDemand == 0 {
+		myDemand = e.demand / s.cfg.SyncInterval.Seconds()
+	}
+	sum := myDemand
+	for _, r := range e.remote {
+		if r.at >= fresh {
+			sum += r.demand
+		}
+	}
+	if sum <= 0 {
+		return own
+	}
+	left := total - math.Floor(total*myDemand/sum)
+	rank := 0
+	for node, r := range e.remote {
+		if r.at < fresh {
+			continue
+		}
+		left -= math.Floor(total * r.demand / sum)
+		if r.demand > myDemand || (r.demand == myDemand && node < s.nodeTok) {
+			rank++
+		}
+	}
+	if float64(rank) < left {
+		return math.Floor(own) + 1
+	}
+	return own
+}
+
+// share returns this node's share of e's tokens: all of them while no
+// other node has shown demand for the bucket within three sync intervals
+// (a key used through one node gets its whole burst at once, as on a
+// single node); else its demand over the fresh demand of all nodes.
 func (s *Store) share(e *gentry, t int64) float64 {
-	live := s.live.Load()
-	if live <= 1 {
+	if s.live.Load() <= 1 {
 		return 1
 	}
-	interval := int64(s.cfg.SyncInterval)
-	fresh := t - 3*interval
+	fresh := t - 3*int64(s.cfg.SyncInterval)
 	var rem float64
 	for _, r := range e.remote {
 		if r.at >= fresh {
@@ -235,13 +304,15 @@ func (s *Store) share(e *gentry, t int64) float64 {
 		}
 	}
 	if rem == 0 {
-		if t-e.created < 2*interval {
-			return 1 / float64(live)
-		}
 		return 1
 	}
-	own := max(e.demandRate, e.demand/s.cfg.SyncInterval.Seconds())
-	return max(own/(own+rem), 0.01)
+	// The same smoothed rate this node publishes, so that the shares the
+	// nodes compute from the same counters sum to one.
+	own := e.demandRate
+	if own == 0 {
+		own = e.demand / s.cfg.SyncInterval.Seconds()
+	}
+	return own / (own + rem)
 }
 
 // allowanceDenial is the result of a Take that the bucket may allow but
@@ -472,6 +543,9 @@ func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time
 		// at zero, so only the writer's own consumption not yet refilled
 		// says what it spent.
 		debit = c.unrefilled - rate(c.spec)*float64(now.UnixNano()-c.at)
+		if e.share == 1 && c.demand > 0 {
+			e.gen-- // another node spends too: renew at the next Take
+		}
 		r.epoch, r.inc, r.cum = c.epoch, c.inc, c.cum
 		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
 	case c.cum > r.cum:

@@ -28,6 +28,24 @@ func (s *Store) holds(key limiter.Key) bool {
 	return sh.m[key] != nil
 }
 
+// describe prints s's entry for key, for test failures.
+func (s *Store) describe(key limiter.Key) string {
+	sh := s.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[key]
+	if e == nil {
+		return "no entry"
+	}
+	out := fmt.Sprintf("live %d allow %.2f share %.3f demand %.1f rate %.1f tokens %.2f;", s.live.Load(), e.allow, e.share,
+		e.demand, e.demandRate, e.b.TokensAt(e.spec, s.now()))
+	for n, r := range e.remote {
+		out += fmt.Sprintf(" %s: cum %d reserved %.2f demand %.1f age %v;", n, r.cum, r.reserved, r.demand,
+			time.Duration(s.now().UnixNano()-r.at))
+	}
+	return out
+}
+
 // take takes n tokens at the node's clock and fails the test on error.
 func take(t *testing.T, s *Store, key limiter.Key, spec limiter.Spec, n int64) limiter.Result {
 	t.Helper()
@@ -124,7 +142,8 @@ func TestFirstSightIgnoresWritersClock(t *testing.T) {
 					})
 				}
 				for i := range 20 {
-					r := take(t, a, key, spec, 1); require.True(t, r.OK, "take %d: %+v, a sees %.2f", i, r, a.Tokens(key, spec, ca.Now()))
+					r := take(t, a, key, spec, 1)
+					require.True(t, r.OK, "take %d: %+v, a sees %.2f", i, r, a.Tokens(key, spec, ca.Now()))
 				}
 				require.NoError(t, a.Flush(ctx))
 				if bHolds {
@@ -168,4 +187,110 @@ func TestInitialValuesDatedByServer(t *testing.T) {
 			require.InDelta(t, want, b.Tokens(key, spec, time.Now()), 1.5)
 		})
 	}
+}
+
+// TestColdKeyOnOneNodeGetsItsBurst: in a 3-node cluster a client sending
+// its whole burst back to back through one node, on a key no node has
+// used, gets all of it, as a single node would give; more than the burst
+// is denied, with the wait of the bucket itself.
+func TestColdKeyOnOneNodeGetsItsBurst(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	var nodes []*Store
+	for i := range 3 {
+		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprint("cold", i), Storage: jetstream.MemoryStorage}))
+	}
+	for _, s := range nodes {
+		waitFor(t, 5*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
+	}
+	spec := limiter.Spec{Limit: 10, Per: time.Minute}
+	for round := range 5 {
+		key := limiter.Key{Kind: limiter.KindMessages, ID: fmt.Sprint("one-node-", round)}
+		s := nodes[round%3]
+		for i := range 10 {
+			r := take(t, s, key, spec, 1)
+			require.True(t, r.OK, "round %d take %d: %+v", round, i, r)
+		}
+		r := take(t, s, key, spec, 1)
+		require.False(t, r.OK)
+		require.InDelta(t, 6*time.Second, r.RetryAfter, float64(100*time.Millisecond), "the bucket's own wait for one token")
+	}
+}
+
+// TestUncertainDenial: a denial by the allowance alone, while the bucket
+// as the node sees it holds the tokens, is reported as uncertain; a
+// denial by the bucket itself is not.
+func TestUncertainDenial(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	// A reservation lapses 3 sync intervals after it was heard: 1.5 s.
+	cfg := Config{Storage: jetstream.MemoryStorage, SyncInterval: 500 * time.Millisecond}
+	cfg.NodeID = "a"
+	a := newNode(t, srv.ClientURL(), cfg)
+	cfg.NodeID = "b"
+	b := newNode(t, srv.ClientURL(), cfg)
+	for _, s := range []*Store{a, b} {
+		waitFor(t, 5*time.Second, "two live nodes", func() bool { return s.LiveNodes() == 2 })
+	}
+	ctx := context.Background()
+	spec := limiter.Spec{Limit: 60, Per: time.Hour}
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "uncertain"}
+	// a alone uses the key: it holds the rest of the bucket as its
+	// allowance, and b, hearing of it, is left none.
+	for range 10 {
+		require.True(t, take(t, a, key, spec, 1).OK)
+	}
+	require.NoError(t, a.Flush(ctx))
+	waitFor(t, 3*time.Second, "b to see a's 10", func() bool {
+		o, err := b.TakeOutcome(ctx, key, spec, time.Now(), 0)
+		require.NoError(t, err)
+		require.True(t, o.OK)
+		return b.Tokens(key, spec, time.Now()) < 51
+	})
+	o, err := b.TakeOutcome(ctx, key, spec, time.Now(), 1)
+	require.NoError(t, err)
+	require.False(t, o.OK, "a's allowance is set aside: %+v; b: %s", o, b.describe(key))
+	require.True(t, o.Uncertain)
+	// The bucket itself empty: certain. (A key only a uses, so that its
+	// allowance is the whole bucket.)
+	alone := limiter.Key{Kind: limiter.KindMessages, ID: "certain"}
+	denied := false
+	for i := 0; i < 100 && !denied; i++ {
+		o, err := a.TakeOutcome(ctx, alone, spec, time.Now(), 1)
+		require.NoError(t, err)
+		if denied = !o.OK; denied {
+			require.False(t, o.Uncertain, "%+v with %.2f tokens", o, a.Tokens(alone, spec, time.Now()))
+			require.Equal(t, 60, i, "a alone spends the whole bucket")
+		}
+	}
+	require.True(t, denied, "a spent more than the bucket")
+}
+
+// TestColdSimultaneousBursts states the price of a cold key's first
+// allowance being the whole bucket: when every node receives a full burst
+// within the time it takes a counter to reach the others (a millisecond on
+// loopback), each node admits up to the burst, N × the burst at worst.
+// Once the counters have crossed, the nodes share what is left.
+func TestColdSimultaneousBursts(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	var nodes []*Store
+	for i := range 3 {
+		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprint("sim", i), Storage: jetstream.MemoryStorage}))
+	}
+	for _, s := range nodes {
+		waitFor(t, 5*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
+	}
+	spec := limiter.Spec{Limit: 60, Per: time.Hour}
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "simultaneous"}
+	first := sum(takeRounds(t, nodes, key, spec, 60))
+	t.Logf("60 back-to-back rounds on 3 nodes admitted %d against a burst of 60", first)
+	require.GreaterOrEqual(t, first, int64(60))
+	require.LessOrEqual(t, first, int64(3*60))
+	for _, s := range nodes {
+		require.NoError(t, s.Flush(context.Background()))
+	}
+	for _, s := range nodes {
+		waitFor(t, 3*time.Second, "every node to see the bucket spent", func() bool {
+			return s.Tokens(key, spec, time.Now()) < 1
+		})
+	}
+	require.Zero(t, sum(takeRounds(t, nodes, key, spec, 20)), "admitted after the counters crossed")
 }
