@@ -65,6 +65,7 @@ type Store struct {
 	lastSeen    map[string]int64 // node token → UnixNano of its last heartbeat
 	lastRefresh atomic.Int64
 	echoAt      atomic.Int64 // UnixNano at which the watch last delivered this node's own heartbeat
+	wd          watchdog     // acknowledged writes against what the watch delivers
 
 	kick    chan struct{}
 	rewatch chan struct{}

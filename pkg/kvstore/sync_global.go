@@ -497,8 +497,9 @@ func (s *Store) awaitFlush(ctx context.Context, items []flushItem, firstErr *err
 		it := &items[i]
 		if it.fut != nil {
 			select {
-			case <-it.fut.Ok():
+			case pa := <-it.fut.Ok():
 				ok++
+				s.wd.acked(pa.Sequence, s.now().UnixNano())
 				continue
 			case err := <-it.fut.Err():
 				if *firstErr == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,6 +40,63 @@ func (s *Store) watchLoop(ready chan struct{}) {
 		case <-t.C:
 		}
 	}
+}
+
+// watchdog tells a stalled watch from a quiet one. The watch's consumer
+// lives on one NATS server (the stream leader when it was created); when
+// that server goes, the node's connection to another server stays up and
+// nothing tells the watch, which then delivers nothing. The writes this
+// node's flushes get acknowledged are in the watch's filter, so each must
+// come back through it: an acknowledged write followed by no delivery at
+// all for stallAfter means the watch is stalled. (A watch that lags but
+// delivers is not restarted: a restart replays every key.)
+type watchdog struct {
+	ackSeq  atomic.Uint64 // stream sequence of the latest acknowledged write
+	ackAt   atomic.Int64  // UnixNano of the first acknowledgement the watch had not caught up with
+	seenRev atomic.Uint64 // highest revision the current watch delivered
+	seenAt  atomic.Int64  // UnixNano of the current watch's last delivery (its start before any)
+}
+
+func (w *watchdog) start(t int64) {
+	w.seenRev.Store(0)
+	w.seenAt.Store(t)
+	w.ackSeq.Store(0) // acknowledgements before this watch do not count
+}
+
+func (w *watchdog) acked(seq uint64, t int64) {
+	for {
+		old := w.ackSeq.Load()
+		if seq <= old {
+			return
+		}
+		if w.ackSeq.CompareAndSwap(old, seq) {
+			if old <= w.seenRev.Load() {
+				w.ackAt.Store(t) // the watch had caught up: a new wait starts
+			}
+			return
+		}
+	}
+}
+
+func (w *watchdog) seen(rev uint64, t int64) {
+	if rev > w.seenRev.Load() {
+		w.seenRev.Store(rev) // only the watch goroutine stores
+	}
+	w.seenAt.Store(t)
+}
+
+// stalled reports whether a write acknowledged more than after ago has
+// not come back and nothing at all was delivered since.
+func (w *watchdog) stalled(t, after int64) bool {
+	seq, at := w.ackSeq.Load(), w.ackAt.Load()
+	return seq > w.seenRev.Load() && t-at > after && w.seenAt.Load() < at
+}
+
+// stallAfter is how long an acknowledged write may take to come back
+// through the watch, with nothing else delivered, before the watch is
+// restarted: 300 ms, or 6 sync intervals if longer.
+func (s *Store) stallAfter() time.Duration {
+	return max(300*time.Millisecond, 6*s.cfg.SyncInterval)
 }
 
 type stopErr struct{}
@@ -79,12 +137,20 @@ func (s *Store) serverOffset(ctx context.Context) (off int64, ok bool) {
 // errs towards counting its spending as not yet refilled.
 func (s *Store) consume(w jetstream.KeyWatcher, markReady func(), off int64, known bool) error {
 	replaying := true
+	s.wd.start(s.now().UnixNano())
+	check := time.NewTicker(s.stallAfter() / 4)
+	defer check.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return errStopped
 		case <-s.rewatch:
 			return nil
+		case <-check.C:
+			if s.wd.stalled(s.now().UnixNano(), int64(s.stallAfter())) {
+				s.stats.watchRestarts.Add(1)
+				return nil
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return nil
@@ -95,6 +161,7 @@ func (s *Store) consume(w jetstream.KeyWatcher, markReady func(), off int64, kno
 				continue
 			}
 			written := s.now().UnixNano()
+			s.wd.seen(e.Revision(), written)
 			if replaying && known {
 				written = min(written, e.Created().UnixNano()+off)
 			}
