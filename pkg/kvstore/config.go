@@ -114,10 +114,9 @@ type Config struct {
 	// Now returns the current time for the background goroutines. Nil means
 	// time.Now.
 	Now func() time.Time
-
-	// sweepInterval is the period of the idle-state sweep; zero means 30 s.
-	// Tests shorten it to cross a real sweep.
-	sweepInterval time.Duration
+	// SweepInterval is the period of the sweep that drops the state of
+	// idle, full buckets. Zero means 30 s.
+	SweepInterval time.Duration
 }
 
 var bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
@@ -191,8 +190,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.sweepInterval <= 0 {
-		cfg.sweepInterval = 30 * time.Second
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 30 * time.Second
 	}
 	return cfg, nil
 }

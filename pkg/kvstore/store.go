@@ -277,7 +277,7 @@ func (s *Store) syncLoop() {
 	defer tick.Stop()
 	hb := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer hb.Stop()
-	sweep := time.NewTicker(s.cfg.sweepInterval)
+	sweep := time.NewTicker(s.cfg.SweepInterval)
 	defer sweep.Stop()
 	minGap := s.cfg.SyncInterval / 2
 	var last time.Time
@@ -409,12 +409,21 @@ type Stats struct {
 	Down bool
 	// LiveNodes is the number of live nodes, this one included.
 	LiveNodes int
+	// CounterWrites counts Global counters written (part of KVWrites).
+	CounterWrites int64
+	// WatchMessages counts the updates the KV watch delivered: every
+	// node's counters, connection counts and heartbeats, this node's own
+	// included.
+	WatchMessages int64
+	// Buckets is the number of Global buckets this node holds state for.
+	Buckets int
 }
 
 type stats struct {
 	flushes, kvWrites, writeErrors, conflicts, retries atomic.Int64
 	remoteUpdates, syncLag, failModeEntries, reclaimed atomic.Int64
 	watchRestarts                                      atomic.Int64
+	counterWrites, watchMessages                       atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters.
@@ -432,6 +441,9 @@ func (s *Store) Stats() Stats {
 		WatchRestarts:   s.stats.watchRestarts.Load(),
 		Down:            s.down.Load(),
 		LiveNodes:       int(s.live.Load()),
+		CounterWrites:   s.stats.counterWrites.Load(),
+		WatchMessages:   s.stats.watchMessages.Load(),
+		Buckets:         s.buckets(),
 	}
 }
 

@@ -474,6 +474,7 @@ func (s *Store) flush(ctx context.Context) error {
 		cancel()
 	}
 	s.stats.kvWrites.Add(int64(ok))
+	s.stats.counterWrites.Add(int64(ok))
 	if firstErr != nil {
 		s.stats.writeErrors.Add(int64(len(items) - ok))
 		return fmt.Errorf("kvstore: flush: %w", firstErr)
@@ -598,6 +599,13 @@ func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time
 	if debit > 0 {
 		e.b.DebitAt(spec, now, debit)
 	}
+}
+
+// buckets returns the number of Global entries held.
+func (s *Store) buckets() int {
+	s.index.mu.Lock()
+	defer s.index.mu.Unlock()
+	return len(s.index.m)
 }
 
 // newer reports whether a kept counter old is later than c: a later

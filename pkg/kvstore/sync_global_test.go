@@ -71,9 +71,9 @@ func TestSpendingSeenAfterSweep(t *testing.T) {
 				bSweep = 50 * time.Millisecond
 			}
 			a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage, Now: ca.Now,
-				sweepInterval: 50 * time.Millisecond})
+				SweepInterval: 50 * time.Millisecond})
 			b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Storage: jetstream.MemoryStorage, Now: cb.Now,
-				sweepInterval: bSweep})
+				SweepInterval: bSweep})
 			for _, s := range []*Store{a, b} {
 				waitFor(t, 5*time.Second, "two live nodes", func() bool { return s.LiveNodes() == 2 })
 			}

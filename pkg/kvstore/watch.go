@@ -160,6 +160,7 @@ func (s *Store) consume(w jetstream.KeyWatcher, markReady func(), off int64, kno
 				markReady()
 				continue
 			}
+			s.stats.watchMessages.Add(1)
 			written := s.now().UnixNano()
 			s.wd.seen(e.Revision(), written)
 			if replaying && known {
