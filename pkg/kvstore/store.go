@@ -233,7 +233,7 @@ func (s *Store) LiveNodes() int { return int(s.live.Load()) }
 
 // Flush sends this node's pending Global consumption now, as the sync loop
 // does every SyncInterval.
-func (s *Store) Flush(ctx context.Context) error { return s.flush(ctx) }
+func (s *Store) Flush(ctx context.Context) error { return s.flush(ctx, true) }
 
 // Close flushes pending consumption, removes this node's connection counts
 // and heartbeat, and stops the goroutines. It is idempotent; the Store
@@ -245,7 +245,7 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		if s.nc.IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-			err = s.flush(ctx)
+			err = s.flush(ctx, true)
 			s.removeOwn(ctx)
 			cancel()
 		}
@@ -309,7 +309,7 @@ func (s *Store) syncLoop() {
 			continue
 		}
 		// flush bounds each chunk by Timeout itself.
-		if err := s.flush(context.Background()); err != nil {
+		if err := s.flush(context.Background(), false); err != nil {
 			s.enterDown()
 		}
 	}
@@ -360,7 +360,7 @@ func (s *Store) sweep(now time.Time) {
 		var drop []*gentry
 		sh.mu.Lock()
 		for k, e := range sh.m {
-			if !e.dirty && e.b.FullAt(e.spec).UnixNano() <= t && e.touched < quiet {
+			if !e.dirty && e.b.FullAt(e.spec).UnixNano() <= t && e.touched < quiet && !s.holding(e, t) {
 				delete(sh.m, k)
 				e.dead = true
 				drop = append(drop, e)

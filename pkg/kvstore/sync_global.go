@@ -49,6 +49,10 @@ type gentry struct {
 	demandRate float64 // requested tokens per second, smoothed
 	flushedAt  int64
 
+	pubAt     int64   // UnixNano of the last counter published; 0: none stands
+	pubHold   float64 // the allowance that counter published
+	pubDemand float64 // the demand rate it published
+
 	remote map[string]*remoteSeen // node token → what has been applied
 	dirty  bool
 	dead   bool // removed from the shard by sweep
@@ -63,6 +67,7 @@ type remoteSeen struct {
 	demand   float64
 	reserved float64
 	at       int64 // local UnixNano of receipt
+	until    int64 // local UnixNano until which reserved and demand stand
 }
 
 // indexMap finds Global entries by their KV key, for the watch, and holds
@@ -109,7 +114,7 @@ func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now tim
 		capacity := float64(spec.Capacity())
 		level := capacity
 		for node, pc := range p {
-			s.applyRemote(e, node, &pc.c, now, pc.recv)
+			s.applyRemote(sh, e, node, &pc.c, now, pc.recv)
 			level = min(level, pc.c.level+rate(spec)*float64(now.UnixNano()-pc.c.at))
 		}
 		if short := e.b.TokensAt(spec, now) - level; short > 0 {
@@ -215,6 +220,13 @@ func (s *Store) short(e *gentry, spec limiter.Spec, n int64) bool {
 func (s *Store) refreshAllowance(e *gentry, spec limiter.Spec, now time.Time) {
 	t := now.UnixNano()
 	capacity := float64(spec.Capacity())
+	if e.pubAt > 0 && t-e.pubAt > int64(s.holdFor()) {
+		// The others no longer set this node's allowance aside: renew,
+		// and publish at once.
+		e.pubAt = 0
+		e.gen--
+		s.kickFlush()
+	}
 	if g := s.gen.Load(); e.gen != g {
 		s.renew(e, spec, now, g)
 		return
@@ -243,9 +255,8 @@ func (s *Store) renew(e *gentry, spec limiter.Spec, now time.Time, gen uint64) {
 	}
 	e.share = s.share(e, t)
 	tokens := e.b.TokensAt(spec, now)
-	fresh := t - 3*int64(s.cfg.SyncInterval)
 	for _, r := range e.remote {
-		if r.at >= fresh {
+		if r.until >= t {
 			// Whole tokens only: fractions reserved by every node would
 			// otherwise leave a nearly empty bucket unspendable.
 			tokens -= math.Floor(r.reserved)
@@ -269,7 +280,6 @@ func (s *Store) renew(e *gentry, spec limiter.Spec, now time.Time, gen uint64) {
 // nearly empty bucket split N ways leaves every node less than one token.
 // It returns this node's allowance.
 func (s *Store) apportion(e *gentry, tokens float64, t int64) float64 {
-	fresh := t - 3*int64(s.cfg.SyncInterval)
 	own := e.share * tokens
 	total := math.Floor(tokens)
 	myDemand := e.demandRate
@@ -278,7 +288,7 @@ func (s *Store) apportion(e *gentry, tokens float64, t int64) float64 {
 	}
 	sum := myDemand
 	for _, r := range e.remote {
-		if r.at >= fresh {
+		if r.until >= t {
 			sum += r.demand
 		}
 	}
@@ -288,7 +298,7 @@ func (s *Store) apportion(e *gentry, tokens float64, t int64) float64 {
 	left := total - math.Floor(total*myDemand/sum)
 	rank := 0
 	for node, r := range e.remote {
-		if r.at < fresh {
+		if r.until < t {
 			continue
 		}
 		left -= math.Floor(total * r.demand / sum)
@@ -310,10 +320,9 @@ func (s *Store) share(e *gentry, t int64) float64 {
 	if s.live.Load() <= 1 {
 		return 1
 	}
-	fresh := t - 3*int64(s.cfg.SyncInterval)
 	var rem float64
 	for _, r := range e.remote {
-		if r.at >= fresh {
+		if r.until >= t {
 			rem += r.demand
 		}
 	}
@@ -347,9 +356,9 @@ func (s *Store) allowanceDenial(e *gentry, spec limiter.Spec, now time.Time, n i
 		return r
 	}
 	held := 0.0 // whole tokens the other nodes hold
-	fresh := now.UnixNano() - 3*int64(s.cfg.SyncInterval)
+	t := now.UnixNano()
 	for _, rs := range e.remote {
-		if rs.at >= fresh {
+		if rs.until >= t {
 			held += math.Floor(rs.reserved)
 		}
 	}
@@ -410,10 +419,15 @@ type flushItem struct {
 	fut  jetstream.PubAckFuture
 }
 
-// flush sends the counters of every dirty entry in one asynchronous batch
-// and waits for the acknowledgements; entries whose write failed stay
-// dirty. It advances the allowance generation.
-func (s *Store) flush(ctx context.Context) error {
+// flush sends the counters of dirty entries in one asynchronous batch and
+// waits for the acknowledgements; entries whose write failed stay dirty.
+// It advances the allowance generation.
+//
+// Every dirty entry is renewed, but its counter is written only when the
+// other nodes need it (see mustPublish) or when force is set (Flush,
+// Close): consumption within an allowance already published, on a bucket
+// no other node contests, waits for the next counter that must go out.
+func (s *Store) flush(ctx context.Context, force bool) error {
 	defer s.gen.Add(1)
 	now := s.now()
 	t := now.UnixNano()
@@ -429,19 +443,19 @@ func (s *Store) flush(ctx context.Context) error {
 			if e.dead {
 				continue
 			}
-			if e.flushedAt > 0 && t > e.flushedAt {
-				inst := e.demand / time.Duration(t-e.flushedAt).Seconds()
-				e.demandRate = 0.5*e.demandRate + 0.5*inst
-			} else {
-				e.demandRate = e.demand / s.cfg.SyncInterval.Seconds()
-			}
+			s.sampleDemand(e, t)
 			e.demand = 0
 			e.flushedAt = t
 			s.renew(e, e.spec, now, s.gen.Load()+1)
-			c := counter{epoch: s.epoch, inc: e.inc, cum: e.taken, refunded: e.refunded, at: t, demand: e.demandRate, spec: e.spec, reserved: e.allow,
+			if !force && !s.mustPublish(e, t) {
+				continue
+			}
+			c := counter{epoch: s.epoch, inc: e.inc, cum: e.taken, refunded: e.refunded, at: t, demand: e.demandRate,
+				spec: e.spec, reserved: e.allow, hold: int64(s.holdFor()),
 				unrefilled: max(float64(e.spec.Capacity())-e.own.TokensAt(e.spec, now), 0),
 				level:      e.b.TokensAt(e.spec, now)}
 			e.flushed = e.taken
+			e.pubAt, e.pubHold, e.pubDemand = t, e.allow, e.demandRate
 			items = append(items, flushItem{e: e, sh: sh, data: c.marshal(make([]byte, 0, counterSize))})
 		}
 		sh.spare = list[:0]
@@ -482,6 +496,62 @@ func (s *Store) flush(ctx context.Context) error {
 	return nil
 }
 
+// holdFor is how long the other nodes set aside an allowance this node
+// published: 400 sync intervals (20 s at the default 50 ms). A counter
+// goes out again before it runs out while the bucket is in use.
+func (s *Store) holdFor() time.Duration { return 400 * s.cfg.SyncInterval }
+
+// sampleDemand folds the demand since the last sample into e's smoothed
+// rate, weighting the old rate by exp(-elapsed / 2 sync intervals): an
+// interval's sample counts about half, and a bucket idle for a while
+// starts again from its new demand alone. Requires the shard's mu held.
+func (s *Store) sampleDemand(e *gentry, t int64) {
+	interval := s.cfg.SyncInterval.Seconds()
+	if e.flushedAt > 0 && t > e.flushedAt {
+		dt := time.Duration(t - e.flushedAt).Seconds()
+		w := math.Exp(-dt / (2 * interval))
+		e.demandRate = w*e.demandRate + (1-w)*e.demand/dt
+	} else {
+		e.demandRate = e.demand / interval
+	}
+	if e.demandRate < 1e-9 {
+		e.demandRate = 0
+	}
+}
+
+// holding reports whether the allowance e last published still stands
+// (the sweep keeps such an entry: dropping it would cost a new
+// incarnation's counter at its next use). Requires the shard's mu held.
+func (s *Store) holding(e *gentry, t int64) bool {
+	return e.pubAt > 0 && e.pubHold >= 1 && t-e.pubAt <= int64(s.holdFor())
+}
+
+// mustPublish reports whether e's counter must be written now, after its
+// renewal at t. On a bucket another node has shown demand for within its
+// hold (a contested bucket) it always must: the others' shares and views
+// follow this node's counter every interval. On an uncontested bucket it
+// need not while the allowance the others set aside for this node covers
+// what it spent since and what it holds now (the last published
+// allowance, less the spending since, plus this node's share of the
+// refill since, which the others leave to it), and the standing counter
+// has more than 4 sync intervals of its hold left.
+//
+// Requires the entry's shard mu held.
+func (s *Store) mustPublish(e *gentry, t int64) bool {
+	interval := int64(s.cfg.SyncInterval)
+	if e.pubAt == 0 || t-e.pubAt > int64(s.holdFor())-4*interval {
+		return true
+	}
+	for _, r := range e.remote {
+		if r.until >= t && r.demand > 0 {
+			return true
+		}
+	}
+	capacity := float64(e.spec.Capacity())
+	covered := e.pubHold - float64(e.taken-e.flushed) + e.share*rate(e.spec)*float64(t-e.pubAt)
+	return e.allow > min(covered, capacity)+1e-9*capacity+1e-9
+}
+
 // flushChunk caps the counters a flush has in flight at once, well under
 // the NATS client's limit of outstanding asynchronous publishes (4000 by
 // default), beyond which PublishAsync fails: a node with more dirty
@@ -514,6 +584,7 @@ func (s *Store) awaitFlush(ctx context.Context, items []flushItem, firstErr *err
 		}
 		it.sh.mu.Lock()
 		if !it.e.dead {
+			it.e.pubAt = 0 // not published: the next flush writes it
 			s.markDirty(it.sh, it.e)
 		}
 		it.sh.mu.Unlock()
@@ -549,7 +620,7 @@ func (s *Store) applyCounter(base, nodeTok string, c *counter) {
 		sh := s.shardOf(e.key)
 		sh.mu.Lock()
 		if !e.dead {
-			s.applyRemote(e, nodeTok, c, now, t)
+			s.applyRemote(sh, e, nodeTok, c, now, t)
 			sh.mu.Unlock()
 			return
 		}
@@ -560,7 +631,7 @@ func (s *Store) applyCounter(base, nodeTok string, c *counter) {
 // applyRemote debits e with what it has not yet applied of a node's
 // counter: the growth within an epoch, or on first sight the writer's
 // consumption that has not yet refilled. Requires the entry's shard mu held.
-func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time, recv int64) {
+func (s *Store) applyRemote(sh *gshard, e *gentry, nodeTok string, c *counter, now time.Time, recv int64) {
 	if e.remote == nil {
 		e.remote = make(map[string]*remoteSeen)
 	}
@@ -572,6 +643,7 @@ func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time
 	spec := e.spec
 	var debit float64
 	var refund int64
+	contest := false
 	switch {
 	case r.epoch == c.epoch && c.inc < r.inc:
 		return // an incarnation already superseded
@@ -583,15 +655,28 @@ func (s *Store) applyRemote(e *gentry, nodeTok string, c *counter, now time.Time
 		if e.share == 1 && c.demand > 0 {
 			e.gen-- // another node spends too: renew at the next Take
 		}
+		contest = c.demand > 0
 		r.epoch, r.inc, r.cum, r.refunded = c.epoch, c.inc, c.cum, c.refunded
 		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
 	case c.cum > r.cum || c.refunded > r.refunded:
+		contest = c.demand > 2*r.demand || (r.until < recv && c.demand > 0)
 		debit = float64(c.cum - r.cum)
 		refund = max(c.refunded-r.refunded, 0)
 		r.cum, r.refunded = max(c.cum, r.cum), max(c.refunded, r.refunded)
 		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
 	case c.cum == r.cum && recv > r.at:
+		contest = c.demand > 2*r.demand || (r.until < recv && c.demand > 0)
 		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
+	default:
+		return
+	}
+	r.until = recv + max(3*int64(s.cfg.SyncInterval), c.hold)
+	if contest && e.pubAt > 0 && e.pubHold >= 1 {
+		// Another node starts spending while this one holds a published
+		// allowance: renew and publish at the next flush, so that an
+		// allowance this node no longer needs is released.
+		s.markDirty(sh, e)
+		e.gen--
 	}
 	if refund > 0 {
 		e.b.RefundAt(spec, now, refund)
@@ -617,15 +702,16 @@ func newer(old, c *counter) bool {
 	return old.inc > c.inc || (old.inc == c.inc && old.cum > c.cum)
 }
 
-// sweepPending drops kept counters whose consumption has refilled and
-// whose demand is stale.
+// sweepPending drops kept counters whose consumption has refilled, whose
+// demand is stale and whose allowance no longer stands.
 func (s *Store) sweepPending(t int64) {
 	s.index.mu.Lock()
 	defer s.index.mu.Unlock()
 	for base, p := range s.index.pending {
 		for node, pc := range p {
 			left := pc.c.unrefilled - rate(pc.c.spec)*float64(t-pc.c.at)
-			if left <= 0 && t-pc.recv > int64(10*s.cfg.SyncInterval) {
+			held := pc.c.reserved >= 1 && t-pc.recv <= pc.c.hold
+			if left <= 0 && !held && t-pc.recv > int64(10*s.cfg.SyncInterval) {
 				delete(p, node)
 			}
 		}

@@ -150,10 +150,13 @@ func TestFirstSightIgnoresWritersClock(t *testing.T) {
 				if bHolds {
 					waitFor(t, 3*time.Second, "b to see a's spending", func() bool { return b.Tokens(key, spec, cb.Now()) < 99 })
 				} else {
-					waitFor(t, 3*time.Second, "b to receive a's counter", func() bool {
+					waitFor(t, 3*time.Second, "b to receive a's counter of 20", func() bool {
 						b.index.mu.Lock()
 						defer b.index.mu.Unlock()
-						return len(b.index.pending[bucketKey(key)]) > 0
+						for _, pc := range b.index.pending[bucketKey(key)] {
+							return pc.c.cum == 20
+						}
+						return false
 					})
 					take(t, b, key, spec, 0)
 				}
@@ -378,4 +381,57 @@ func testRetryAfterIsExact(t *testing.T, spec limiter.Spec) {
 	ok, err := a.Take(ctx, key, spec, now.Add(r.RetryAfter), 1)
 	require.NoError(t, err)
 	require.True(t, ok.OK, "at RetryAfter %v: %s", r.RetryAfter, a.describe(key))
+}
+
+// dirty reports whether s's entry for key waits for a flush.
+func (s *Store) dirtyEntry(key limiter.Key) bool {
+	sh := s.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[key]
+	return e != nil && e.dirty
+}
+
+// TestUncontestedBucketDefersCounters: a bucket only one node uses and
+// that stays far from empty costs one counter write per hold (20 s), not
+// one per decision; the consumption it leaves unpublished stays within the
+// allowance the other nodes set aside for it, so when a second node starts
+// spending, the two together admit no more than the bucket holds.
+func TestUncontestedBucketDefersCounters(t *testing.T) {
+	srv := startServer(t, ServerConfig{})
+	var ca, cb clock
+	a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage, Now: ca.Now})
+	b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Storage: jetstream.MemoryStorage, Now: cb.Now})
+	for _, s := range []*Store{a, b} {
+		waitFor(t, 5*time.Second, "two live nodes", func() bool { return s.LiveNodes() == 2 })
+	}
+	spec := limiter.Spec{Limit: 10, Per: time.Second}
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "sparse"}
+	w0 := a.Stats().CounterWrites
+	for i := range 19 {
+		require.True(t, take(t, a, key, spec, 1).OK, "decision %d", i)
+		waitFor(t, 2*time.Second, "a's flush", func() bool { return !a.dirtyEntry(key) })
+		ca.Advance(time.Second)
+		cb.Advance(time.Second)
+	}
+	writes := a.Stats().CounterWrites - w0
+	t.Logf("19 decisions over 19 s on one node: %d counter writes", writes)
+	require.LessOrEqual(t, writes, int64(2))
+
+	// a spends the bucket at once; b, which last heard of a 1 token spent,
+	// sets a's published allowance aside.
+	var admitted int64
+	for range 15 {
+		if take(t, a, key, spec, 1).OK {
+			admitted++
+		}
+	}
+	for range 15 {
+		if take(t, b, key, spec, 1).OK {
+			admitted++
+		}
+	}
+	t.Logf("a and b together admitted %d of a full bucket of 10", admitted)
+	require.GreaterOrEqual(t, admitted, int64(9))
+	require.LessOrEqual(t, admitted, int64(11))
 }

@@ -28,14 +28,15 @@ type counter struct {
 	unrefilled float64 // writer's own consumption not yet refilled at `at`
 	demand     float64 // writer's requested tokens per second, smoothed
 	reserved   float64 // allowance the writer holds and may still spend
+	hold       int64   // how long (ns) from receipt the reader sets reserved aside
 	level      float64 // writer's view of the bucket's tokens at `at` (negative in debt)
 	spec       limiter.Spec
 }
 
-const counterSize = 1 + 12*8
+const counterSize = 1 + 13*8
 
-// counterSizeV2 is the size of a version 2 counter: no incarnation or
-// refunds.
+// counterSizeV2 is the size of a version 2 counter: no incarnation,
+// refunds or hold.
 const counterSizeV2 = 1 + 10*8
 
 func (c *counter) marshal(b []byte) []byte {
@@ -52,6 +53,7 @@ func (c *counter) marshal(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.spec.Burst))
 	b = binary.LittleEndian.AppendUint64(b, c.inc)
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.refunded))
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.hold))
 	return b
 }
 
@@ -60,8 +62,9 @@ func (c *counter) unmarshal(b []byte) bool {
 	case len(b) == counterSize && b[0] == valueVersion:
 		c.inc = binary.LittleEndian.Uint64(b[1+10*8:])
 		c.refunded = int64(binary.LittleEndian.Uint64(b[1+11*8:]))
+		c.hold = int64(binary.LittleEndian.Uint64(b[1+12*8:]))
 	case len(b) == counterSizeV2 && b[0] == 2:
-		c.inc, c.refunded = 0, 0
+		c.inc, c.refunded, c.hold = 0, 0, 0
 	default:
 		return false
 	}
@@ -74,7 +77,7 @@ func (c *counter) unmarshal(b []byte) bool {
 	c.reserved = math.Float64frombits(u(5))
 	c.level = math.Float64frombits(u(6))
 	c.spec = limiter.Spec{Limit: int64(u(7)), Per: time.Duration(u(8)), Burst: int64(u(9))}
-	return c.cum >= 0 && c.refunded >= 0 && c.refunded <= c.cum && !math.IsNaN(c.unrefilled) && !math.IsNaN(c.demand) && !math.IsNaN(c.reserved) &&
+	return c.cum >= 0 && c.hold >= 0 && c.refunded >= 0 && c.refunded <= c.cum && !math.IsNaN(c.unrefilled) && !math.IsNaN(c.demand) && !math.IsNaN(c.reserved) &&
 		!math.IsNaN(c.level) &&
 		c.spec.Validate() == nil
 }

@@ -161,17 +161,21 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// sparse offers keys decisions at perKey per second each, key k through
-// node k mod N, for d; it returns the aggregate and the worst key.
-func sparse(ns *nodeSet, keys int, spec limiter.Spec, perKey float64, d time.Duration) (offered, allowed, idealN int64, worst float64) {
-	base := keySeq.Add(int64(keys))
+// sparseRun is what a sparse run offered and admitted, per key.
+type sparseRun struct {
+	arrivals [][]int64
+	admitted []int64
+}
+
+// sparse offers keys keys (named from base) decisions at perKey per
+// second each, key k through node k mod N, for d.
+func sparse(ns *nodeSet, base int64, keys int, spec limiter.Spec, perKey float64, d time.Duration) sparseRun {
 	n := len(ns.stores)
 	perNode := make([][]int, n)
 	for k := range keys {
 		perNode[k%n] = append(perNode[k%n], k)
 	}
-	arrivals := make([][]int64, keys)
-	admitted := make([]int64, keys)
+	run := sparseRun{arrivals: make([][]int64, keys), admitted: make([]int64, keys)}
 	var wg sync.WaitGroup
 	start := time.Now()
 	end := start.Add(d)
@@ -200,9 +204,9 @@ func sparse(ns *nodeSet, keys int, spec limiter.Spec, perKey float64, d time.Dur
 					k := mine[j%len(mine)]
 					key := limiter.Key{Kind: limiter.KindMessages, ID: fmt.Sprintf("sparse-%d", base+int64(k))}
 					at := ns.clocks[i].Now()
-					arrivals[k] = append(arrivals[k], at.UnixNano())
+					run.arrivals[k] = append(run.arrivals[k], at.UnixNano())
 					if r, err := s.Take(ctx, key, spec, at, 1); err == nil && r.OK {
-						admitted[k]++
+						run.admitted[k]++
 					}
 					next = next.Add(interval)
 					j++
@@ -211,14 +215,5 @@ func sparse(ns *nodeSet, keys int, spec limiter.Spec, perKey float64, d time.Dur
 		}()
 	}
 	wg.Wait()
-	for k := range keys {
-		id := ideal(spec, arrivals[k])
-		offered += int64(len(arrivals[k]))
-		allowed += admitted[k]
-		idealN += id
-		if id > 0 {
-			worst = max(worst, float64(admitted[k])/float64(id))
-		}
-	}
-	return offered, allowed, idealN, worst
+	return run
 }
