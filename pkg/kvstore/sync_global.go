@@ -22,52 +22,58 @@ type gshard struct {
 	_     [40]byte
 }
 
-// gentry is one Global bucket on this node. Requires the shard's mu held.
+// gentry is one Global bucket on this node: its view of the cluster
+// bucket, its own counter and what it has applied of the other nodes'
+// counters. The package doc describes the algorithm. Every field requires
+// the shard's mu held.
 type gentry struct {
-	key     limiter.Key
-	spec    limiter.Spec
-	base    string // bucketKey(key)
-	subj    string // subject of this node's counter
-	created int64
-	touched int64  // UnixNano of the last Take
-	inc     uint64 // incarnation: a new entry for a swept key gets a higher one
+	key  limiter.Key  // the bucket
+	spec limiter.Spec // its shape, as of the last Take
+	base string       // bucketKey(key): the KV key prefix of every node's counter
+	subj string       // the subject of this node's counter (base.<node>)
+	inc  uint64       // incarnation: each entry created in this epoch gets a higher one
 
-	b    limiter.Bucket // the cluster bucket as this node sees it
-	own  limiter.Bucket // this node's consumption alone
-	fail limiter.Bucket // FailLocalShare bucket while NATS is down
+	touched int64 // UnixNano of the last Take (the sweep drops quiet entries)
 
-	taken    int64 // cumulative consumption this epoch
-	refunded int64 // cumulative refunds this epoch
-	flushed  int64 // taken as of the last flush sent
+	b    limiter.Bucket // the cluster bucket as this node sees it: own spending and the counters applied
+	own  limiter.Bucket // this node's spending alone (its counter's unrefilled)
+	fail limiter.Bucket // the FailLocalShare bucket, spent while NATS is down
 
-	allow   float64 // tokens this node may still spend before syncing
-	allowAt int64
-	share   float64
-	gen     uint64
+	taken    int64 // tokens spent in this incarnation (the counter's cum)
+	refunded int64 // tokens refunded in this incarnation (the counter's refunded)
+	flushed  int64 // taken as of the last counter published
 
-	demand     float64 // tokens requested since the last flush
-	demandRate float64 // requested tokens per second, smoothed
-	flushedAt  int64
+	allow   float64 // tokens this node may spend before its next renewal
+	allowAt int64   // UnixNano up to which allow has grown by share × refill
+	share   float64 // this node's share of the bucket, set at the last renewal
+	alone   bool    // at that renewal no other node's demand was known (share 1 of a cold key)
+	gen     uint64  // the flush generation of the last renewal; another renews
 
-	pubAt     int64   // UnixNano of the last counter published; 0: none stands
-	pubHold   float64 // the allowance that counter published
-	pubDemand float64 // the demand rate it published
+	demand     float64 // tokens asked for (admitted or not) since flushedAt
+	demandRate float64 // tokens asked for per second, smoothed (the counter's demand)
+	flushedAt  int64   // UnixNano of the last flush that sampled demand
 
-	remote map[string]*remoteSeen // node token → what has been applied
-	dirty  bool
-	dead   bool // removed from the shard by sweep
+	pubAt   int64   // UnixNano of the last counter published; 0 when none stands
+	pubHold float64 // the allowance that counter published (the others set it aside)
+	pubFor  int64   // that counter's hold (ns)
+
+	remote map[string]*remoteSeen // node token → what has been applied of its counter
+	dirty  bool                   // in the shard's dirty list: the next flush visits it
+	dead   bool                   // dropped by the sweep; a Take makes a new entry
 }
 
-// remoteSeen is what this node has applied of another node's counter.
+// remoteSeen is what this node has applied of another node's counter of
+// one bucket.
 type remoteSeen struct {
-	epoch    uint64
-	inc      uint64
-	cum      int64
-	refunded int64
-	demand   float64
-	reserved float64
-	at       int64 // local UnixNano of receipt
-	until    int64 // local UnixNano until which reserved and demand stand
+	epoch    uint64  // the writer's process run
+	inc      uint64  // the writer's incarnation of the bucket
+	cum      int64   // its cumulative spending applied
+	refunded int64   // its cumulative refunds applied
+	demand   float64 // its demand rate (tokens per second)
+	reserved float64 // the allowance it holds, set aside by this node until until
+	alone    bool    // it had heard of no other demand when it took that allowance
+	at       int64   // local UnixNano of receipt
+	until    int64   // local UnixNano until which reserved and demand stand
 }
 
 // indexMap finds Global entries by their KV key, for the watch, and holds
@@ -99,7 +105,7 @@ func (s *Store) markDirty(sh *gshard, e *gentry) {
 // newEntry creates the entry of key, adopting counters the watch has
 // already seen for it. Requires sh.mu held.
 func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now time.Time) *gentry {
-	e := &gentry{key: key, spec: spec, base: bucketKey(key), created: now.UnixNano(), gen: s.gen.Load() - 1}
+	e := &gentry{key: key, spec: spec, base: bucketKey(key), gen: s.gen.Load() - 1}
 	e.subj = kvSubject(s.cfg.Bucket, counterKey(e.base, s.nodeTok))
 	s.index.mu.Lock()
 	s.index.incs++
@@ -220,7 +226,7 @@ func (s *Store) short(e *gentry, spec limiter.Spec, n int64) bool {
 func (s *Store) refreshAllowance(e *gentry, spec limiter.Spec, now time.Time) {
 	t := now.UnixNano()
 	capacity := float64(spec.Capacity())
-	if e.pubAt > 0 && t-e.pubAt > int64(s.holdFor()) {
+	if e.pubAt > 0 && t-e.pubAt > e.pubFor {
 		// The others no longer set this node's allowance aside: renew,
 		// and publish at once.
 		e.pubAt = 0
@@ -253,15 +259,10 @@ func (s *Store) renew(e *gentry, spec limiter.Spec, now time.Time, gen uint64) {
 		e.gen, e.share, e.allow = gen-1, 0, 0
 		return
 	}
+	e.alone = false
 	e.share = s.share(e, t)
-	tokens := e.b.TokensAt(spec, now)
-	for _, r := range e.remote {
-		if r.until >= t {
-			// Whole tokens only: fractions reserved by every node would
-			// otherwise leave a nearly empty bucket unspendable.
-			tokens -= math.Floor(r.reserved)
-		}
-	}
+	view := e.b.TokensAt(spec, now)
+	tokens := view - s.held(e, view, t)
 	if spec.Capacity() < s.live.Load() {
 		// A bucket too small to split: spend what no other node holds.
 		e.allow = max(tokens, 0)
@@ -312,6 +313,53 @@ func (s *Store) apportion(e *gentry, tokens float64, t int64) float64 {
 	return own
 }
 
+// held returns the tokens the other nodes hold as allowances, as this
+// node, whose view holds tokens, sets them aside: each standing allowance
+// in whole tokens (fractions reserved by every node would leave a nearly
+// empty bucket unspendable). An allowance its node took while it had
+// heard of no other demand (a cold key's whole bucket) counts only up to
+// that node's demand share of the view, rounded up, once this node has
+// published its own counter: that node renews at its next Take after
+// hearing of this node's demand, so it spends no more than its share
+// from then on; setting all of it aside would leave the nodes of a key
+// that turned cold on all of them at once nothing until every node had
+// published twice. Requires the shard's mu held.
+func (s *Store) held(e *gentry, tokens float64, t int64) float64 {
+	sum := -1.0 // the demand of every node, computed once if needed
+	var held float64
+	for _, r := range e.remote {
+		if r.until < t {
+			continue
+		}
+		h := math.Floor(r.reserved)
+		if r.alone && e.pubAt > 0 && tokens > 0 {
+			if sum < 0 {
+				sum = s.ownDemand(e)
+				for _, o := range e.remote {
+					if o.until >= t {
+						sum += o.demand
+					}
+				}
+			}
+			if sum > 0 {
+				h = min(h, math.Ceil(tokens*r.demand/sum))
+			}
+		}
+		held += h
+	}
+	return held
+}
+
+// ownDemand is this node's demand rate for e's bucket as it publishes it:
+// the smoothed rate, or the demand of the interval so far before the
+// first sample. Requires the shard's mu held.
+func (s *Store) ownDemand(e *gentry) float64 {
+	if e.demandRate > 0 {
+		return e.demandRate
+	}
+	return e.demand / s.cfg.SyncInterval.Seconds()
+}
+
 // share returns this node's share of e's tokens: all of them while no
 // other node has shown demand for the bucket within three sync intervals
 // (a key used through one node gets its whole burst at once, as on a
@@ -327,6 +375,7 @@ func (s *Store) share(e *gentry, t int64) float64 {
 		}
 	}
 	if rem == 0 {
+		e.alone = true
 		return 1
 	}
 	// The same smoothed rate this node publishes, so that the shares the
@@ -355,13 +404,7 @@ func (s *Store) allowanceDenial(e *gentry, spec limiter.Spec, now time.Time, n i
 		r.RetryAfter = limiter.Never
 		return r
 	}
-	held := 0.0 // whole tokens the other nodes hold
-	t := now.UnixNano()
-	for _, rs := range e.remote {
-		if rs.until >= t {
-			held += math.Floor(rs.reserved)
-		}
-	}
+	held := s.held(e, tokens, now.UnixNano())
 	wait := float64(n) - tokens // the bucket's own refill, in tokens
 	if float64(n) <= e.share*capacity {
 		wait = max(wait, (float64(n)-e.allow)/e.share)
@@ -447,15 +490,23 @@ func (s *Store) flush(ctx context.Context, force bool) error {
 			e.demand = 0
 			e.flushedAt = t
 			s.renew(e, e.spec, now, s.gen.Load()+1)
-			if !force && !s.mustPublish(e, t) {
+			contested := s.contested(e, t)
+			if !force && !contested && !s.mustPublish(e, t) {
 				continue
 			}
+			// A contested bucket's counter goes out every interval while
+			// it is used: its allowance need stand only 3 intervals, and
+			// lapses soon after this node stops spending.
+			hold := s.holdFor()
+			if contested {
+				hold = 3 * s.cfg.SyncInterval
+			}
 			c := counter{epoch: s.epoch, inc: e.inc, cum: e.taken, refunded: e.refunded, at: t, demand: e.demandRate,
-				spec: e.spec, reserved: e.allow, hold: int64(s.holdFor()),
+				spec: e.spec, reserved: e.allow, hold: int64(hold), alone: e.alone,
 				unrefilled: max(float64(e.spec.Capacity())-e.own.TokensAt(e.spec, now), 0),
 				level:      e.b.TokensAt(e.spec, now)}
 			e.flushed = e.taken
-			e.pubAt, e.pubHold, e.pubDemand = t, e.allow, e.demandRate
+			e.pubAt, e.pubHold, e.pubFor = t, e.allow, int64(hold)
 			items = append(items, flushItem{e: e, sh: sh, data: c.marshal(make([]byte, 0, counterSize))})
 		}
 		sh.spare = list[:0]
@@ -523,29 +574,33 @@ func (s *Store) sampleDemand(e *gentry, t int64) {
 // (the sweep keeps such an entry: dropping it would cost a new
 // incarnation's counter at its next use). Requires the shard's mu held.
 func (s *Store) holding(e *gentry, t int64) bool {
-	return e.pubAt > 0 && e.pubHold >= 1 && t-e.pubAt <= int64(s.holdFor())
+	return e.pubAt > 0 && e.pubHold >= 1 && t-e.pubAt <= e.pubFor
 }
 
-// mustPublish reports whether e's counter must be written now, after its
-// renewal at t. On a bucket another node has shown demand for within its
-// hold (a contested bucket) it always must: the others' shares and views
-// follow this node's counter every interval. On an uncontested bucket it
-// need not while the allowance the others set aside for this node covers
-// what it spent since and what it holds now (the last published
-// allowance, less the spending since, plus this node's share of the
-// refill since, which the others leave to it), and the standing counter
-// has more than 4 sync intervals of its hold left.
-//
-// Requires the entry's shard mu held.
-func (s *Store) mustPublish(e *gentry, t int64) bool {
-	interval := int64(s.cfg.SyncInterval)
-	if e.pubAt == 0 || t-e.pubAt > int64(s.holdFor())-4*interval {
-		return true
-	}
+// contested reports whether another node has shown demand for e's bucket
+// in a counter that still stands. Requires the shard's mu held.
+func (s *Store) contested(e *gentry, t int64) bool {
 	for _, r := range e.remote {
 		if r.until >= t && r.demand > 0 {
 			return true
 		}
+	}
+	return false
+}
+
+// mustPublish reports whether the counter of e, an uncontested bucket
+// (contested ones are written every interval), must be written now, after
+// its renewal at t. It need not while the allowance the others set aside
+// for this node covers what it spent since and what it holds now (the
+// last published allowance, less the spending since, plus this node's
+// share of the refill since, which the others leave to it), and the
+// standing counter has more than 4 sync intervals of its hold left.
+//
+// Requires the entry's shard mu held.
+func (s *Store) mustPublish(e *gentry, t int64) bool {
+	interval := int64(s.cfg.SyncInterval)
+	if e.pubAt == 0 || t-e.pubAt > e.pubFor-4*interval {
+		return true
 	}
 	capacity := float64(e.spec.Capacity())
 	covered := e.pubHold - float64(e.taken-e.flushed) + e.share*rate(e.spec)*float64(t-e.pubAt)
@@ -593,12 +648,13 @@ func (s *Store) awaitFlush(ctx context.Context, items []flushItem, firstErr *err
 }
 
 // applyCounter applies another node's counter of the bucket base, or keeps
-// it for when this node first uses the bucket.
-func (s *Store) applyCounter(base, nodeTok string, c *counter) {
+// it for when this node first uses the bucket. c.at is this node's dating
+// of the write; wrote is the writer's own timestamp.
+func (s *Store) applyCounter(base, nodeTok string, c *counter, wrote int64) {
 	now := s.now()
 	t := now.UnixNano()
-	if lag := t - c.at; lag >= 0 {
-		s.stats.syncLag.Store(lag)
+	if lag := t - wrote; lag >= 0 {
+		s.stats.syncLag.Store(lag) // by the writer's clock: a diagnostic only
 	}
 	s.stats.remoteUpdates.Add(1)
 	for range 8 {
@@ -657,16 +713,16 @@ func (s *Store) applyRemote(sh *gshard, e *gentry, nodeTok string, c *counter, n
 		}
 		contest = c.demand > 0
 		r.epoch, r.inc, r.cum, r.refunded = c.epoch, c.inc, c.cum, c.refunded
-		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
+		r.demand, r.reserved, r.alone, r.at = c.demand, c.reserved, c.alone, recv
 	case c.cum > r.cum || c.refunded > r.refunded:
 		contest = c.demand > 2*r.demand || (r.until < recv && c.demand > 0)
 		debit = float64(c.cum - r.cum)
 		refund = max(c.refunded-r.refunded, 0)
 		r.cum, r.refunded = max(c.cum, r.cum), max(c.refunded, r.refunded)
-		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
+		r.demand, r.reserved, r.alone, r.at = c.demand, c.reserved, c.alone, recv
 	case c.cum == r.cum && recv > r.at:
 		contest = c.demand > 2*r.demand || (r.until < recv && c.demand > 0)
-		r.demand, r.reserved, r.at = c.demand, c.reserved, recv
+		r.demand, r.reserved, r.alone, r.at = c.demand, c.reserved, c.alone, recv
 	default:
 		return
 	}

@@ -29,14 +29,15 @@ type counter struct {
 	demand     float64 // writer's requested tokens per second, smoothed
 	reserved   float64 // allowance the writer holds and may still spend
 	hold       int64   // how long (ns) from receipt the reader sets reserved aside
+	alone      bool    // the writer had heard of no other node's demand when it renewed
 	level      float64 // writer's view of the bucket's tokens at `at` (negative in debt)
 	spec       limiter.Spec
 }
 
-const counterSize = 1 + 13*8
+const counterSize = 1 + 14*8
 
 // counterSizeV2 is the size of a version 2 counter: no incarnation,
-// refunds or hold.
+// refunds, hold or flags.
 const counterSizeV2 = 1 + 10*8
 
 func (c *counter) marshal(b []byte) []byte {
@@ -54,6 +55,11 @@ func (c *counter) marshal(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, c.inc)
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.refunded))
 	b = binary.LittleEndian.AppendUint64(b, uint64(c.hold))
+	var flags uint64
+	if c.alone {
+		flags |= 1
+	}
+	b = binary.LittleEndian.AppendUint64(b, flags)
 	return b
 }
 
@@ -63,8 +69,9 @@ func (c *counter) unmarshal(b []byte) bool {
 		c.inc = binary.LittleEndian.Uint64(b[1+10*8:])
 		c.refunded = int64(binary.LittleEndian.Uint64(b[1+11*8:]))
 		c.hold = int64(binary.LittleEndian.Uint64(b[1+12*8:]))
+		c.alone = binary.LittleEndian.Uint64(b[1+13*8:])&1 != 0
 	case len(b) == counterSizeV2 && b[0] == 2:
-		c.inc, c.refunded, c.hold = 0, 0, 0
+		c.inc, c.refunded, c.hold, c.alone = 0, 0, 0, false
 	default:
 		return false
 	}

@@ -192,8 +192,9 @@ func (s *Store) apply(e jetstream.KeyValueEntry, written int64) {
 			// spends nothing any more, so it holds no allowance or demand.
 			nodeTok, c.reserved, c.demand = previousRun(nodeTok), 0, 0
 		}
+		wrote := c.at
 		c.at = written
-		s.applyCounter(head, nodeTok, &c)
+		s.applyCounter(head, nodeTok, &c, wrote)
 	case strings.HasPrefix(key, "c."):
 		head, nodeTok, ok := splitLast(key)
 		if !ok || nodeTok == s.nodeTok {

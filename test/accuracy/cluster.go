@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -49,39 +50,39 @@ func (n *natsSet) shutdown() {
 	}
 }
 
-// stopLeader stops the server leading the bucket's stream and returns its
-// name ("" with one server).
-func (n *natsSet) stopLeader(s *kvstore.Store, bucket string) (string, error) {
+// stopLeader stops the server leading the bucket's stream and returns it
+// (nil with one server).
+func (n *natsSet) stopLeader(bucket string) (*kvstore.Server, error) {
 	if n.cl == nil {
-		return "", nil
+		return nil, nil
 	}
-	nc, err := nats.Connect(n.urls[0])
+	nc, err := nats.Connect(strings.Join(n.urls, ","))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	st, err := kv.Status(ctx)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	leader := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader
 	for _, srv := range n.cl.Servers() {
 		if srv.Config().Name == leader {
 			srv.Stop()
-			return leader, nil
+			return srv, nil
 		}
 	}
-	return "", fmt.Errorf("stream leader %q not among the servers", leader)
+	return nil, fmt.Errorf("stream leader %q not among the servers", leader)
 }
 
 // nodeSet is N stores over one NATS set, node i connected to server
@@ -98,7 +99,10 @@ var bucketSeq atomic.Int64
 func startNodes(n *natsSet, nodes int, mode kvstore.Mode, sync time.Duration) (*nodeSet, error) {
 	ns := &nodeSet{bucket: fmt.Sprintf("accuracy_%s_%d", mode, bucketSeq.Add(1))}
 	for i := range nodes {
-		nc, err := nats.Connect(n.urls[i%len(n.urls)], nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		// Node i prefers server i mod servers, and fails over to the others.
+		urls := append(append([]string(nil), n.urls[i%len(n.urls):]...), n.urls[:i%len(n.urls)]...)
+		nc, err := nats.Connect(strings.Join(urls, ","), nats.DontRandomize(), nats.MaxReconnects(-1),
+			nats.ReconnectWait(50*time.Millisecond))
 		if err != nil {
 			ns.close()
 			return nil, err
@@ -117,12 +121,7 @@ func startNodes(n *natsSet, nodes int, mode kvstore.Mode, sync time.Duration) (*
 		ns.stores = append(ns.stores, s)
 		ns.clocks = append(ns.clocks, c)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for _, s := range ns.stores {
-		for s.LiveNodes() < nodes && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	ns.waitLive(20 * time.Second)
 	return ns, nil
 }
 
@@ -156,14 +155,26 @@ func (ns *nodeSet) skew(d time.Duration) func() {
 }
 
 // totals sums the nodes' stats.
-func (ns *nodeSet) totals() (writes, counterWrites, watch int64) {
+func (ns *nodeSet) totals() (writes, counterWrites, watch, down int64) {
 	for _, s := range ns.stores {
 		st := s.Stats()
 		writes += st.KVWrites
 		counterWrites += st.CounterWrites
 		watch += st.WatchMessages
+		down += st.FailModeEntries
 	}
 	return
+}
+
+// waitLive waits, up to timeout, until every node counts every node
+// live (after a clock jump a node's heartbeats look old until its next).
+func (ns *nodeSet) waitLive(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for _, s := range ns.stores {
+		for s.LiveNodes() < len(ns.stores) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // buckets returns the most Global buckets any node holds.

@@ -124,15 +124,15 @@ func oneWeights(n int) []float64 {
 // meter measures a row's cost: KV writes, watch deliveries per node and
 // the process's CPU.
 type meter struct {
-	ns                *nodeSet
-	start             time.Time
-	writes, cw, watch int64
-	cpu               time.Duration
+	ns                           *nodeSet
+	start                        time.Time
+	writeCounts, cw, watch, down int64
+	cpu                          time.Duration
 }
 
 func startMeter(ns *nodeSet) *meter {
 	m := &meter{ns: ns, start: time.Now(), cpu: cpuTime()}
-	m.writes, m.cw, m.watch = ns.totals()
+	m.writeCounts, m.cw, m.watch, m.down = ns.totals()
 	return m
 }
 
@@ -142,13 +142,14 @@ type cost struct {
 	counterWrites int64
 	watchPerNode  float64 // watch deliveries per node per second
 	cpuPct        float64 // process CPU over wall time, percent of one core
+	downs         int64   // times a node entered its fail mode
 }
 
 func (m *meter) stop() cost {
 	el := time.Since(m.start)
-	w, cw, watch := m.ns.totals()
+	w, cw, watch, down := m.ns.totals()
 	n := float64(len(m.ns.stores))
-	return cost{elapsed: el, writesPerSec: float64(w-m.writes) / el.Seconds(), counterWrites: cw - m.cw,
+	return cost{elapsed: el, writesPerSec: float64(w-m.writeCounts) / el.Seconds(), counterWrites: cw - m.cw, downs: down - m.down,
 		watchPerNode: float64(watch-m.watch) / n / el.Seconds(),
 		cpuPct:       100 * float64(cpuTime()-m.cpu) / float64(el)}
 }

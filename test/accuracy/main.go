@@ -63,7 +63,14 @@ func main() {
 	flag.IntVar(&o.sparseKeys, "sparse-keys", 0, "keys of the sparse row (default per matrix)")
 	flag.DurationVar(&o.hotKey, "hotkey", 0, "Strict hot-key throughput run (0 to skip)")
 	flag.Parse()
+	d, keys := o.duration, o.sparseKeys
 	o = withMatrix(o, matrix)
+	if d > 0 {
+		o.duration = d
+	}
+	if keys > 0 {
+		o.sparseKeys = keys
+	}
 	var err error
 	for _, f := range []struct {
 		s   string
@@ -81,11 +88,14 @@ func main() {
 	if rows != "" {
 		o.rows = strings.Split(rows, ",")
 	}
-	res, err := runMatrix(o, os.Stderr)
+	res, hot, err := runMatrix(o, os.Stderr)
 	if err != nil {
 		fail(err)
 	}
 	printTable(os.Stdout, o, res)
+	for _, h := range hot {
+		fmt.Println(h)
+	}
 }
 
 // withMatrix fills the matrix's defaults into o.
