@@ -36,7 +36,10 @@
 // Allowances. A node spends only its allowance. At every flush generation
 // (one per SyncInterval) it renews it: its share of the tokens its view
 // holds once the allowances the others hold (their counters' reserved,
-// whole tokens, while it stands) are set aside. Its share is its demand
+// whole tokens, while it stands) are set aside. An allowance its writer
+// took having heard of no other demand (the counter says alone) counts
+// only up to the writer's demand share once this node has published its
+// own counter: the writer renews as soon as it hears of that. Its share is its demand
 // over the fresh demand of every node, or all of it while no other node has
 // shown demand. Between renewals the allowance grows by its share of the
 // refill. The tokens the shares leave over in whole-token rounding go one
@@ -56,9 +59,10 @@
 //
 // Flushes and holds. Every SyncInterval a node renews each bucket it spent
 // from and writes its counter in one asynchronous batch. A bucket another
-// node has shown demand for (contested) is written every interval. An
-// uncontested bucket is written only when no counter of it stands, when
-// its hold (400 intervals) is within 4 intervals of running out, or when
+// node has shown demand for (contested) is written every interval, with a
+// hold of 3 intervals. An uncontested bucket's counter holds 400 intervals
+// (20 s at 50 ms), and is written only when no counter of it stands, when
+// that hold is within 4 intervals of running out, or when
 // its renewed allowance exceeds what the standing counter covers (the
 // published allowance, less the spending since, plus its share of the
 // refill since): its spending in between stays within the allowance the

@@ -625,7 +625,7 @@ func (s *Store) awaitFlush(ctx context.Context, items []flushItem, firstErr *err
 			select {
 			case pa := <-it.fut.Ok():
 				ok++
-				s.wd.acked(pa.Sequence, s.now().UnixNano())
+				s.wd.acked(pa.Sequence, monotonic())
 				continue
 			case err := <-it.fut.Err():
 				if *firstErr == nil {

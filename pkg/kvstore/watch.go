@@ -92,6 +92,13 @@ func (w *watchdog) stalled(t, after int64) bool {
 	return seq > w.seenRev.Load() && t-at > after && w.seenAt.Load() < at
 }
 
+// monoBase anchors monotonic.
+var monoBase = time.Now()
+
+// monotonic returns nanoseconds on the process's monotonic clock: the
+// watchdog's times, which no wall-clock step (or injected clock) moves.
+func monotonic() int64 { return int64(time.Since(monoBase)) }
+
 // stallAfter is how long an acknowledged write may take to come back
 // through the watch, with nothing else delivered, before the watch is
 // restarted: 300 ms, or 6 sync intervals if longer.
@@ -137,7 +144,7 @@ func (s *Store) serverOffset(ctx context.Context) (off int64, ok bool) {
 // errs towards counting its spending as not yet refilled.
 func (s *Store) consume(w jetstream.KeyWatcher, markReady func(), off int64, known bool) error {
 	replaying := true
-	s.wd.start(s.now().UnixNano())
+	s.wd.start(monotonic())
 	check := time.NewTicker(s.stallAfter() / 4)
 	defer check.Stop()
 	for {
@@ -147,7 +154,9 @@ func (s *Store) consume(w jetstream.KeyWatcher, markReady func(), off int64, kno
 		case <-s.rewatch:
 			return nil
 		case <-check.C:
-			if s.wd.stalled(s.now().UnixNano(), int64(s.stallAfter())) {
+			// Updates already queued are not a stall: a starved goroutine
+			// finds the tick and the queue ready together.
+			if len(w.Updates()) == 0 && s.wd.stalled(monotonic(), int64(s.stallAfter())) {
 				s.stats.watchRestarts.Add(1)
 				return nil
 			}
@@ -162,7 +171,7 @@ func (s *Store) consume(w jetstream.KeyWatcher, markReady func(), off int64, kno
 			}
 			s.stats.watchMessages.Add(1)
 			written := s.now().UnixNano()
-			s.wd.seen(e.Revision(), written)
+			s.wd.seen(e.Revision(), monotonic())
 			if replaying && known {
 				written = min(written, e.Created().UnixNano()+off)
 			}

@@ -155,13 +155,14 @@ func (ns *nodeSet) skew(d time.Duration) func() {
 }
 
 // totals sums the nodes' stats.
-func (ns *nodeSet) totals() (writes, counterWrites, watch, down int64) {
+func (ns *nodeSet) totals() (writes, counterWrites, watch, down, restarts int64) {
 	for _, s := range ns.stores {
 		st := s.Stats()
 		writes += st.KVWrites
 		counterWrites += st.CounterWrites
 		watch += st.WatchMessages
 		down += st.FailModeEntries
+		restarts += st.WatchRestarts
 	}
 	return
 }

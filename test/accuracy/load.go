@@ -124,15 +124,15 @@ func oneWeights(n int) []float64 {
 // meter measures a row's cost: KV writes, watch deliveries per node and
 // the process's CPU.
 type meter struct {
-	ns                           *nodeSet
-	start                        time.Time
-	writeCounts, cw, watch, down int64
-	cpu                          time.Duration
+	ns                                     *nodeSet
+	start                                  time.Time
+	writeCounts, cw, watch, down, restarts int64
+	cpu                                    time.Duration
 }
 
 func startMeter(ns *nodeSet) *meter {
 	m := &meter{ns: ns, start: time.Now(), cpu: cpuTime()}
-	m.writeCounts, m.cw, m.watch, m.down = ns.totals()
+	m.writeCounts, m.cw, m.watch, m.down, m.restarts = ns.totals()
 	return m
 }
 
@@ -143,13 +143,14 @@ type cost struct {
 	watchPerNode  float64 // watch deliveries per node per second
 	cpuPct        float64 // process CPU over wall time, percent of one core
 	downs         int64   // times a node entered its fail mode
+	restarts      int64   // watches restarted
 }
 
 func (m *meter) stop() cost {
 	el := time.Since(m.start)
-	w, cw, watch, down := m.ns.totals()
+	w, cw, watch, down, restarts := m.ns.totals()
 	n := float64(len(m.ns.stores))
-	return cost{elapsed: el, writesPerSec: float64(w-m.writeCounts) / el.Seconds(), counterWrites: cw - m.cw, downs: down - m.down,
+	return cost{elapsed: el, writesPerSec: float64(w-m.writeCounts) / el.Seconds(), counterWrites: cw - m.cw, downs: down - m.down, restarts: restarts - m.restarts,
 		watchPerNode: float64(watch-m.watch) / n / el.Seconds(),
 		cpuPct:       100 * float64(cpuTime()-m.cpu) / float64(el)}
 }

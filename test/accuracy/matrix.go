@@ -271,7 +271,7 @@ func printTable(w io.Writer, o options, res []result) {
 	fmt.Fprintf(w, "sync=%v overload=%gx limit=%d/s burst=%d steady=%v cold=%v sparse keys=%d (10/s, burst 10, 1/s each)\n\n",
 		o.sync, o.overload, o.limit, limiter.Spec{Limit: o.limit, Burst: o.burst}.Capacity(), o.duration, o.cold, o.sparseKeys)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(tw, "servers\tnodes\tmode\tload\toffered\tadmitted\tideal\tadmitted/ideal\tworst key\tKV writes/s\tcounter writes/decision\twatch msgs/s/node\tCPU %\tfail-mode entries\tgoal\tmet")
+	fmt.Fprintln(tw, "servers\tnodes\tmode\tload\toffered\tadmitted\tideal\tadmitted/ideal\tworst key\tKV writes/s\tcounter writes/decision\twatch msgs/s/node\tCPU %\tfail-mode entries\twatch restarts\tgoal\tmet")
 	for _, r := range res {
 		worst := "-"
 		if r.worst > 0 {
@@ -281,9 +281,9 @@ func printTable(w io.Writer, o options, res []result) {
 		if !r.met {
 			met = "NO"
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t%.0f\t%.3f\t%.0f\t%.0f\t%d\t%s\t%s\n", r.servers, r.nodes, r.mode, r.row,
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%d\t%d\t%.3f\t%s\t%.0f\t%.3f\t%.0f\t%.0f\t%d\t%d\t%s\t%s\n", r.servers, r.nodes, r.mode, r.row,
 			r.offered, r.allowed, r.ideal, r.ratio(), worst, r.cost.writesPerSec, r.writesPerDecision(), r.cost.watchPerNode,
-			r.cost.cpuPct, r.cost.downs, r.goal, met)
+			r.cost.cpuPct, r.cost.downs, r.cost.restarts, r.goal, met)
 	}
 	tw.Flush()
 }
