@@ -478,6 +478,15 @@ func (s *Store) flush(ctx context.Context, force bool) error {
 	for i := range s.gsh {
 		sh := &s.gsh[i]
 		sh.mu.Lock()
+		if force {
+			// Spending left unpublished within a standing allowance
+			// goes out too (Close: a restart under the same ID adopts it).
+			for _, e := range sh.m {
+				if e.taken > e.flushed {
+					s.markDirty(sh, e)
+				}
+			}
+		}
 		list := sh.dirty
 		sh.dirty = sh.spare[:0]
 		for j, e := range list {
