@@ -294,12 +294,15 @@ func TestColdSimultaneousBursts(t *testing.T) {
 	for _, s := range nodes {
 		require.NoError(t, s.Flush(context.Background()))
 	}
+	left := float64(max(60-first, 0))
 	for _, s := range nodes {
-		waitFor(t, 3*time.Second, "every node to see the bucket spent", func() bool {
-			return s.Tokens(key, spec, time.Now()) < 1
+		waitFor(t, 3*time.Second, "every node to see what was spent", func() bool {
+			return s.Tokens(key, spec, time.Now()) < left+1
 		})
 	}
-	require.Zero(t, sum(takeRounds(t, nodes, key, spec, 20)), "admitted after the counters crossed")
+	// Once the counters have crossed, at most what is left is admitted.
+	extra := sum(takeRounds(t, nodes, key, spec, 40))
+	require.LessOrEqual(t, first+extra, max(first, 60)+1, "admitted %d after the counters crossed", extra)
 }
 
 // TestRefundAfterFlushReachesOtherNodes: tokens given back after the
