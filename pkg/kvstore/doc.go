@@ -38,8 +38,9 @@
 // holds once the allowances the others hold (their counters' reserved,
 // whole tokens, while it stands) are set aside. An allowance its writer
 // took having heard of no other demand (the counter says alone) counts
-// only up to the writer's demand share once this node has published its
-// own counter: the writer renews as soon as it hears of that. Its share is its demand
+// only up to the writer's demand share: the writer renews as soon as it
+// hears of this node's demand, and a client's second connection, on
+// another node, is not denied until the first node next writes. Its share is its demand
 // over the fresh demand of every node, or all of it while no other node has
 // shown demand. Between renewals the allowance grows by its share of the
 // refill. The tokens the shares leave over in whole-token rounding go one
@@ -68,7 +69,8 @@
 // refill since): its spending in between stays within the allowance the
 // others set aside for it. When another node starts spending on a bucket
 // a node holds, that node renews and writes at its next flush, releasing
-// what it no longer needs. Flush and Close write every counter.
+// what it no longer needs. Flush, Close and the first flush after an
+// outage write every counter with unpublished spending.
 //
 // Adopting what others spent. A node creating an entry for a bucket others
 // have written starts from the counters the watch kept for it: it applies
@@ -99,7 +101,9 @@
 // sync interval plus the propagation delay beyond their shares of what
 // is left (one interval's refill and load at most, which the bucket's debt
 // then pays back), and, on a cold bucket, the N × burst above. The
-// deferred writes of uncontested buckets add nothing: that spending is
-// within allowances the others set aside. docs/ACCURACY.md has the
-// measurements.
+// deferred writes of uncontested buckets add to it only when another node
+// joins the bucket: it counts the holder's allowance (taken alone) up to
+// the holder's demand share, so what the holder spends before it hears of
+// the joiner can exceed the bucket, by at most its allowance, once.
+// docs/ACCURACY.md has the measurements.
 package kvstore

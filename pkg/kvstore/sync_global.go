@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -83,6 +84,8 @@ type indexMap struct {
 	m       map[string]*gentry
 	pending map[string]map[string]pendingCounter
 	incs    uint64 // incarnations handed out in this epoch
+
+	downSeen atomic.Int64 // failModeEntries as of the last flush
 }
 
 type pendingCounter struct {
@@ -316,14 +319,16 @@ func (s *Store) apportion(e *gentry, tokens float64, t int64) float64 {
 // held returns the tokens the other nodes hold as allowances, as this
 // node, whose view holds tokens, sets them aside: each standing allowance
 // in whole tokens (fractions reserved by every node would leave a nearly
-// empty bucket unspendable). An allowance its node took while it had
-// heard of no other demand (a cold key's whole bucket) counts only up to
-// that node's demand share of the view, rounded up, once this node has
-// published its own counter: that node renews at its next Take after
-// hearing of this node's demand, so it spends no more than its share
-// from then on; setting all of it aside would leave the nodes of a key
-// that turned cold on all of them at once nothing until every node had
-// published twice. Requires the shard's mu held.
+// empty bucket unspendable). An allowance its node took having heard of
+// no other demand (alone: often a whole bucket, a cold key's or an
+// uncontested one's) counts only up to that node's demand share of the
+// view, rounded up: that node renews at its next Take after hearing of
+// this node's demand, so it spends no more than its share from then on.
+// Setting all of it aside would deny this node (a client's second
+// connection, on another node) until the holder next wrote; the price is
+// what the holder spends before it hears of this node, at most its
+// allowance, once (the package doc's bounds). Requires the shard's mu
+// held.
 func (s *Store) held(e *gentry, tokens float64, t int64) float64 {
 	sum := -1.0 // the demand of every node, computed once if needed
 	var held float64
@@ -332,7 +337,7 @@ func (s *Store) held(e *gentry, tokens float64, t int64) float64 {
 			continue
 		}
 		h := math.Floor(r.reserved)
-		if r.alone && e.pubAt > 0 && tokens > 0 {
+		if r.alone && tokens > 0 {
 			if sum < 0 {
 				sum = s.ownDemand(e)
 				for _, o := range e.remote {
@@ -468,10 +473,16 @@ type flushItem struct {
 //
 // Every dirty entry is renewed, but its counter is written only when the
 // other nodes need it (see mustPublish) or when force is set (Flush,
-// Close): consumption within an allowance already published, on a bucket
-// no other node contests, waits for the next counter that must go out.
+// Close, the first flush after an outage): consumption within an
+// allowance already published, on a bucket no other node contests, waits
+// for the next counter that must go out.
 func (s *Store) flush(ctx context.Context, force bool) error {
 	defer s.gen.Add(1)
+	if n := s.stats.failModeEntries.Load(); s.index.downSeen.Swap(n) != n {
+		// The first flush after an outage writes everything: the other
+		// nodes' view of this node's allowances may have lapsed meanwhile.
+		force = true
+	}
 	now := s.now()
 	t := now.UnixNano()
 	var items []flushItem

@@ -3,6 +3,7 @@ package kvstore
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -332,58 +333,66 @@ func TestRefundAfterFlushReachesOtherNodes(t *testing.T) {
 	require.InDelta(t, 53, b.Tokens(key, spec, time.Now()), 0.1)
 }
 
-// TestGlobalRetryAfterIsExact: a Global denial's RetryAfter is the exact
-// wait after which the same Take succeeds on this node if nothing else
-// happens (no flush renews the allowance here: the sync interval is an
-// hour), for a denial by the allowance and by the bucket alike.
-//
-// The second spec refills so slowly that the wait is longer than the sync
-// interval: it is still the wait, not a guess of one interval.
-func TestGlobalRetryAfterIsExact(t *testing.T) {
-	for _, spec := range []limiter.Spec{{Limit: 100, Per: 10 * time.Second}, {Limit: 100, Per: 1000 * time.Hour}} {
-		t.Run(fmt.Sprint(spec.Limit, " per ", spec.Per), func(t *testing.T) { testRetryAfterIsExact(t, spec) })
+// offline returns a Store with no NATS behind it, for the decision logic
+// alone: no flush runs, so no renewal happens unless the test asks.
+func offline(live int64, sync time.Duration) *Store {
+	s := &Store{cfg: Config{SyncInterval: sync}, nodeTok: "self", kick: make(chan struct{}, 1), now: time.Now,
+		seed: maphash.MakeSeed()}
+	s.index.init()
+	for i := range s.gsh {
+		s.gsh[i].m = make(map[limiter.Key]*gentry)
 	}
+	s.live.Store(live)
+	return s
 }
 
-func testRetryAfterIsExact(t *testing.T, spec limiter.Spec) {
-	srv := startServer(t, ServerConfig{})
-	cfg := Config{Storage: jetstream.MemoryStorage, SyncInterval: time.Hour}
-	cfg.NodeID = "a"
-	a := newNode(t, srv.ClientURL(), cfg)
-	cfg.NodeID = "b"
-	b := newNode(t, srv.ClientURL(), cfg)
-	for _, s := range []*Store{a, b} {
-		waitFor(t, 5*time.Second, "two live nodes", func() bool { return s.LiveNodes() == 2 })
+// TestGlobalRetryAfterIsExact: a Global denial's RetryAfter is the exact
+// wait after which the same Take succeeds on this node if nothing else
+// happens (no renewal), for a denial by the allowance and by the bucket
+// alike: a microsecond earlier it is denied. The second spec refills so
+// slowly that the wait is far longer than the sync interval: it is still
+// the wait, not a guess of one interval.
+func TestGlobalRetryAfterIsExact(t *testing.T) {
+	for _, spec := range []limiter.Spec{{Limit: 100, Per: 10 * time.Second}, {Limit: 100, Per: 1000 * time.Hour}} {
+		t.Run(fmt.Sprint(spec.Limit, " per ", spec.Per), func(t *testing.T) {
+			s := offline(2, 50*time.Millisecond)
+			key := limiter.Key{Kind: limiter.KindMessages, ID: "retry"}
+			now := time.Now()
+			_, err := s.Take(context.Background(), key, spec, now, 0)
+			require.NoError(t, err)
+			// Another node holds 40 and asks as much as this one.
+			sh := s.shardOf(key)
+			sh.mu.Lock()
+			e := sh.m[key]
+			e.remote = map[string]*remoteSeen{"other": {demand: 100, reserved: 40, at: now.UnixNano(),
+				until: now.Add(time.Hour).UnixNano()}}
+			e.demandRate = 100
+			s.renew(e, spec, now, s.gen.Load())
+			sh.mu.Unlock()
+			for _, denial := range []string{"allowance", "bucket"} {
+				var r limiter.Result
+				for i := 0; i < 200; i++ {
+					if r, err = s.Take(context.Background(), key, spec, now, 1); !r.OK {
+						break
+					}
+				}
+				require.NoError(t, err)
+				require.False(t, r.OK, "%s: %s", denial, s.describe(key))
+				require.Greater(t, r.RetryAfter, time.Microsecond, denial)
+				early, _ := s.Take(context.Background(), key, spec, now.Add(r.RetryAfter-time.Microsecond), 1)
+				require.False(t, early.OK, "%s: a microsecond before RetryAfter %v: %s", denial, r.RetryAfter, s.describe(key))
+				ok, _ := s.Take(context.Background(), key, spec, now.Add(r.RetryAfter), 1)
+				require.True(t, ok.OK, "%s: at RetryAfter %v: %s", denial, r.RetryAfter, s.describe(key))
+				now = now.Add(r.RetryAfter)
+				// Then the other node's allowance lapses: the bucket
+				// itself is what denies next.
+				sh.mu.Lock()
+				e.remote["other"].until = 0
+				e.gen--
+				sh.mu.Unlock()
+			}
+		})
 	}
-	ctx := context.Background()
-	key := limiter.Key{Kind: limiter.KindMessages, ID: "retry"}
-	// Both nodes show demand, so a's allowance is a share of the bucket.
-	take(t, b, key, spec, 5)
-	take(t, a, key, spec, 5)
-	require.NoError(t, b.Flush(ctx))
-	require.NoError(t, a.Flush(ctx))
-	waitFor(t, 3*time.Second, "a to see b's demand", func() bool {
-		sh := a.shardOf(key)
-		sh.mu.Lock()
-		defer sh.mu.Unlock()
-		e := sh.m[key]
-		return e != nil && len(e.remote) == 1
-	})
-	now := time.Now()
-	var r limiter.Result
-	for i := 0; i < 200; i++ {
-		if r, _ = a.Take(ctx, key, spec, now, 1); !r.OK {
-			break
-		}
-	}
-	require.False(t, r.OK, "a's share ran out: %s", a.describe(key))
-	require.Greater(t, r.RetryAfter, time.Microsecond, "a real wait")
-	early, err := a.Take(ctx, key, spec, now.Add(r.RetryAfter-time.Microsecond), 1)
-	require.NoError(t, err)
-	require.False(t, early.OK, "a microsecond before RetryAfter %v: %s", r.RetryAfter, a.describe(key))
-	ok, err := a.Take(ctx, key, spec, now.Add(r.RetryAfter), 1)
-	require.NoError(t, err)
-	require.True(t, ok.OK, "at RetryAfter %v: %s", r.RetryAfter, a.describe(key))
 }
 
 // dirty reports whether s's entry for key waits for a flush.
@@ -397,9 +406,11 @@ func (s *Store) dirtyEntry(key limiter.Key) bool {
 
 // TestUncontestedBucketDefersCounters: a bucket only one node uses and
 // that stays far from empty costs one counter write per hold (20 s), not
-// one per decision; the consumption it leaves unpublished stays within the
-// allowance the other nodes set aside for it, so when a second node starts
-// spending, the two together admit no more than the bucket holds.
+// one per decision. The consumption it leaves unpublished stays within the
+// allowance it published; a second node joining the bucket counts that
+// allowance (taken alone) only up to the first node's demand share, so
+// when both spend at once, before either hears of the other, they admit
+// up to twice the bucket, once; after their counters cross, nothing more.
 func TestUncontestedBucketDefersCounters(t *testing.T) {
 	srv := startServer(t, ServerConfig{})
 	var ca, cb clock
@@ -422,7 +433,8 @@ func TestUncontestedBucketDefersCounters(t *testing.T) {
 	require.LessOrEqual(t, writes, int64(2))
 
 	// a spends the bucket at once; b, which last heard of a 1 token spent,
-	// sets a's published allowance aside.
+	// counts a's published allowance up to a's demand share.
+	burst := time.Now()
 	var admitted int64
 	for range 15 {
 		if take(t, a, key, spec, 1).OK {
@@ -436,5 +448,24 @@ func TestUncontestedBucketDefersCounters(t *testing.T) {
 	}
 	t.Logf("a and b together admitted %d of a full bucket of 10", admitted)
 	require.GreaterOrEqual(t, admitted, int64(9))
-	require.LessOrEqual(t, admitted, int64(11))
+	require.LessOrEqual(t, admitted, int64(2*10))
+	ctx := context.Background()
+	require.NoError(t, a.Flush(ctx))
+	require.NoError(t, b.Flush(ctx))
+	for _, s := range []*Store{a, b} {
+		waitFor(t, 3*time.Second, "both nodes to see what both spent", func() bool {
+			c := map[*Store]*clock{a: &ca, b: &cb}[s]
+			return s.Tokens(key, spec, c.Now()) < float64(10-admitted)+1
+		})
+	}
+	var after int64
+	for range 10 {
+		for _, s := range []*Store{a, b} {
+			if take(t, s, key, spec, 1).OK {
+				after++
+			}
+		}
+	}
+	refill := int64(10*time.Since(burst).Seconds()) + 1 // the bucket refills 10 a second meanwhile
+	require.LessOrEqual(t, admitted+after, max(admitted, 10)+refill, "admitted %d after the counters crossed", after)
 }
