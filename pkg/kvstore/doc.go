@@ -37,10 +37,12 @@
 // (one per SyncInterval) it renews it: its share of the tokens its view
 // holds once the allowances the others hold (their counters' reserved,
 // whole tokens, while it stands) are set aside. An allowance its writer
-// took having heard of no other demand (the counter says alone) counts
-// only up to the writer's demand share: the writer renews as soon as it
-// hears of this node's demand, and a client's second connection, on
-// another node, is not denied until the first node next writes. Its share is its demand
+// took having heard of no other demand (the counter says alone) counts,
+// in this node's first sync interval on the bucket, only up to the
+// writer's demand share (or what it spends in 2 intervals, if more): the
+// writer renews as soon as it hears of this node's demand, and a
+// client's second connection, on another node, is not denied until the
+// first node next writes. Its share is its demand
 // over the fresh demand of every node, or all of it while no other node has
 // shown demand. Between renewals the allowance grows by its share of the
 // refill. The tokens the shares leave over in whole-token rounding go one

@@ -34,6 +34,7 @@ type gentry struct {
 	subj string       // the subject of this node's counter (base.<node>)
 	inc  uint64       // incarnation: each entry created in this epoch gets a higher one
 
+	born    int64 // UnixNano of the entry's first Take
 	touched int64 // UnixNano of the last Take (the sweep drops quiet entries)
 
 	b    limiter.Bucket // the cluster bucket as this node sees it: own spending and the counters applied
@@ -108,7 +109,7 @@ func (s *Store) markDirty(sh *gshard, e *gentry) {
 // newEntry creates the entry of key, adopting counters the watch has
 // already seen for it. Requires sh.mu held.
 func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now time.Time) *gentry {
-	e := &gentry{key: key, spec: spec, base: bucketKey(key), gen: s.gen.Load() - 1}
+	e := &gentry{key: key, spec: spec, base: bucketKey(key), gen: s.gen.Load() - 1, born: now.UnixNano()}
 	e.subj = kvSubject(s.cfg.Bucket, counterKey(e.base, s.nodeTok))
 	s.index.mu.Lock()
 	s.index.incs++
@@ -319,16 +320,18 @@ func (s *Store) apportion(e *gentry, tokens float64, t int64) float64 {
 // held returns the tokens the other nodes hold as allowances, as this
 // node, whose view holds tokens, sets them aside: each standing allowance
 // in whole tokens (fractions reserved by every node would leave a nearly
-// empty bucket unspendable). An allowance its node took having heard of
-// no other demand (alone: often a whole bucket, a cold key's or an
-// uncontested one's) counts only up to that node's demand share of the
-// view, rounded up: that node renews at its next Take after hearing of
-// this node's demand, so it spends no more than its share from then on.
-// Setting all of it aside would deny this node (a client's second
-// connection, on another node) until the holder next wrote; the price is
-// what the holder spends before it hears of this node, at most its
-// allowance, once (the package doc's bounds). Requires the shard's mu
-// held.
+// empty bucket unspendable). While this node's entry is young (one sync
+// interval), an allowance its node took having heard of no other demand
+// (alone: often a whole bucket, a cold key's or an uncontested one's)
+// counts only up to that node's demand share of the view, but no less
+// than it may spend at its demand rate in 2 sync intervals: that node
+// renews at its next Take after hearing of this node's demand. Setting
+// all of it aside would deny a client's first requests on a second node
+// (its second connection) until the holder next wrote, and leave the
+// nodes of a key that turned cold on all of them at once nothing. The
+// price is what the holder spends before it hears of this node, at most
+// its allowance, once (the package doc's bounds). Requires the shard's
+// mu held.
 func (s *Store) held(e *gentry, tokens float64, t int64) float64 {
 	sum := -1.0 // the demand of every node, computed once if needed
 	var held float64
@@ -337,7 +340,7 @@ func (s *Store) held(e *gentry, tokens float64, t int64) float64 {
 			continue
 		}
 		h := math.Floor(r.reserved)
-		if r.alone && tokens > 0 {
+		if r.alone && tokens > 0 && t-e.born <= int64(s.cfg.SyncInterval) {
 			if sum < 0 {
 				sum = s.ownDemand(e)
 				for _, o := range e.remote {
@@ -347,7 +350,10 @@ func (s *Store) held(e *gentry, tokens float64, t int64) float64 {
 				}
 			}
 			if sum > 0 {
-				h = min(h, math.Ceil(tokens*r.demand/sum))
+				// Its share, but never less than what it may spend at its
+				// demand rate before it hears of this node (2 intervals).
+				window := 2 * s.cfg.SyncInterval.Seconds()
+				h = min(h, math.Ceil(max(tokens*r.demand/sum, r.demand*window)))
 			}
 		}
 		held += h
