@@ -75,7 +75,11 @@ func TestThreeServerCluster(t *testing.T) {
 	wg.Wait()
 	got := admitted.Load()
 	t.Logf("admitted %d messages against a burst of 60 (+1 refill)", got)
-	require.LessOrEqual(t, got, int64(67))
+	// Two connections bursting at once on a key neither node has used:
+	// each node may spend the whole burst until the other's first counter
+	// reaches it (the package doc's "Cold keys"), 2 × 60 at worst, once.
+	// Without -race the counters cross within milliseconds: 60–61.
+	require.LessOrEqual(t, got, int64(2*60+1))
 	require.GreaterOrEqual(t, got, int64(50))
 }
 

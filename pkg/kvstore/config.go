@@ -117,6 +117,9 @@ type Config struct {
 	// Now returns the current time for the background goroutines. Nil means
 	// time.Now.
 	Now func() time.Time
+	// SweepInterval is the period of the sweep that drops the state of
+	// idle, full buckets. Zero means 30 s.
+	SweepInterval time.Duration
 }
 
 var bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
@@ -189,6 +192,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 30 * time.Second
 	}
 	return cfg, nil
 }

@@ -72,6 +72,7 @@ type Store struct {
 	echoPrev    atomic.Int64 // the one before it
 	inc         uint64       // incarnation: revision of this run's first heartbeat
 	srvClock    serverClock  // the NATS server's clock as this node sees it (nodes.go)
+	wd          watchdog     // acknowledged writes against what the watch delivers
 
 	kick    chan struct{}
 	rewatch chan struct{}
@@ -213,7 +214,8 @@ func (s *Store) Take(ctx context.Context, key limiter.Key, spec limiter.Spec, no
 	case Strict:
 		return s.strictTake(ctx, key, spec, now, n)
 	}
-	return s.globalTake(key, spec, now, n)
+	o, err := s.globalTake(key, spec, now, n)
+	return o.Result, err
 }
 
 // Refund implements limiter.Store.
@@ -241,7 +243,7 @@ func (s *Store) LiveNodes() int { return int(s.live.Load()) }
 
 // Flush sends this node's pending Global consumption now, as the sync loop
 // does every SyncInterval.
-func (s *Store) Flush(ctx context.Context) error { return s.flush(ctx) }
+func (s *Store) Flush(ctx context.Context) error { return s.flush(ctx, true) }
 
 // Close flushes pending consumption, removes this node's connection counts
 // and heartbeat, and stops the goroutines. It is idempotent; the Store
@@ -253,7 +255,7 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		if s.nc.IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-			err = s.flush(ctx)
+			err = s.flush(ctx, true)
 			s.removeOwn(ctx)
 			cancel()
 		}
@@ -285,7 +287,7 @@ func (s *Store) syncLoop() {
 	defer tick.Stop()
 	hb := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer hb.Stop()
-	sweep := time.NewTicker(30 * time.Second)
+	sweep := time.NewTicker(s.cfg.SweepInterval)
 	defer sweep.Stop()
 	minGap := s.cfg.SyncInterval / 2
 	var last time.Time
@@ -317,7 +319,7 @@ func (s *Store) syncLoop() {
 			continue
 		}
 		// flush bounds each chunk by Timeout itself.
-		if err := s.flush(context.Background()); err != nil {
+		if err := s.flush(context.Background(), false); err != nil {
 			s.enterDown()
 		}
 	}
@@ -368,7 +370,7 @@ func (s *Store) sweep(now time.Time) {
 		var drop []*gentry
 		sh.mu.Lock()
 		for k, e := range sh.m {
-			if !e.dirty && e.b.FullAt(e.spec).UnixNano() <= t && e.touched < quiet {
+			if !e.dirty && e.b.FullAt(e.spec).UnixNano() <= t && e.touched < quiet && !s.holding(e, t) {
 				delete(sh.m, k)
 				e.dead = true
 				drop = append(drop, e)
@@ -418,12 +420,21 @@ type Stats struct {
 	Down bool
 	// LiveNodes is the number of live nodes, this one included.
 	LiveNodes int
+	// CounterWrites counts Global counters written (part of KVWrites).
+	CounterWrites int64
+	// WatchMessages counts the updates the KV watch delivered: every
+	// node's counters, connection counts and heartbeats, this node's own
+	// included.
+	WatchMessages int64
+	// Buckets is the number of Global buckets this node holds state for.
+	Buckets int
 }
 
 type stats struct {
 	flushes, kvWrites, writeErrors, conflicts, retries atomic.Int64
 	remoteUpdates, syncLag, failModeEntries, reclaimed atomic.Int64
 	watchRestarts                                      atomic.Int64
+	counterWrites, watchMessages                       atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters.
@@ -441,6 +452,9 @@ func (s *Store) Stats() Stats {
 		WatchRestarts:   s.stats.watchRestarts.Load(),
 		Down:            s.down.Load(),
 		LiveNodes:       int(s.live.Load()),
+		CounterWrites:   s.stats.counterWrites.Load(),
+		WatchMessages:   s.stats.watchMessages.Load(),
+		Buckets:         s.buckets(),
 	}
 }
 

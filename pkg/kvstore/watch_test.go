@@ -74,3 +74,73 @@ func TestWatchSurvivesStreamLeaderLoss(t *testing.T) {
 		require.GreaterOrEqual(t, s.LiveNodes(), 2)
 	}
 }
+
+// TestWatchStallDetectedFast: after the stream leader of an R3 bucket
+// stops, a survivor's flushes are acknowledged by the new leader while its
+// watch (whose consumer went with the old leader) delivers nothing. With
+// the default 1 s heartbeats, waiting for this node's own heartbeats to
+// stop coming back takes 2–3 s; a node whose acknowledged writes do not
+// come back through its watch restarts it well within a second.
+func TestWatchStallDetectedFast(t *testing.T) {
+	c, err := StartCluster(3, ServerConfig{})
+	require.NoError(t, err)
+	t.Cleanup(c.Shutdown)
+	servers := c.Servers()
+	var stores []*Store
+	for i, s := range servers {
+		cfg := Config{NodeID: fmt.Sprintf("f%d", i), Replicas: 3, Storage: jetstream.MemoryStorage,
+			Timeout: time.Second, HeartbeatInterval: time.Second}
+		cfg.Conn = dial(t, s.ClientURL())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := New(ctx, cfg)
+		cancel()
+		require.NoError(t, err)
+		t.Cleanup(func() { st.Close() })
+		stores = append(stores, st)
+	}
+	for _, s := range stores {
+		waitFor(t, 10*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
+	}
+	ctx := context.Background()
+	st, err := stores[0].kv.Status(ctx)
+	require.NoError(t, err)
+	leader := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader
+	var survivors []*Store
+	for i, s := range servers {
+		if s.Config().Name == leader {
+			s.Stop()
+		} else {
+			survivors = append(survivors, stores[i])
+		}
+	}
+	require.Len(t, survivors, 2)
+	w, r := survivors[0], survivors[1]
+	spec := limiter.Spec{Limit: 1 << 20, Per: time.Hour}
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "stall"}
+	_, err = r.Take(ctx, key, spec, time.Now(), 0)
+	require.NoError(t, err)
+	// The writer spends a token and flushes every 20 ms until a flush is
+	// acknowledged (the new leader is elected); then it keeps spending
+	// until the reader sees its spending.
+	var acked time.Time
+	waitFor(t, 15*time.Second, "a flush acknowledged after the leader's loss", func() bool {
+		_, _ = w.Take(ctx, key, spec, time.Now(), 1)
+		if w.Flush(ctx) == nil && !w.Down() {
+			acked = time.Now()
+			return true
+		}
+		return false
+	})
+	took := waitFor(t, 10*time.Second, "the reader to see the writer's spending", func() bool {
+		_, _ = w.Take(ctx, key, spec, time.Now(), 1)
+		_ = w.Flush(ctx)
+		// The reader decides too (a node that does not decide does not
+		// need a current view, and writes nothing to check its watch by).
+		_, _ = r.Take(ctx, key, spec, time.Now(), 0)
+		return r.Tokens(key, spec, time.Now()) < float64(spec.Capacity())-0.5
+	})
+	t.Logf("leader %s stopped; first acknowledged flush %v later the reader saw it (watch restarts: writer %d, reader %d)",
+		leader, took.Round(time.Millisecond), w.Stats().WatchRestarts, r.Stats().WatchRestarts)
+	_ = acked
+	require.Less(t, took, time.Second)
+}
