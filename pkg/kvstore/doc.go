@@ -49,7 +49,7 @@
 // each to the nodes of highest demand, so a nearly empty bucket stays
 // spendable. A Take the allowance does not cover is denied with the wait
 // until the allowance and the view both hold the tokens (RetryAfter);
-// TakeOutcome reports it Uncertain when the view holds them (only the
+// Take reports it Uncertain (limiter.Result.Uncertain) when the view holds them (only the
 // allowances stand in the way), and asks for an early flush when tokens
 // no node holds are left.
 //

@@ -214,8 +214,7 @@ func (s *Store) Take(ctx context.Context, key limiter.Key, spec limiter.Spec, no
 	case Strict:
 		return s.strictTake(ctx, key, spec, now, n)
 	}
-	o, err := s.globalTake(key, spec, now, n)
-	return o.Result, err
+	return s.globalTake(key, spec, now, n)
 }
 
 // Refund implements limiter.Store.

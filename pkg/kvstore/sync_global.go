@@ -137,33 +137,12 @@ func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now tim
 	return e
 }
 
-// Outcome is the result of a Take with the cause of a denial.
-type Outcome struct {
-	limiter.Result
-	// Uncertain reports a Global denial that came only from this node's
-	// allowance: the bucket, as this node sees it, holds the tokens, but
-	// other nodes hold (or may be spending) them. It says nothing about
-	// the client's own excess; a caller that closes clients after repeated
-	// denials should not count it.
-	Uncertain bool
-}
-
-// TakeOutcome is Take, and reports whether a denial came only from the
-// cluster's uncertainty (see Outcome).
-func (s *Store) TakeOutcome(ctx context.Context, key limiter.Key, spec limiter.Spec, now time.Time, n int64) (Outcome, error) {
-	if spec.Unlimited() || s.Mode(key.Kind) != Global {
-		r, err := s.Take(ctx, key, spec, now, n)
-		return Outcome{Result: r}, err
-	}
-	return s.globalTake(key, spec, now, n)
-}
-
 // globalTake decides locally. Requires no I/O and, for an existing entry,
 // allocates nothing.
-func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n int64) (Outcome, error) {
+func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n int64) (limiter.Result, error) {
 	down := s.down.Load()
 	if down && s.cfg.FailMode == FailClosed {
-		return Outcome{}, errDown
+		return limiter.Result{}, errDown
 	}
 	sh := s.shardOf(key)
 	sh.mu.Lock()
@@ -177,7 +156,6 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 	e.touched = t
 	e.demand += float64(n)
 	var r limiter.Result
-	uncertain := false
 	switch {
 	case down && s.cfg.FailMode == FailLocalShare:
 		r = e.fail.TakeAt(shareSpec(spec, s.live.Load()), now, n)
@@ -190,7 +168,7 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 		s.refreshAllowance(e, spec, now)
 		if s.short(e, spec, n) {
 			r = s.allowanceDenial(e, spec, now, n)
-			uncertain = e.b.TokensAt(spec, now) >= float64(n)
+			r.Uncertain = e.b.TokensAt(spec, now) >= float64(n)
 			break
 		}
 		if r = e.b.TakeAt(spec, now, n); r.OK {
@@ -209,7 +187,7 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 		}
 	}
 	s.markDirty(sh, e)
-	return Outcome{Result: r, Uncertain: uncertain}, nil
+	return r, nil
 }
 
 // short reports whether e's allowance lacks n tokens: whether the wait

@@ -245,12 +245,12 @@ func TestUncertainDenial(t *testing.T) {
 	}
 	require.NoError(t, a.Flush(ctx))
 	waitFor(t, 3*time.Second, "b to see a's 10", func() bool {
-		o, err := b.TakeOutcome(ctx, key, spec, time.Now(), 0)
+		o, err := b.Take(ctx, key, spec, time.Now(), 0)
 		require.NoError(t, err)
 		require.True(t, o.OK)
 		return b.Tokens(key, spec, time.Now()) < 51
 	})
-	o, err := b.TakeOutcome(ctx, key, spec, time.Now(), 1)
+	o, err := b.Take(ctx, key, spec, time.Now(), 1)
 	require.NoError(t, err)
 	require.False(t, o.OK, "a's allowance is set aside: %+v; b: %s", o, b.describe(key))
 	require.True(t, o.Uncertain)
@@ -259,7 +259,7 @@ func TestUncertainDenial(t *testing.T) {
 	alone := limiter.Key{Kind: limiter.KindMessages, ID: "certain"}
 	denied := false
 	for i := 0; i < 100 && !denied; i++ {
-		o, err := a.TakeOutcome(ctx, alone, spec, time.Now(), 1)
+		o, err := a.Take(ctx, alone, spec, time.Now(), 1)
 		require.NoError(t, err)
 		if denied = !o.OK; denied {
 			require.False(t, o.Uncertain, "%+v with %.2f tokens", o, a.Tokens(alone, spec, time.Now()))

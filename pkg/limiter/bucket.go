@@ -123,6 +123,12 @@ const slack = 1e-12
 type Result struct {
 	// OK reports whether the tokens were taken.
 	OK bool
+	// Uncertain reports a denial that comes only from a cluster store's
+	// uncertainty about other nodes' spending: the bucket, as this node
+	// sees it, holds the tokens, but other nodes hold (or may be spending)
+	// them. It says nothing of the client's own excess. Stores that decide
+	// exactly (the memory store, Strict mode) leave it false.
+	Uncertain bool
 	// Remaining is the number of whole tokens left after the call.
 	Remaining int64
 	// RetryAfter is, when OK is false, the exact wait after which the same

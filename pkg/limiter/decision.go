@@ -50,6 +50,11 @@ type Decision struct {
 	Remaining int64
 	// MaxSize is the maximum message size, set on message_too_large.
 	MaxSize int64
+	// Uncertain reports a denial that came only from the cluster's
+	// uncertainty (Result.Uncertain), not from the client's own excess: a
+	// caller that closes clients after repeated denials should not count
+	// it.
+	Uncertain bool
 }
 
 // allow returns an allowed Decision for a limit with remaining tokens.
@@ -59,5 +64,5 @@ func allow(limit, remaining int64) Decision {
 
 // deny returns a denial of reason for a bucket Result.
 func deny(reason Reason, limit int64, r Result) Decision {
-	return Decision{Reason: reason, Limit: limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter}
+	return Decision{Reason: reason, Limit: limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter, Uncertain: r.Uncertain}
 }

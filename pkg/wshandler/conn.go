@@ -543,6 +543,12 @@ func (c *Conn) controlFrame() bool {
 // deny answers a denied frame with an error frame and counts the denial.
 func (c *Conn) deny(e errorInfo) {
 	c.sendError(e)
+	if e.uncertain {
+		// The cluster's own uncertainty, not the client's excess: a
+		// denial in the statistics, never a step toward a close.
+		c.h.denials.Add(1)
+		return
+	}
 	c.countDenial()
 }
 

@@ -219,11 +219,14 @@ type errorInfo struct {
 	retry time.Duration
 	limit int64
 	max   int64
+	// uncertain marks a denial caused only by the cluster's uncertainty
+	// (limiter.Decision.Uncertain): it never counts toward MaxDenials.
+	uncertain bool
 }
 
 // errorFromDecision returns the error frame content of a denial.
 func errorFromDecision(d limiter.Decision) errorInfo {
-	e := errorInfo{code: string(d.Reason), retry: d.RetryAfter, limit: d.Limit}
+	e := errorInfo{code: string(d.Reason), retry: d.RetryAfter, limit: d.Limit, uncertain: d.Uncertain}
 	if d.Reason == limiter.ReasonMessageTooLarge {
 		e.max = d.MaxSize
 	}

@@ -316,7 +316,7 @@ func (c *Conn) roomDenied(e errorInfo, err error, r *room, spec limiter.Spec, re
 			Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Metadata: c.meta})
 		return e
 	}
-	e.code, e.retry, e.limit = string(limiter.ReasonRoomRateExceeded), res.RetryAfter, spec.Limit
+	e.code, e.retry, e.limit, e.uncertain = string(limiter.ReasonRoomRateExceeded), res.RetryAfter, spec.Limit, res.Uncertain
 	h.violate(limiter.Violation{Type: limiter.ViolationRoomRate, Reason: limiter.ReasonRoomRateExceeded,
 		Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Limit: spec.Limit,
 		Remaining: res.Remaining, RetryAfter: res.RetryAfter, Metadata: c.meta})
