@@ -150,6 +150,9 @@ type roomPresence struct {
 	heard      atomic.Bool // another node has answered or announced itself
 	gen        atomic.Uint64
 	closed     atomic.Bool
+	// mu orders going local against hearing another node: a room never
+	// goes local after another node was heard (Publish reads local alone).
+	mu sync.Mutex
 }
 
 var _ Broker = (*NATSBroker)(nil)
@@ -233,12 +236,15 @@ func (b *NATSBroker) hello(p *roomPresence) {
 		return
 	}
 	time.AfterFunc(b.localAfter, func() {
+		p.mu.Lock()
 		if p.gen.Load() != gen || p.heard.Load() || p.closed.Load() ||
 			!b.nc.IsConnected() || b.nc.Stats().Reconnects != reconnects {
+			p.mu.Unlock()
 			return
 		}
 		p.reconnects.Store(reconnects)
 		p.local.Store(true)
+		p.mu.Unlock()
 		b.watch()
 	})
 }
@@ -306,8 +312,10 @@ func (b *NATSBroker) onPresence(p *roomPresence, m *nats.Msg) {
 		}
 		return
 	}
+	p.mu.Lock()
 	p.heard.Store(true)
 	p.local.Store(false)
+	p.mu.Unlock()
 	// Answer once publishing is on: whoever asked sees every message
 	// published from now on.
 	switch m.Header.Get(HeaderPresence) {

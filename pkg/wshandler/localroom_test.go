@@ -3,6 +3,7 @@ package wshandler
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -109,15 +110,26 @@ func TestLocalRoomSwitchesWhenAnotherNodeJoins(t *testing.T) {
 
 	const total = 400
 	var sent atomic.Int64
+	failed := make(chan error, 1)
 	done := make(chan struct{})
-	go func() {
+	go func() { // t.Fatal is for the test's goroutine: an error goes to failed
 		defer close(done)
 		for i := 0; i < total; i++ {
-			send(t, sender, msg("r", i))
+			_ = sender.SetWriteDeadline(time.Now().Add(ioTimeout))
+			if err := sender.WriteJSON(msg("r", i)); err != nil {
+				failed <- fmt.Errorf("sender: write %d: %w", i, err)
+				return
+			}
 			sent.Add(1)
-			recv(t, sender) // its own copy: one message in flight at a time
+			// Its own copy: one message in flight at a time.
+			_ = sender.SetReadDeadline(time.Now().Add(ioTimeout))
+			if _, _, err := sender.ReadMessage(); err != nil {
+				failed <- fmt.Errorf("sender: read %d: %w", i, err)
+				return
+			}
 		}
 	}()
+	t.Cleanup(func() { <-done }) // the sender's deadlines bound this wait
 	waitFor(t, ioTimeout, "a tenth of the messages", func() bool { return sent.Load() >= total/10 })
 	b1 := dialAs(t, nb, "b1")
 	join(t, b1, "r")
@@ -154,6 +166,11 @@ func TestLocalRoomSwitchesWhenAnotherNodeJoins(t *testing.T) {
 		}
 	}
 	<-done
+	select {
+	case err := <-failed:
+		t.Fatal(err)
+	default:
+	}
 	// b1's message reaches node a; nothing else is pending for anyone.
 	send(t, b1, msg("r", "from b"))
 	for _, c := range []*websocket.Conn{b1, a2, sender} {
