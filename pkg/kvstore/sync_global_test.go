@@ -87,15 +87,15 @@ func TestSpendingSeenAfterSweep(t *testing.T) {
 				require.True(t, take(t, a, key, spec, 1).OK)
 			}
 			require.NoError(t, a.Flush(ctx))
-			waitFor(t, 3*time.Second, "b to see a's 20", func() bool { return b.Tokens(key, spec, cb.Now()) < 81 })
+			waitFor(t, 10*time.Second, "b to see a's 20", func() bool { return b.Tokens(key, spec, cb.Now()) < 81 })
 
 			// 65 s of idleness on both clocks: the bucket refills and a's
 			// sweep drops its entry (and b's, when b sweeps).
 			ca.Advance(65 * time.Second)
 			cb.Advance(65 * time.Second)
-			waitFor(t, 3*time.Second, "a's sweep to drop the idle entry", func() bool { return !a.holds(key) })
+			waitFor(t, 10*time.Second, "a's sweep to drop the idle entry", func() bool { return !a.holds(key) })
 			if bSweeps {
-				waitFor(t, 3*time.Second, "b's sweep to drop the idle entry", func() bool { return !b.holds(key) })
+				waitFor(t, 10*time.Second, "b's sweep to drop the idle entry", func() bool { return !b.holds(key) })
 			} else {
 				require.True(t, b.holds(key))
 			}
@@ -106,7 +106,7 @@ func TestSpendingSeenAfterSweep(t *testing.T) {
 			require.NoError(t, a.Flush(ctx))
 			require.InDelta(t, 85, a.Tokens(key, spec, ca.Now()), 1)
 			take(t, b, key, spec, 0)
-			waitFor(t, 3*time.Second, "b to see a's 15 after the sweep", func() bool {
+			waitFor(t, 10*time.Second, "b to see a's 15 after the sweep", func() bool {
 				return b.Tokens(key, spec, cb.Now()) < 86
 			})
 			require.Greater(t, b.Tokens(key, spec, cb.Now()), 84.0, "b counted more than a spent")
@@ -149,9 +149,9 @@ func TestFirstSightIgnoresWritersClock(t *testing.T) {
 				}
 				require.NoError(t, a.Flush(ctx))
 				if bHolds {
-					waitFor(t, 3*time.Second, "b to see a's spending", func() bool { return b.Tokens(key, spec, cb.Now()) < 99 })
+					waitFor(t, 10*time.Second, "b to see a's spending", func() bool { return b.Tokens(key, spec, cb.Now()) < 99 })
 				} else {
-					waitFor(t, 3*time.Second, "b to receive a's counter of 20", func() bool {
+					waitFor(t, 10*time.Second, "b to receive a's counter of 20", func() bool {
 						b.index.mu.Lock()
 						defer b.index.mu.Unlock()
 						for _, pc := range b.index.pending[bucketKey(key)] {
@@ -244,16 +244,29 @@ func TestUncertainDenial(t *testing.T) {
 		require.True(t, take(t, a, key, spec, 1).OK)
 	}
 	require.NoError(t, a.Flush(ctx))
-	waitFor(t, 3*time.Second, "b to see a's 10", func() bool {
+	waitFor(t, 10*time.Second, "b to see a's 10", func() bool {
 		o, err := b.Take(ctx, key, spec, time.Now(), 0)
 		require.NoError(t, err)
 		require.True(t, o.OK)
 		return b.Tokens(key, spec, time.Now()) < 51
 	})
-	o, err := b.Take(ctx, key, spec, time.Now(), 1)
-	require.NoError(t, err)
-	require.False(t, o.OK, "a's allowance is set aside: %+v; b: %s", o, b.describe(key))
-	require.True(t, o.Uncertain)
+	// In b's first sync interval on the bucket it may count a's allowance
+	// only up to a's share (docs/DESIGN-NOTES.md), so b may admit a few
+	// before a's allowance is set aside in full: never more than the
+	// bucket holds.
+	var o limiter.Result
+	admitted := 0
+	waitFor(t, 10*time.Second, "b to be denied by a's allowance", func() bool {
+		var err error
+		o, err = b.Take(ctx, key, spec, time.Now(), 1)
+		require.NoError(t, err)
+		if o.OK {
+			admitted++
+		}
+		return !o.OK
+	})
+	require.LessOrEqual(t, admitted, 50, "b admitted more than the bucket held; b: %s", b.describe(key))
+	require.True(t, o.Uncertain, "a's allowance is set aside: %+v; b: %s", o, b.describe(key))
 	// The bucket itself empty: certain. (A key only a uses, so that its
 	// allowance is the whole bucket.)
 	alone := limiter.Key{Kind: limiter.KindMessages, ID: "certain"}
@@ -297,7 +310,7 @@ func TestColdSimultaneousBursts(t *testing.T) {
 	}
 	left := float64(max(60-first, 0))
 	for _, s := range nodes {
-		waitFor(t, 3*time.Second, "every node to see what was spent", func() bool {
+		waitFor(t, 10*time.Second, "every node to see what was spent", func() bool {
 			return s.Tokens(key, spec, time.Now()) < left+1
 		})
 	}
@@ -320,16 +333,16 @@ func TestRefundAfterFlushReachesOtherNodes(t *testing.T) {
 		require.True(t, take(t, a, key, spec, 1).OK)
 	}
 	require.NoError(t, a.Flush(ctx))
-	waitFor(t, 3*time.Second, "b to see a's 10", func() bool { return b.Tokens(key, spec, time.Now()) < 51 })
+	waitFor(t, 10*time.Second, "b to see a's 10", func() bool { return b.Tokens(key, spec, time.Now()) < 51 })
 	require.NoError(t, a.Refund(ctx, key, spec, time.Now(), 4))
 	require.InDelta(t, 54, a.Tokens(key, spec, time.Now()), 0.1)
 	require.NoError(t, a.Flush(ctx))
-	waitFor(t, 3*time.Second, "b to see a's refund of 4", func() bool { return b.Tokens(key, spec, time.Now()) > 53.9 })
+	waitFor(t, 10*time.Second, "b to see a's refund of 4", func() bool { return b.Tokens(key, spec, time.Now()) > 53.9 })
 	require.InDelta(t, 54, b.Tokens(key, spec, time.Now()), 0.1)
 	// The refund is applied once: more counters of a change nothing.
 	require.True(t, take(t, a, key, spec, 1).OK)
 	require.NoError(t, a.Flush(ctx))
-	waitFor(t, 3*time.Second, "b to see a's next token", func() bool { return b.Tokens(key, spec, time.Now()) < 53.1 })
+	waitFor(t, 10*time.Second, "b to see a's next token", func() bool { return b.Tokens(key, spec, time.Now()) < 53.1 })
 	require.InDelta(t, 53, b.Tokens(key, spec, time.Now()), 0.1)
 }
 
@@ -453,7 +466,7 @@ func TestUncontestedBucketDefersCounters(t *testing.T) {
 	require.NoError(t, a.Flush(ctx))
 	require.NoError(t, b.Flush(ctx))
 	for _, s := range []*Store{a, b} {
-		waitFor(t, 3*time.Second, "both nodes to see what both spent", func() bool {
+		waitFor(t, 10*time.Second, "both nodes to see what both spent", func() bool {
 			c := map[*Store]*clock{a: &ca, b: &cb}[s]
 			return s.Tokens(key, spec, c.Now()) < float64(10-admitted)+1
 		})
