@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -145,10 +144,7 @@ type banReply struct {
 // an IPv4-mapped address the IPv4 address), so that a ban on an address
 // bans the client that address belongs to. Anything else is used as is.
 func (n *node) banTarget(client string) string {
-	if a, err := netip.ParseAddr(client); err == nil {
-		return wshandler.IPKey(a, n.cfg.IPv6PrefixLen)
-	}
-	return client
+	return wshandler.BanKey(client, n.cfg.IPv6PrefixLen)
 }
 
 func (n *node) removeBan(w http.ResponseWriter, r *http.Request) {

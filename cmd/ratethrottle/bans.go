@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ratethrottle/ratethrottle/pkg/events"
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 const bansUsage = `bans list [flags]
@@ -19,7 +20,10 @@ const bansUsage = `bans list [flags]
 list prints the bans in force; add bans CLIENT on every node (for --for,
 or until lifted when --for is 0 or longer than 100 years) and closes its
 open connections; rm lifts CLIENT's ban, exiting 4 if it has none. A
-CLIENT that starts with "-" follows "--".`
+CLIENT that is an IP address names the client the nodes see at it: an
+IPv6 address its --ipv6-prefix network (set it to the nodes' ipv6_prefix),
+an IPv4-mapped address the IPv4 address. A CLIENT that starts with "-"
+follows "--".`
 
 func runBans(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
@@ -36,6 +40,8 @@ func runBans(ctx context.Context, e env, args []string) error {
 	var c connFlags
 	c.register(fs, e)
 	asJSON := fs.Bool("json", false, "print JSON")
+	ipv6Prefix := fs.Int("ipv6-prefix", wshandler.DefaultIPv6PrefixLen,
+		"the nodes' ipv6_prefix: an IPv6 CLIENT names its network of this many bits (128: the address)")
 	var forDur *time.Duration
 	var reason *string
 	switch sub {
@@ -61,6 +67,13 @@ func runBans(ctx context.Context, e env, args []string) error {
 	}
 	if sub != "list" && pos[0] == "" {
 		return usageErr("bans %s: CLIENT is empty", sub)
+	}
+	if sub != "list" {
+		if *ipv6Prefix < 1 || *ipv6Prefix > 128 {
+			return usageErr("bans %s: --ipv6-prefix %d: must be 1 to 128", sub, *ipv6Prefix)
+		}
+		// An address names the client the nodes see at it.
+		pos[0] = wshandler.BanKey(pos[0], *ipv6Prefix)
 	}
 	if forDur != nil && *forDur < 0 {
 		return usageErr("bans add: --for %v: must not be negative", *forDur)

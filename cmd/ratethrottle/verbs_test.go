@@ -81,6 +81,23 @@ func TestBansVerb(t *testing.T) {
 	if r := cli(t, envs, "bans", "list"); strings.Contains(r.stdout, "\x1b") || !strings.Contains(r.stdout, `"-evil\x1b[2J\n"`) {
 		t.Errorf("hostile list:\n%s", r.stdout)
 	}
+	// An IPv6 address names its /64, the client the nodes see at it
+	// (ipv6_prefix); --ipv6-prefix 128 names the address alone.
+	if r := cli(t, envs, "bans", "add", "2001:db8:1:2::7"); r.code != 0 || !strings.Contains(r.stdout, "banned 2001:db8:1:2::/64 until lifted") {
+		t.Errorf("IPv6 add: %+v", r)
+	}
+	if r := cli(t, envs, "bans", "rm", "2001:db8:1:2::99"); r.code != 0 || !strings.Contains(r.stdout, "lifted the ban of 2001:db8:1:2::/64") {
+		t.Errorf("IPv6 rm of another address in the /64: %+v", r)
+	}
+	if r := cli(t, envs, "bans", "add", "--ipv6-prefix", "128", "::ffff:192.0.2.1"); r.code != 0 || !strings.Contains(r.stdout, "banned 192.0.2.1 until lifted") {
+		t.Errorf("IPv4-mapped add: %+v", r)
+	}
+	if r := cli(t, envs, "bans", "rm", "192.0.2.1"); r.code != 0 {
+		t.Errorf("rm 192.0.2.1: %+v", r)
+	}
+	if r := cli(t, envs, "bans", "add", "--ipv6-prefix", "129", "2001:db8::1"); r.code != exitUsage {
+		t.Errorf("--ipv6-prefix 129: %+v, want usage exit", r)
+	}
 	if r := cli(t, envs, "bans", "rm", "127.0.0.1"); r.code != 0 || !strings.Contains(r.stdout, "lifted") {
 		t.Fatalf("rm: %+v", r)
 	}

@@ -75,6 +75,17 @@ func IPKey(a netip.Addr, ipv6Bits int) string {
 	return p.String()
 }
 
+// BanKey returns the client ID a ban of client must name: an IP address
+// becomes IPKey of it (an IPv6 address its ipv6Bits network), so that a
+// ban given by address bans the client that address belongs to; any other
+// ID is returned as it is.
+func BanKey(client string, ipv6Bits int) string {
+	if a, err := netip.ParseAddr(client); err == nil {
+		return IPKey(a, ipv6Bits)
+	}
+	return client
+}
+
 // ClientIP returns the client address of r. The peer's address
 // (r.RemoteAddr) is used unless the peer is in one of the trusted proxy
 // networks; then the X-Forwarded-For chain is walked from the right,
