@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ratethrottle/ratethrottle/internal/wait"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 // admitted dials the node's /ws as 127.0.0.1 and reports whether the
@@ -268,6 +270,10 @@ func TestTopVerb(t *testing.T) {
 	n := startNode(t, "top-node", "--limits-preset", "generous", "--max-denials", "-1",
 		"--rooms", "lobby/main:member_messages_per_minute=100000,member_message_burst=1000;*:member_messages_per_minute=1,member_message_burst=1")
 	envs := natsEnv(n.nats)
+	// top sees the rooms whose messages the nodes relay over NATS: rooms
+	// with members on more than one node. A second node that has both
+	// rooms answers the node's presence messages, as in a cluster.
+	secondNodeHas(t, n.nats, "lobby/main", "tight")
 	traffic := func() (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -389,5 +395,43 @@ func TestBansVerbLongBan(t *testing.T) {
 	}
 	if !strings.Contains(long.stdout, "until lifted") {
 		t.Errorf("long ban: %s", long.stdout)
+	}
+}
+
+// secondNodeHas answers the presence messages of rooms on the NATS server
+// at url as a node that has those rooms would, so that the node under test
+// keeps relaying their messages over NATS (a room with members on one node
+// only is not published; wshandler.NATSBroker).
+func secondNodeHas(t *testing.T, url string, rooms ...string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	here := func(subject string) *nats.Msg {
+		return &nats.Msg{Subject: subject, Header: nats.Header{
+			wshandler.HeaderOrigin: []string{"second-node"}, wshandler.HeaderPresence: []string{wshandler.PresenceHere}}}
+	}
+	for _, room := range rooms {
+		_, err := nc.Subscribe(wshandler.PresenceSubject(wshandler.DefaultSubjectPrefix, room), func(m *nats.Msg) {
+			if m.Header.Get(wshandler.HeaderOrigin) == "second-node" {
+				return
+			}
+			switch m.Header.Get(wshandler.HeaderPresence) {
+			case wshandler.PresenceProbe:
+				if m.Reply != "" {
+					_ = nc.PublishMsg(here(m.Reply))
+				}
+			case wshandler.PresenceHello:
+				_ = nc.PublishMsg(here(m.Subject))
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
 	}
 }
