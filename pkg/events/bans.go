@@ -193,6 +193,7 @@ type Bans struct {
 	claimWon  atomic.Uint64
 	claimLost atomic.Uint64
 	claims    sync.WaitGroup
+	claimSem  chan struct{} // bounds the claims in flight (maxClaims)
 
 	watchCtx    context.Context
 	cancelWatch context.CancelFunc
@@ -244,6 +245,7 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 		subj:      "$KV." + cfg.Bucket + ".",
 		subjects:  Subjects{Prefix: cfg.Prefix},
 		ids:       newIDGen(),
+		claimSem:  make(chan struct{}, maxClaims),
 		byClient:  make(map[string]*banEntry),
 		byToken:   make(map[string]string),
 		listeners: make(map[int]listener),
@@ -404,13 +406,18 @@ func (b *Bans) UnbanClaims() (won, lost uint64) {
 	return b.claimWon.Load(), b.claimLost.Load()
 }
 
+// maxClaims bounds the unban claims in flight: when many bans end at once,
+// the watch waits for a free place rather than starting a goroutine and a
+// KV write for each.
+const maxClaims = 16
+
 // claimPrefix starts the keys of unban claims. A client token never holds
 // a dot, so these keys cannot be bans.
 const claimPrefix = "unban."
 
 // claimUnban publishes the unban event of a ban that ended without Unban,
 // if this node is the first to claim it. It runs on its own goroutine, so
-// that the watch goes on.
+// that the watch goes on, with at most maxClaims in flight.
 func (b *Bans) claimUnban(token string, rev uint64, n notice) {
 	if b.cfg.NoEvents {
 		return
@@ -423,9 +430,15 @@ func (b *Bans) claimUnban(token string, rev uint64, n notice) {
 		e.Reason, e.Metadata["source"] = "expired", "ttl"
 	}
 	key := claimPrefix + token + "." + strconv.FormatUint(rev, 10)
+	select {
+	case b.claimSem <- struct{}{}:
+	case <-b.watchCtx.Done():
+		return
+	}
 	b.claims.Add(1)
 	go func() {
 		defer b.claims.Done()
+		defer func() { <-b.claimSem }()
 		ctx, cancel := context.WithTimeout(b.watchCtx, 5*time.Second)
 		defer cancel()
 		// The claim outlives the marker, so that a watch restarted while
