@@ -352,7 +352,10 @@ func (c *Conn) serve() {
 	})
 	c.ws.SetPingHandler(c.ping)
 	if pi > 0 {
-		c.pinger = time.AfterFunc(pi, c.sendPing)
+		// Armed only once assigned: sendPing reads c.pinger.
+		c.pinger = time.AfterFunc(time.Hour, c.sendPing)
+		c.pinger.Stop()
+		c.pinger.Reset(pi)
 	}
 	if h.cfg.OnConnect != nil {
 		if err := h.cfg.OnConnect(c); err != nil {
