@@ -62,6 +62,9 @@ func TestAdmissionConcurrentConnections(t *testing.T) {
 	t.Parallel()
 	n := newNode(t, Config{OnMessage: echo}, limiter.Limits{MaxConcurrentConnections: 1})
 	first := dial(t, n)
+	// The client's handshake ends before the server counts the connection:
+	// wait for it, or the wait for zero below could pass before it starts.
+	waitFor(t, ioTimeout, "the first connection to be counted", func() bool { return n.h.Stats().Connections == 1 })
 	resp, err := dialErr(t, n)
 	status, retry, body := rejection(t, resp, err)
 	if status != http.StatusTooManyRequests || retry != "" || body.Error != string(limiter.ReasonTooManyConnections) || body.Limit != 1 {
