@@ -23,6 +23,10 @@ var (
 
 const shards = 256
 
+// cacheLine is the size the store pads its shards to, so that no two
+// shards' locks share a cache line; TestShardLayout checks it.
+const cacheLine = 64
+
 // Store is a limiter.Store and limiter.Slots whose buckets and connection
 // counts agree across every node that shares a JetStream KV bucket.
 //
