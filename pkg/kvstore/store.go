@@ -61,7 +61,6 @@ type Store struct {
 	seed   maphash.Seed
 	gsh    [shards]gshard
 	gen    atomic.Uint64 // advanced by every flush; allowances refresh on change
-	genAt  atomic.Int64  // UnixNano of the last flush
 	index  indexMap
 	strict strictCache
 	ssh    [shards]slotShard
