@@ -501,7 +501,7 @@ func (c *Conn) gate(room, ref string) bool {
 		return true
 	}
 	if _, banned := g.BannedUntil(c.client, c.h.cfg.Now()); banned {
-		c.sendError(errorInfo{code: string(limiter.ReasonBanned), room: room, ref: ref})
+		c.sendError(errorInfo{code: ErrorCode(limiter.ReasonBanned), room: room, ref: ref})
 		c.Close(websocket.ClosePolicyViolation, string(limiter.ReasonBanned))
 		return false
 	}
