@@ -37,7 +37,7 @@ type connShardData struct {
 }
 
 // connShard is padded to whole cache lines so that no two shards' locks
-// share one; TestRegistryLayout checks it.
+// share one; TestMemoryStoreLayout checks it.
 type connShard struct {
 	// The padding comes first: Go lengthens a struct that ends in a
 	// field of size zero.

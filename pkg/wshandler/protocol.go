@@ -35,14 +35,14 @@ type ErrorCode string
 // Error codes of error frames that are not limiter reasons.
 const (
 	CodeInvalidFrame ErrorCode = "invalid_frame"  // not a JSON object of a known shape
-	CodeUnknownType            = "unknown_type"   // a "type" the server does not know
-	CodeInvalidRoom            = "invalid_room"   // empty, too long, not UTF-8 or has control characters
-	CodeNotMember              = "not_member"     // leave or message for a room not joined
-	CodeAlreadyIn              = "already_member" // join of a room already joined
-	CodeTooManyRooms           = "too_many_rooms" // the connection's or the node's room cap
-	CodeUnavailable            = "unavailable"    // the broker could not subscribe
-	CodeInvalidName            = "invalid_name"   // a join name that is not 1 to 32 printable characters
-	CodeNameTaken              = "name_taken"     // a join name another member of the room has
+	CodeUnknownType  ErrorCode = "unknown_type"   // a "type" the server does not know
+	CodeInvalidRoom  ErrorCode = "invalid_room"   // empty, too long, not UTF-8 or has control characters
+	CodeNotMember    ErrorCode = "not_member"     // leave or message for a room not joined
+	CodeAlreadyIn    ErrorCode = "already_member" // join of a room already joined
+	CodeTooManyRooms ErrorCode = "too_many_rooms" // the connection's or the node's room cap
+	CodeUnavailable  ErrorCode = "unavailable"    // the broker could not subscribe
+	CodeInvalidName  ErrorCode = "invalid_name"   // a join name that is not 1 to 32 printable characters
+	CodeNameTaken    ErrorCode = "name_taken"     // a join name another member of the room has
 )
 
 // MaxJoinNameRunes caps a join name, in characters (runes).
