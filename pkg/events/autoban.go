@@ -129,7 +129,7 @@ type AutoBan struct {
 
 	mu      sync.Mutex
 	pending map[string]bool
-	queue   chan banRequest
+	w       *worker[banRequest]
 
 	closed    atomic.Bool
 	triggered atomic.Uint64
@@ -137,8 +137,6 @@ type AutoBan struct {
 	failed    atomic.Uint64
 	dropped   atomic.Uint64
 
-	stop      chan struct{}
-	done      chan struct{}
 	closeOnce sync.Once
 }
 
@@ -161,15 +159,12 @@ func NewAutoBan(cfg AutoBanConfig) (*AutoBan, error) {
 		spec:    limiter.Spec{Limit: cfg.Threshold, Per: cfg.Window, Burst: cfg.Threshold},
 		store:   cfg.Store,
 		pending: make(map[string]bool),
-		queue:   make(chan banRequest, cfg.QueueSize),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
 	}
 	if a.store == nil {
 		a.own = limiter.NewMemoryStore(limiter.MemoryStoreConfig{Now: cfg.Now})
 		a.store = a.own
 	}
-	go a.run()
+	a.w = startWorker(cfg.QueueSize, a.ban)
 	return a, nil
 }
 
@@ -202,9 +197,7 @@ func (a *AutoBan) HandleViolation(v limiter.Violation) {
 	a.pending[v.ClientID] = true
 	a.mu.Unlock()
 	a.triggered.Add(1)
-	select {
-	case a.queue <- banRequest{client: v.ClientID, now: now, observed: observed}:
-	default:
+	if !a.w.offer(banRequest{client: v.ClientID, now: now, observed: observed}) {
 		a.dropped.Add(1)
 		a.release(v.ClientID)
 	}
@@ -235,32 +228,12 @@ func (a *AutoBan) Stats() AutoBanStats {
 func (a *AutoBan) Close() error {
 	a.closeOnce.Do(func() {
 		a.closed.Store(true)
-		close(a.stop)
-		<-a.done
+		a.w.close()
 		if a.own != nil {
 			_ = a.own.Close()
 		}
 	})
 	return nil
-}
-
-func (a *AutoBan) run() {
-	defer close(a.done)
-	for {
-		select {
-		case r := <-a.queue:
-			a.ban(r)
-		case <-a.stop:
-			for {
-				select {
-				case r := <-a.queue:
-					a.ban(r)
-				default:
-					return
-				}
-			}
-		}
-	}
 }
 
 // ban writes one automatic ban and refills the client's bucket.

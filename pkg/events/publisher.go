@@ -94,15 +94,13 @@ type Publisher struct {
 	cfg      PublisherConfig
 	subjects Subjects
 	ids      *idGen
-	queue    chan Event
+	w        *worker[Event]
 
 	closed    atomic.Bool
 	published atomic.Uint64
 	dropped   atomic.Uint64
 	failed    atomic.Uint64
 
-	stop      chan struct{}
-	done      chan struct{}
 	closeOnce sync.Once
 }
 
@@ -118,11 +116,8 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		cfg:      cfg,
 		subjects: Subjects{Prefix: cfg.Prefix},
 		ids:      newIDGen(),
-		queue:    make(chan Event, cfg.BufferSize),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
 	}
-	go p.run()
+	p.w = startWorker(cfg.BufferSize, p.send)
 	return p, nil
 }
 
@@ -139,25 +134,23 @@ func (p *Publisher) Publish(e Event) bool {
 		p.dropped.Add(1)
 		return false
 	}
-	select {
-	case p.queue <- e:
-		if p.closed.Load() {
-			// Close may have emptied the queue already; what is left
-			// would never be published, so count it dropped.
-			p.dropQueued()
-		}
-		return true
-	default:
+	if !p.w.offer(e) {
 		p.dropped.Add(1)
 		return false
 	}
+	if p.closed.Load() {
+		// Close may have emptied the queue already; what is left
+		// would never be published, so count it dropped.
+		p.dropQueued()
+	}
+	return true
 }
 
 // dropQueued empties the queue, counting each event dropped.
 func (p *Publisher) dropQueued() {
 	for {
 		select {
-		case <-p.queue:
+		case <-p.w.queue:
 			p.dropped.Add(1)
 		default:
 			return
@@ -171,7 +164,7 @@ func (p *Publisher) Stats() PublisherStats {
 		Published: p.published.Load(),
 		Dropped:   p.dropped.Load(),
 		Failed:    p.failed.Load(),
-		Queued:    len(p.queue),
+		Queued:    len(p.w.queue),
 	}
 }
 
@@ -182,33 +175,13 @@ func (p *Publisher) Close() error {
 	var err error
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
-		close(p.stop)
-		<-p.done
+		p.w.close()
 		p.dropQueued()
 		if p.cfg.Conn.IsConnected() {
 			err = p.cfg.Conn.FlushTimeout(p.cfg.FlushTimeout)
 		}
 	})
 	return err
-}
-
-func (p *Publisher) run() {
-	defer close(p.done)
-	for {
-		select {
-		case e := <-p.queue:
-			p.send(e)
-		case <-p.stop:
-			for {
-				select {
-				case e := <-p.queue:
-					p.send(e)
-				default:
-					return
-				}
-			}
-		}
-	}
 }
 
 // send encodes and publishes one event on the Publisher's goroutine.

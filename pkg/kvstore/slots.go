@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -111,14 +112,21 @@ func ownCount(entries []slotEntry, node string, inc uint64) int64 {
 	return 0
 }
 
-// slotShard holds the connection entries of the clients whose tokens hash
-// to it.
-type slotShard struct {
+type slotShardData struct {
 	mu    sync.Mutex            // guards the maps; never held across I/O
 	wmu   sync.Mutex            // serialises this shard's swaps and changes of local
 	local map[string]int64      // this node's count per client token
 	seen  map[string]*slotValue // entries as last read, written or watched
 	dirty map[string]struct{}   // local counts not yet in KV
+}
+
+// slotShard holds the connection entries of the clients whose tokens hash
+// to it, padded to whole cache lines (see cacheLine).
+type slotShard struct {
+	// The padding comes first: Go lengthens a struct that ends in a
+	// field of size zero.
+	_ [(cacheLine - unsafe.Sizeof(slotShardData{})%cacheLine) % cacheLine]byte
+	slotShardData
 }
 
 func (sh *slotShard) init() {

@@ -23,6 +23,10 @@ var (
 
 const shards = 256
 
+// cacheLine is the size the store pads its shards to, so that no two
+// shards' locks share a cache line; TestShardLayout checks it.
+const cacheLine = 64
+
 // Store is a limiter.Store and limiter.Slots whose buckets and connection
 // counts agree across every node that shares a JetStream KV bucket.
 //
@@ -57,7 +61,6 @@ type Store struct {
 	seed   maphash.Seed
 	gsh    [shards]gshard
 	gen    atomic.Uint64 // advanced by every flush; allowances refresh on change
-	genAt  atomic.Int64  // UnixNano of the last flush
 	index  indexMap
 	strict strictCache
 	ssh    [shards]slotShard

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
@@ -15,12 +16,19 @@ import (
 // errDown is returned by cross-node calls failing closed.
 var errDown = fmt.Errorf("%w: %w", limiter.ErrUnavailable, ErrDown)
 
-type gshard struct {
+type gshardData struct {
 	mu    sync.Mutex
 	m     map[limiter.Key]*gentry
 	dirty []*gentry // entries with something to flush
 	spare []*gentry // the other dirty buffer, reused
-	_     [40]byte
+}
+
+// gshard is padded to whole cache lines (see cacheLine).
+type gshard struct {
+	// The padding comes first: Go lengthens a struct that ends in a
+	// field of size zero.
+	_ [(cacheLine - unsafe.Sizeof(gshardData{})%cacheLine) % cacheLine]byte
+	gshardData
 }
 
 // gentry is one Global bucket on this node: its view of the cluster

@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 const connShards = 64
@@ -30,16 +31,29 @@ type registry struct {
 	clients [connShards]clientShard
 }
 
-type connShard struct {
+type connShardData struct {
 	mu sync.RWMutex
 	m  map[string]*conn
-	_  [32]byte
 }
 
-type clientShard struct {
+// connShard is padded to whole cache lines so that no two shards' locks
+// share one; TestMemoryStoreLayout checks it.
+type connShard struct {
+	// The padding comes first: Go lengthens a struct that ends in a
+	// field of size zero.
+	_ [(cacheLine - unsafe.Sizeof(connShardData{})%cacheLine) % cacheLine]byte
+	connShardData
+}
+
+type clientShardData struct {
 	mu sync.Mutex
 	m  map[string]int
-	_  [40]byte
+}
+
+// clientShard is padded like connShard.
+type clientShard struct {
+	_ [(cacheLine - unsafe.Sizeof(clientShardData{})%cacheLine) % cacheLine]byte
+	clientShardData
 }
 
 func newRegistry() *registry {

@@ -283,9 +283,9 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, spec Spec, now time.Tim
 	return nil
 }
 
-// Debit takes n tokens from the bucket unconditionally, driving it into
-// debt if need be. Cluster stores use it to apply other nodes' consumption.
-func (s *MemoryStore) Debit(key Key, spec Spec, now time.Time, n float64) {
+// debit takes n tokens from the bucket unconditionally, driving it into
+// debt if need be.
+func (s *MemoryStore) debit(key Key, spec Spec, now time.Time, n float64) {
 	if n <= 0 {
 		return
 	}

@@ -17,7 +17,7 @@ func TestMemoryStoreSweepDropsOnlyFullBuckets(t *testing.T) {
 	spec := PerMinute(60)
 	s.TakeAt(Key{Kind: KindMessages, ID: "a"}, spec, t0, 1)  // full again at t0+1s
 	s.TakeAt(Key{Kind: KindMessages, ID: "b"}, spec, t0, 30) // full again at t0+30s
-	s.Debit(Key{Kind: KindMessages, ID: "c"}, spec, t0, 90)  // in debt: full at t0+90s
+	s.debit(Key{Kind: KindMessages, ID: "c"}, spec, t0, 90)  // in debt: full at t0+90s
 	require.Zero(t, s.Sweep(t0.Add(999*time.Millisecond)))
 	require.Equal(t, 1, s.Sweep(t0.Add(time.Second)))
 	require.Equal(t, 1, s.Sweep(t0.Add(30*time.Second)))

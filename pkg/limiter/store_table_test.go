@@ -199,7 +199,8 @@ func TestMemoryStoreKindsShareShard(t *testing.T) {
 // whether the table starts on a line (tables of at most 8 slots, or at
 // least 512, which are allocated with no header) or 8 bytes past one (in
 // between, behind the allocation header); a shard's lock shares its line
-// with no other shard's; the shards start on a line (a MemoryStore is one
+// with no other shard's (and so in the registry's connShard and
+// clientShard); the shards start on a line (a MemoryStore is one
 // allocation large enough to start on a page).
 func TestMemoryStoreLayout(t *testing.T) {
 	t.Parallel()
@@ -217,7 +218,11 @@ func TestMemoryStoreLayout(t *testing.T) {
 			t.Fatalf("a table of %d slots starts %d bytes past a cache line", n, off)
 		}
 	}
-	for name, size := range map[string]uintptr{"bucketShard": unsafe.Sizeof(bucketShard{}), "slotShard": unsafe.Sizeof(slotShard{})} {
+	for name, size := range map[string]uintptr{
+		"bucketShard": unsafe.Sizeof(bucketShard{}), "slotShard": unsafe.Sizeof(slotShard{}),
+		// The Limiter's registry of connections is sharded the same way.
+		"connShard": unsafe.Sizeof(connShard{}), "clientShard": unsafe.Sizeof(clientShard{}),
+	} {
 		if size != cacheLine {
 			t.Fatalf("%s is %d bytes, not one cache line", name, size)
 		}

@@ -81,7 +81,7 @@ func TestClusterFanout(t *testing.T) {
 			for n := 0; n < 2*perSender; n++ {
 				_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
 				var r struct {
-					Type string
+					Type FrameType
 					Data struct {
 						S string
 						I int

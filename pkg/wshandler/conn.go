@@ -192,10 +192,7 @@ func (c *Conn) writeRun() {
 			return
 		}
 		c.wmu.Lock()
-		err := c.flushLocked()
-		c.wmu.Unlock()
-		if err != nil {
-			c.writeFailed(err)
+		if !c.flushUnlock() {
 			c.stopWriting()
 			return
 		}
@@ -229,10 +226,7 @@ func (c *Conn) writeClose() {
 	}
 	cfg := &c.h.cfg
 	c.wmu.Lock()
-	err := c.flushLocked()
-	c.wmu.Unlock()
-	if err != nil {
-		c.writeFailed(err)
+	if !c.flushUnlock() {
 		return
 	}
 	msg := websocket.FormatCloseMessage(c.closeCode, c.closeText)
@@ -311,6 +305,19 @@ func (c *Conn) flushLocked() error {
 	return err
 }
 
+// flushUnlock writes the frames queued (flushLocked), unlocks c.wmu, which
+// it requires held, and reports whether the writes succeeded; a failed
+// write ends the connection (writeFailed).
+func (c *Conn) flushUnlock() bool {
+	err := c.flushLocked()
+	c.wmu.Unlock()
+	if err != nil {
+		c.writeFailed(err)
+		return false
+	}
+	return true
+}
+
 // flushAfterRead writes what the read goroutine's handling of a message
 // queued, on the read goroutine, if the writer is not busy; otherwise it
 // leaves the frames to the writer.
@@ -323,10 +330,7 @@ func (c *Conn) flushAfterRead() {
 		c.kick()
 		return
 	}
-	err := c.flushLocked()
-	c.wmu.Unlock()
-	if err != nil {
-		c.writeFailed(err)
+	if !c.flushUnlock() {
 		return
 	}
 	if c.queued() > 0 {
@@ -500,7 +504,7 @@ func (c *Conn) gate(room, ref string) bool {
 		return true
 	}
 	if _, banned := g.BannedUntil(c.client, c.h.cfg.Now()); banned {
-		c.sendError(errorInfo{code: string(limiter.ReasonBanned), room: room, ref: ref})
+		c.sendError(errorInfo{code: ErrorCode(limiter.ReasonBanned), room: room, ref: ref})
 		c.Close(websocket.ClosePolicyViolation, string(limiter.ReasonBanned))
 		return false
 	}

@@ -75,16 +75,16 @@ func skipSpace(b []byte, i int) int {
 
 // frameType returns the type v names, without allocating for the
 // protocol's own types.
-func frameType(v []byte) string {
+func frameType(v []byte) FrameType {
 	switch string(v) {
-	case TypeMessage:
+	case string(TypeMessage):
 		return TypeMessage
-	case TypeJoin:
+	case string(TypeJoin):
 		return TypeJoin
-	case TypeLeave:
+	case string(TypeLeave):
 		return TypeLeave
 	}
-	return string(v)
+	return FrameType(v)
 }
 
 // plainString returns the bounds of the contents of the string starting

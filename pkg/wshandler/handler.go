@@ -44,7 +44,6 @@ type Handler struct {
 	publishErrors atomic.Int64
 	remoteDropped atomic.Int64
 	shutdownMu    sync.Mutex
-	shutdownErr   error
 }
 
 // New returns a Handler for cfg, or an error naming the first invalid field.

@@ -50,7 +50,7 @@ func TestAdmissionConnectionRate(t *testing.T) {
 	if retry != "30" && retry != "29" {
 		t.Errorf("Retry-After %q, want 30 (or 29 after a slow second)", retry)
 	}
-	if body.Error != string(limiter.ReasonConnectionRateExceeded) || body.RetryAfterMs == nil || *body.RetryAfterMs <= 28000 {
+	if body.Error != ErrorCode(limiter.ReasonConnectionRateExceeded) || body.RetryAfterMs == nil || *body.RetryAfterMs <= 28000 {
 		t.Errorf("body %+v", body)
 	}
 	if got := n.h.Stats().Rejected; got != 1 {
@@ -62,9 +62,12 @@ func TestAdmissionConcurrentConnections(t *testing.T) {
 	t.Parallel()
 	n := newNode(t, Config{OnMessage: echo}, limiter.Limits{MaxConcurrentConnections: 1})
 	first := dial(t, n)
+	// The client's handshake ends before the server counts the connection:
+	// wait for it, or the wait for zero below could pass before it starts.
+	waitFor(t, ioTimeout, "the first connection to be counted", func() bool { return n.h.Stats().Connections == 1 })
 	resp, err := dialErr(t, n)
 	status, retry, body := rejection(t, resp, err)
-	if status != http.StatusTooManyRequests || retry != "" || body.Error != string(limiter.ReasonTooManyConnections) || body.Limit != 1 {
+	if status != http.StatusTooManyRequests || retry != "" || body.Error != ErrorCode(limiter.ReasonTooManyConnections) || body.Limit != 1 {
 		t.Errorf("got %d Retry-After %q %+v, want 429 without Retry-After, too_many_connections, limit 1", status, retry, body)
 	}
 	_ = first.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(ioTimeout))
@@ -84,7 +87,7 @@ func TestAdmissionBanned(t *testing.T) {
 	n := newNode(t, Config{Limiter: l, OnMessage: echo}, limiter.Limits{})
 	resp, err := dialErr(t, n)
 	status, retry, body := rejection(t, resp, err)
-	if status != http.StatusForbidden || body.Error != string(limiter.ReasonBanned) || retry != "90" {
+	if status != http.StatusForbidden || body.Error != ErrorCode(limiter.ReasonBanned) || retry != "90" {
 		t.Errorf("got %d Retry-After %q %+v, want 403, banned, 90", status, retry, body)
 	}
 }
@@ -110,7 +113,7 @@ func TestAdmissionStoreUnavailable(t *testing.T) {
 	n := newNode(t, Config{Limiter: l, OnMessage: echo}, limiter.Limits{})
 	resp, err := dialErr(t, n)
 	status, retry, body := rejection(t, resp, err)
-	if status != http.StatusServiceUnavailable || retry != "" || body.Error != string(limiter.ReasonStoreUnavailable) {
+	if status != http.StatusServiceUnavailable || retry != "" || body.Error != ErrorCode(limiter.ReasonStoreUnavailable) {
 		t.Errorf("got %d Retry-After %q %+v, want 503 store_unavailable without Retry-After", status, retry, body)
 	}
 }
@@ -127,7 +130,8 @@ func TestAdmissionRejectWithClose(t *testing.T) {
 		t.Fatalf("no error frame before the close: %v", err)
 	}
 	var f struct {
-		Type, Error  string
+		Type         FrameType
+		Error        string
 		RetryAfterMS int64 `json:"retry_after_ms"`
 	}
 	if err := json.Unmarshal(b, &f); err != nil || f.Type != TypeError ||
@@ -190,7 +194,7 @@ func TestMessageRateErrorFrame(t *testing.T) {
 	}
 	send(t, c, `{"n":1}`)
 	r := recv(t, c)
-	if r.Type != TypeError || r.Error != string(limiter.ReasonRateLimitExceeded) || r.RetryAfterMs == nil ||
+	if r.Type != TypeError || r.Error != ErrorCode(limiter.ReasonRateLimitExceeded) || r.RetryAfterMs == nil ||
 		*r.RetryAfterMs < 19000 || *r.RetryAfterMs > 20000 || r.Limit != 3 {
 		t.Errorf("got %+v, want rate_limit_exceeded with retry_after_ms near 20000", r)
 	}
@@ -206,7 +210,7 @@ func TestBandwidthExactBytes(t *testing.T) {
 		t.Fatalf("first message denied: %+v", r)
 	}
 	send(t, c, strings.Repeat("é", 30))
-	if r := recv(t, c); r.Error != string(limiter.ReasonBandwidthExceeded) || r.RetryAfterMs == nil {
+	if r := recv(t, c); r.Error != ErrorCode(limiter.ReasonBandwidthExceeded) || r.RetryAfterMs == nil {
 		t.Errorf("got %+v, want bandwidth_exceeded", r)
 	}
 }
@@ -219,7 +223,7 @@ func TestDenialsClose1008(t *testing.T) {
 	recv(t, c)
 	for i := 0; i < 3; i++ {
 		send(t, c, `{}`)
-		if r := recv(t, c); r.Error != string(limiter.ReasonRateLimitExceeded) {
+		if r := recv(t, c); r.Error != ErrorCode(limiter.ReasonRateLimitExceeded) {
 			t.Fatalf("denial %d: got %+v", i, r)
 		}
 	}
@@ -238,7 +242,7 @@ func TestMessageGateClosesBanned(t *testing.T) {
 	recv(t, c)
 	g.ban("127.0.0.1")
 	send(t, c, `{}`)
-	if r := recv(t, c); r.Error != string(limiter.ReasonBanned) {
+	if r := recv(t, c); r.Error != ErrorCode(limiter.ReasonBanned) {
 		t.Errorf("got %+v, want a banned error frame", r)
 	}
 	if ce := closeCode(t, c); ce.Code != websocket.ClosePolicyViolation || ce.Text != "banned" {

@@ -86,14 +86,14 @@ func dialErr(t testing.TB, n *node) (*http.Response, error) {
 
 // reply is any server frame, decoded.
 type reply struct {
-	Type         string          `json:"type"`
+	Type         FrameType       `json:"type"`
 	Room         string          `json:"room"`
 	From         string          `json:"from"`
 	Name         *string         `json:"name"`
 	Connection   string          `json:"connection"`
 	ID           string          `json:"id"`
 	Data         json.RawMessage `json:"data"`
-	Error        string          `json:"error"`
+	Error        ErrorCode       `json:"error"`
 	RetryAfterMs *int64          `json:"retry_after_ms"`
 	Limit        int64           `json:"limit"`
 	MaxSize      int64           `json:"max_size"`

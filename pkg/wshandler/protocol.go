@@ -13,29 +13,36 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-// Frame types of the built-in room protocol (docs/PROTOCOL.md).
+// FrameType is the "type" of a frame of the built-in room protocol
+// (docs/PROTOCOL.md).
+type FrameType string
+
+// Frame types of the built-in room protocol.
 const (
-	TypeJoin    = "join"
-	TypeLeave   = "leave"
-	TypeMessage = "message"
-	TypeJoined  = "joined"
-	TypeLeft    = "left"
-	TypeError   = "error"
+	TypeJoin    FrameType = "join"
+	TypeLeave   FrameType = "leave"
+	TypeMessage FrameType = "message"
+	TypeJoined  FrameType = "joined"
+	TypeLeft    FrameType = "left"
+	TypeError   FrameType = "error"
 )
 
-// Error codes of error frames that are not limiter reasons. Denials by a
-// limit carry the limiter.Reason instead (rate_limit_exceeded,
-// room_rate_exceeded, room_full, ...).
+// ErrorCode is the "error" of an error frame of the room protocol: one of
+// the Code constants, or, for a denial by a limit, the limiter.Reason
+// (rate_limit_exceeded, room_rate_exceeded, room_full, ...).
+type ErrorCode string
+
+// Error codes of error frames that are not limiter reasons.
 const (
-	CodeInvalidFrame = "invalid_frame"  // not a JSON object of a known shape
-	CodeUnknownType  = "unknown_type"   // a "type" the server does not know
-	CodeInvalidRoom  = "invalid_room"   // empty, too long, not UTF-8 or has control characters
-	CodeNotMember    = "not_member"     // leave or message for a room not joined
-	CodeAlreadyIn    = "already_member" // join of a room already joined
-	CodeTooManyRooms = "too_many_rooms" // the connection's or the node's room cap
-	CodeUnavailable  = "unavailable"    // the broker could not subscribe
-	CodeInvalidName  = "invalid_name"   // a join name that is not 1 to 32 printable characters
-	CodeNameTaken    = "name_taken"     // a join name another member of the room has
+	CodeInvalidFrame ErrorCode = "invalid_frame"  // not a JSON object of a known shape
+	CodeUnknownType  ErrorCode = "unknown_type"   // a "type" the server does not know
+	CodeInvalidRoom  ErrorCode = "invalid_room"   // empty, too long, not UTF-8 or has control characters
+	CodeNotMember    ErrorCode = "not_member"     // leave or message for a room not joined
+	CodeAlreadyIn    ErrorCode = "already_member" // join of a room already joined
+	CodeTooManyRooms ErrorCode = "too_many_rooms" // the connection's or the node's room cap
+	CodeUnavailable  ErrorCode = "unavailable"    // the broker could not subscribe
+	CodeInvalidName  ErrorCode = "invalid_name"   // a join name that is not 1 to 32 printable characters
+	CodeNameTaken    ErrorCode = "name_taken"     // a join name another member of the room has
 )
 
 // MaxJoinNameRunes caps a join name, in characters (runes).
@@ -46,7 +53,7 @@ const maxRefLength = 64
 
 // frame is a decoded client frame.
 type frame struct {
-	Type string          `json:"type"`
+	Type FrameType       `json:"type"`
 	Room string          `json:"room"`
 	ID   string          `json:"id"`
 	Name *string         `json:"name"` // join only; nil when absent
@@ -198,10 +205,10 @@ func joinedFrame(roomJSON, connJSON, nameJSON []byte, ref string) []byte {
 }
 
 // replyFrame returns a left frame (or any frame of a type, room and id).
-func replyFrame(typ, room, ref string) []byte {
+func replyFrame(typ FrameType, room, ref string) []byte {
 	b := make([]byte, 0, 32+len(room)+len(ref))
 	b = append(b, `{"type":`...)
-	b = appendJSONString(b, typ)
+	b = appendJSONString(b, string(typ))
 	b = append(b, `,"room":`...)
 	b = appendJSONString(b, room)
 	if ref != "" {
@@ -213,7 +220,7 @@ func replyFrame(typ, room, ref string) []byte {
 
 // errorInfo is the content of an error frame.
 type errorInfo struct {
-	code  string
+	code  ErrorCode
 	room  string
 	ref   string
 	retry time.Duration
@@ -226,7 +233,7 @@ type errorInfo struct {
 
 // errorFromDecision returns the error frame content of a denial.
 func errorFromDecision(d limiter.Decision) errorInfo {
-	e := errorInfo{code: string(d.Reason), retry: d.RetryAfter, limit: d.Limit, uncertain: d.Uncertain}
+	e := errorInfo{code: ErrorCode(d.Reason), retry: d.RetryAfter, limit: d.Limit, uncertain: d.Uncertain}
 	if d.Reason == limiter.ReasonMessageTooLarge {
 		e.max = d.MaxSize
 	}
@@ -245,7 +252,7 @@ func retryMillis(d time.Duration) int64 {
 // appendErrorFrame appends the JSON error frame of e to b.
 func appendErrorFrame(b []byte, e errorInfo) []byte {
 	b = append(b, `{"type":"error","error":`...)
-	b = appendJSONString(b, e.code)
+	b = appendJSONString(b, string(e.code))
 	if e.room != "" {
 		b = append(b, `,"room":`...)
 		b = appendJSONString(b, e.room)

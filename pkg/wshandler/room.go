@@ -183,7 +183,7 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 		count, got, err := slots.Acquire(c.ctx(), r.slotKey, max)
 		if err != nil {
 			h.releaseRoom(r)
-			e.code = string(limiter.ReasonStoreUnavailable)
+			e.code = ErrorCode(limiter.ReasonStoreUnavailable)
 			return e, false
 		}
 		n, full = count, !got
@@ -219,7 +219,7 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 		h.violate(limiter.Violation{Type: limiter.ViolationRoomFull, Reason: limiter.ReasonRoomFull,
 			Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: name, Limit: max, Current: n,
 			Metadata: c.meta})
-		e.code, e.limit = string(limiter.ReasonRoomFull), max
+		e.code, e.limit = ErrorCode(limiter.ReasonRoomFull), max
 		return e, false
 	}
 	m := membership{r: r, name: nick}
@@ -268,7 +268,7 @@ func (c *Conn) roomMessage(r *room, size int, ref string) (e errorInfo, ok bool)
 		h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
 			Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: r.name, Size: n, Limit: max,
 			Current: n, RetryAfter: limiter.Never, Metadata: c.meta})
-		e.code, e.limit, e.max = string(limiter.ReasonMessageTooLarge), max, max
+		e.code, e.limit, e.max = ErrorCode(limiter.ReasonMessageTooLarge), max, max
 		return e, false
 	}
 	// 2. The ban gate; a banned client's connection is closing already.
@@ -311,12 +311,12 @@ func (c *Conn) roomMessage(r *room, size int, ref string) (e errorInfo, ok bool)
 func (c *Conn) roomDenied(e errorInfo, err error, r *room, spec limiter.Spec, res limiter.Result, now time.Time) errorInfo {
 	h := c.h
 	if err != nil {
-		e.code = string(limiter.ReasonStoreUnavailable)
+		e.code = ErrorCode(limiter.ReasonStoreUnavailable)
 		h.violate(limiter.Violation{Type: limiter.ViolationStoreUnavailable, Reason: limiter.ReasonStoreUnavailable,
 			Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Metadata: c.meta})
 		return e
 	}
-	e.code, e.retry, e.limit, e.uncertain = string(limiter.ReasonRoomRateExceeded), res.RetryAfter, spec.Limit, res.Uncertain
+	e.code, e.retry, e.limit, e.uncertain = ErrorCode(limiter.ReasonRoomRateExceeded), res.RetryAfter, spec.Limit, res.Uncertain
 	h.violate(limiter.Violation{Type: limiter.ViolationRoomRate, Reason: limiter.ReasonRoomRateExceeded,
 		Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Limit: spec.Limit,
 		Remaining: res.Remaining, RetryAfter: res.RetryAfter, Metadata: c.meta})

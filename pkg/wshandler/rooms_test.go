@@ -121,7 +121,7 @@ func TestRoomLayers(t *testing.T) {
 	}
 	send(t, a, msg("lobby", 2))
 	r := recv(t, a)
-	if r.Error != string(limiter.ReasonRoomRateExceeded) || r.Limit != 2 || r.RetryAfterMs == nil || *r.RetryAfterMs != 30000 {
+	if r.Error != ErrorCode(limiter.ReasonRoomRateExceeded) || r.Limit != 2 || r.RetryAfterMs == nil || *r.RetryAfterMs != 30000 {
 		t.Fatalf("member layer: %+v", r)
 	}
 	if ca, _ := counts(); ca != 3 { // the join and two messages
@@ -133,7 +133,7 @@ func TestRoomLayers(t *testing.T) {
 	recv(t, b)
 	send(t, b, msg("lobby", 4))
 	r = recv(t, b)
-	if r.Error != string(limiter.ReasonRoomRateExceeded) || r.Limit != 3 || r.RetryAfterMs == nil || *r.RetryAfterMs != 20000 {
+	if r.Error != ErrorCode(limiter.ReasonRoomRateExceeded) || r.Limit != 3 || r.RetryAfterMs == nil || *r.RetryAfterMs != 20000 {
 		t.Fatalf("room layer: %+v", r)
 	}
 	if _, cb := counts(); cb != 2 {
@@ -156,7 +156,7 @@ func TestRoomLayers(t *testing.T) {
 	join(t, a, "small")
 	ca, _ := counts()
 	send(t, a, msg("small", strings.Repeat("z", 40)))
-	if r := recv(t, a); r.Error != string(limiter.ReasonMessageTooLarge) || r.MaxSize != 50 || r.Room != "small" {
+	if r := recv(t, a); r.Error != ErrorCode(limiter.ReasonMessageTooLarge) || r.MaxSize != 50 || r.Room != "small" {
 		t.Errorf("size layer: %+v", r)
 	}
 	if ca2, _ := counts(); ca2 != ca {
@@ -187,7 +187,7 @@ func TestRoomConnectionLayerDenies(t *testing.T) {
 	send(t, a, msg("lobby", 1))
 	recv(t, a)
 	send(t, a, msg("lobby", 2))
-	if r := recv(t, a); r.Error != string(limiter.ReasonRateLimitExceeded) || r.Room != "lobby" {
+	if r := recv(t, a); r.Error != ErrorCode(limiter.ReasonRateLimitExceeded) || r.Room != "lobby" {
 		t.Errorf("got %+v", r)
 	}
 	key := limiter.Key{Kind: KindRoom, Scope: "lobby"}
@@ -203,7 +203,7 @@ func TestRoomFull(t *testing.T) {
 	a, b := dialAs(t, n, "alice"), dialAs(t, n, "bob")
 	join(t, a, "vip")
 	send(t, b, map[string]string{"type": "join", "room": "vip", "id": "j"})
-	if r := recv(t, b); r.Error != string(limiter.ReasonRoomFull) || r.Limit != 1 || r.ID != "j" {
+	if r := recv(t, b); r.Error != ErrorCode(limiter.ReasonRoomFull) || r.Limit != 1 || r.ID != "j" {
 		t.Errorf("got %+v", r)
 	}
 	if got := s.types(); len(got) != 1 || got[0] != limiter.ViolationRoomFull {
@@ -226,7 +226,7 @@ func TestRoomFullWithSlots(t *testing.T) {
 	a, b := dialAs(t, n, "alice"), dialAs(t, n, "bob")
 	join(t, a, "r")
 	send(t, b, map[string]string{"type": "join", "room": "r"})
-	if r := recv(t, b); r.Error != string(limiter.ReasonRoomFull) {
+	if r := recv(t, b); r.Error != ErrorCode(limiter.ReasonRoomFull) {
 		t.Errorf("got %+v", r)
 	}
 	_ = a.Close()
@@ -261,7 +261,7 @@ func TestHostileFrames(t *testing.T) {
 	long := strings.Repeat("r", DefaultMaxRoomNameLength+1)
 	cases := []struct {
 		frame string
-		want  string
+		want  ErrorCode
 	}{
 		{`not json`, CodeInvalidFrame},
 		{``, CodeInvalidFrame},

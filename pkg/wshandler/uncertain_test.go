@@ -54,7 +54,7 @@ func TestUncertainDenialsNeverClose(t *testing.T) {
 			const denials = 5 // more than MaxDenials
 			for i := range denials {
 				send(t, c, msg("lobby", "again"))
-				if r := recv(t, c); r.Error != string(tc.reason) {
+				if r := recv(t, c); r.Error != ErrorCode(tc.reason) {
 					t.Fatalf("denial %d: got %+v, want %s", i, r, tc.reason)
 				}
 			}
@@ -63,7 +63,7 @@ func TestUncertainDenialsNeverClose(t *testing.T) {
 			send(t, c, map[string]any{"type": "leave", "room": "lobby"})
 			extra := int64(0)
 			switch r := recv(t, c); {
-			case r.Error == string(tc.reason):
+			case r.Error == ErrorCode(tc.reason):
 				extra = 1
 			case r.Type != TypeLeft:
 				t.Fatalf("after the denials: got %+v, want left or %s", r, tc.reason)

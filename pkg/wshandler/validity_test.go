@@ -318,7 +318,7 @@ func TestDenialsEchoID(t *testing.T) {
 	join(t, c, "lobby") // the one message
 	for _, f := range []string{`{"type":"dance","room":"x","id":"u1"}`, `{"room":"lobby","id":"u1"}`} {
 		send(t, c, f)
-		if r := recv(t, c); r.Error != string(limiter.ReasonRateLimitExceeded) || r.ID != "u1" {
+		if r := recv(t, c); r.Error != ErrorCode(limiter.ReasonRateLimitExceeded) || r.ID != "u1" {
 			t.Errorf("%s: %+v, want rate_limit_exceeded with id u1", f, r)
 		}
 	}
@@ -329,7 +329,7 @@ func TestDenialsEchoID(t *testing.T) {
 	join(t, b, "lobby")
 	g.ban("eve")
 	send(t, b, map[string]any{"type": "message", "room": "lobby", "id": "b1", "data": 1})
-	if r := recv(t, b); r.Error != string(limiter.ReasonBanned) || r.ID != "b1" || r.Room != "lobby" {
+	if r := recv(t, b); r.Error != ErrorCode(limiter.ReasonBanned) || r.ID != "b1" || r.Room != "lobby" {
 		t.Errorf("got %+v, want banned with id b1 in lobby", r)
 	}
 }
