@@ -13,6 +13,7 @@ type conn struct {
 	id, client  string
 	connectedAt time.Time
 	meta        map[string]string
+	slotted     bool // holds a concurrent-connection slot to release
 
 	mu      sync.Mutex // guards the fields below
 	msgs    Bucket     // PerConnection scope only
