@@ -57,6 +57,9 @@ func (n *node) opsRoutes() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
 	mux.HandleFunc("GET /admin/bans", n.admin(n.listBans))
+	mux.HandleFunc("GET /admin/policy", n.admin(n.servePolicy))
+	mux.HandleFunc("PUT /admin/policy", n.admin(n.servePolicy))
+	mux.HandleFunc("GET /admin/policy/history", n.admin(n.servePolicy))
 	mux.HandleFunc("POST /admin/bans", n.admin(n.addBan))
 	mux.HandleFunc("DELETE /admin/bans/{client...}", n.admin(n.removeBan))
 	h := n.cfg.HTTP.bounded(mux)

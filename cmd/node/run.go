@@ -59,6 +59,10 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.CheckConfig != "" {
+		fmt.Fprintf(stdout, "%s: configuration valid%s\n", cfg.CheckConfig, policySummary(cfg))
+		return nil
+	}
 	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), peers: newPeerBook(), stopping: make(chan struct{})}
 	return n.run(ctx, stdout)
 }
