@@ -13,7 +13,6 @@ import (
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 )
 
-
 // nodeLimits reads a node's limits in force from its /stats.
 func nodeLimits(t *testing.T, ops string) LimitsJSON {
 	t.Helper()
