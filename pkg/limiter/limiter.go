@@ -27,6 +27,9 @@ type Config struct {
 	Sink ViolationSink
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+	// Tiers are named limits for connections whose metadata names the
+	// tier (MetaTier); see SetTierLimits.
+	Tiers map[string]Limits
 }
 
 // Limiter applies Limits to WebSocket connections and their messages: the
@@ -55,7 +58,8 @@ type Limiter struct {
 
 // New returns a Limiter for cfg, or an error if cfg.Limits is invalid.
 func New(cfg Config) (*Limiter, error) {
-	if err := cfg.Limits.Validate(); err != nil {
+	lv, err := newTieredLimits(cfg.Limits, cfg.Tiers)
+	if err != nil {
 		return nil, err
 	}
 	l := &Limiter{
@@ -67,7 +71,7 @@ func New(cfg Config) (*Limiter, error) {
 		now:    cfg.Now,
 		reg:    newRegistry(),
 	}
-	l.live.Store(newLiveLimits(cfg.Limits))
+	l.live.Store(lv)
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -88,7 +92,8 @@ func New(cfg Config) (*Limiter, error) {
 	return l, nil
 }
 
-// Limits returns the limits the Limiter applies now.
+// Limits returns the base limits the Limiter applies now: those of every
+// connection without a tier (see SetTierLimits).
 func (l *Limiter) Limits() Limits { return l.live.Load().limits }
 
 // Store returns the Store the Limiter uses, so that other layers (rooms)
@@ -112,7 +117,8 @@ func (l *Limiter) Close() error {
 // CheckConnection decides whether client may open a connection now. An
 // allowed check takes a token from the client's connection-rate bucket;
 // follow it with RegisterConnection. Connect does both in one step and is
-// the right call when connections race.
+// the right call when connections race. It applies the base limits: a
+// tier is known from the metadata Connect and RegisterConnection take.
 func (l *Limiter) CheckConnection(ctx context.Context, client string) Decision {
 	if l.closed.Load() {
 		return Decision{Reason: ReasonStoreUnavailable}
@@ -144,7 +150,7 @@ func (l *Limiter) RegisterConnection(ctx context.Context, connID, client string,
 	if l.closed.Load() {
 		return ErrClosed
 	}
-	slotted := l.live.Load().limits.MaxConcurrentConnections > 0
+	slotted := l.live.Load().of(meta[MetaTier]).limits.MaxConcurrentConnections > 0
 	if slotted {
 		if _, _, err := l.slots.Acquire(ctx, client, 0); err != nil {
 			return err
@@ -169,7 +175,7 @@ func (l *Limiter) Connect(ctx context.Context, connID, client string, meta map[s
 	if l.closed.Load() {
 		return Decision{Reason: ReasonStoreUnavailable}, ErrClosed
 	}
-	lv := l.live.Load()
+	lv := l.live.Load().of(meta[MetaTier])
 	now := l.now()
 	d, took := l.admit(ctx, lv, client, now)
 	if !d.Allowed {
@@ -246,7 +252,7 @@ func (l *Limiter) unavailable(client, connID string, now time.Time) Decision {
 }
 
 func (l *Limiter) register(connID, client string, meta map[string]string, slotted bool) bool {
-	return l.reg.add(&conn{id: connID, client: client, connectedAt: l.now(), meta: meta, slotted: slotted})
+	return l.reg.add(&conn{id: connID, client: client, connectedAt: l.now(), meta: meta, slotted: slotted, tier: meta[MetaTier]})
 }
 
 // UnregisterConnection forgets a connection and frees its concurrent slot.
@@ -282,7 +288,7 @@ func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Dec
 	}
 	n := int64(size)
 	now := l.now()
-	lv := l.live.Load()
+	lv := l.live.Load().of(c.tier)
 	if max := lv.limits.MaxMessageSize; max > 0 && n > max {
 		l.violate(Violation{Type: ViolationMessageSize, Reason: ReasonMessageTooLarge, Time: now, ClientID: c.client,
 			ConnectionID: c.id, Size: n, Limit: max, Current: n, RetryAfter: Never, Metadata: c.meta})
@@ -375,7 +381,7 @@ func (l *Limiter) RefundMessage(ctx context.Context, connID string, size int) {
 	}
 	n := int64(size)
 	now := l.now()
-	lv := l.live.Load()
+	lv := l.live.Load().of(c.tier)
 	c.mu.Lock()
 	if lv.limits.MessageScope == PerConnection {
 		c.msgs.RefundAt(lv.msgSpec, now, 1)

@@ -155,3 +155,36 @@ func TestMemoryStoreRescale(t *testing.T) {
 	require.InDelta(t, 4, s.Tokens(keys[0], old, t0), 1e-9)
 	require.InDelta(t, 9.5, s.Tokens(Key{Kind: KindMessages, ID: "k7"}, old, t0), 1e-9)
 }
+
+// A connection whose metadata names a tier gets the tier's limits; an
+// unknown tier gets the base limits; a change keeps each tier's level.
+func TestTierLimits(t *testing.T) {
+	t.Parallel()
+	l, _ := newTestLimiter(t, Limits{MessagesPerMinute: 2}, func(c *Config) {
+		c.Tiers = map[string]Limits{"pro": {MessagesPerMinute: 6}}
+	})
+	for _, c := range []struct{ id, tier string }{{"free", ""}, {"pro", "pro"}, {"odd", "gold"}} {
+		_, err := l.Connect(ctx, c.id, c.id, map[string]string{MetaTier: c.tier})
+		require.NoError(t, err)
+	}
+	count := func(id string) int {
+		n := 0
+		for l.CheckMessage(ctx, id, 1).Allowed {
+			n++
+		}
+		return n
+	}
+	require.Equal(t, 2, count("free"))
+	require.Equal(t, 2, count("odd"))
+	lim, ok := l.ConnectionLimits("pro")
+	require.True(t, ok)
+	require.Equal(t, int64(6), lim.MessagesPerMinute)
+	for range 3 {
+		require.True(t, l.CheckMessage(ctx, "pro", 1).Allowed)
+	}
+	// pro at 3 of 6 becomes 6 of 12; free stays empty under a burst of 4.
+	require.NoError(t, l.SetTierLimits(Limits{MessagesPerMinute: 4}, map[string]Limits{"pro": {MessagesPerMinute: 12}}))
+	require.Equal(t, 6, count("pro"))
+	require.Equal(t, 0, count("free"))
+	require.ErrorIs(t, l.SetTierLimits(Limits{}, map[string]Limits{"pro": {MessageScope: PerClient}}), ErrScopeChange)
+}
