@@ -95,6 +95,9 @@ type Config struct {
 	Policy *policy.Document
 	// PolicyFile is the file Policy is read from.
 	PolicyFile string
+	// Identity says who a connection is: a user with a verified JWT, else
+	// its address.
+	Identity IdentityConfig
 	// CheckConfig is the file --check-config names: the node validates
 	// its configuration and exits instead of starting.
 	CheckConfig string
@@ -415,6 +418,9 @@ func (c *Config) validate(src func(key string) string) error {
 		}
 	}
 	if err := c.resolveAdminToken(bad); err != nil {
+		return err
+	}
+	if err := c.validateIdentity(bad); err != nil {
 		return err
 	}
 	if err := c.resolvePolicy(bad); err != nil {

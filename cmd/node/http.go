@@ -36,6 +36,9 @@ func (n *node) publicRoutes() http.Handler {
 	mux.Handle("GET /style.css", asset("style.css"))
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
+	if n.demoSecret != nil {
+		mux.HandleFunc("GET /demo-token", n.serveDemoToken)
+	}
 	h := n.cfg.HTTP.bounded(mux)
 	return securityHeaders(routeWebSocket("/ws", http.HandlerFunc(n.serveWS), h))
 }
@@ -146,6 +149,10 @@ func (n *node) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "node not ready: waiting for NATS and JetStream")
+		return
+	}
+	r, ok := n.authenticate(w, r)
+	if !ok {
 		return
 	}
 	s.handler.ServeHTTP(w, r)

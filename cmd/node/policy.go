@@ -63,15 +63,52 @@ func policyReason(prefix string, err error) string {
 	return strings.Join(s, "; ")
 }
 
-// startLimits returns the limits the node's limiter starts with: the
-// default tier's of the configured policy, else the node's limits.
-func (c *Config) startLimits() limiter.Limits {
-	if c.Policy != nil {
-		if t, err := policy.Compile(c.Policy); err == nil {
-			return t.Tier("").Limits
-		}
+// policyLimits returns the base limits (the default tier's) and every
+// tier's limits of doc, each with the message scope scope: the scope is
+// fixed at start-up.
+func policyLimits(doc *policy.Document, scope limiter.Scope) (limiter.Limits, map[string]limiter.Limits) {
+	t, err := policy.Compile(doc)
+	if err != nil {
+		return limiter.Limits{MessageScope: scope}, nil // validated before; unreachable
 	}
-	return c.Limits()
+	return tableLimits(t, scope)
+}
+
+func tableLimits(t *policy.Table, scope limiter.Scope) (limiter.Limits, map[string]limiter.Limits) {
+	base := t.Tier("").Limits
+	base.MessageScope = scope
+	var tiers map[string]limiter.Limits
+	for _, name := range t.TierNames() {
+		if tiers == nil {
+			tiers = map[string]limiter.Limits{}
+		}
+		l := t.Tier(name).Limits
+		l.MessageScope = scope
+		tiers[name] = l
+	}
+	return base, tiers
+}
+
+// startScope is the message scope the node starts with, for good: the
+// configured policy's, else limits.message_scope.
+func (c *Config) startScope() limiter.Scope {
+	if c.Policy != nil && c.Policy.Limits.MessageScope != "" {
+		return c.Policy.Limits.Limiter().MessageScope
+	}
+	return c.MessageScope
+}
+
+// tierLimits returns the limits a connection of tier gets under the
+// policy in force.
+func (n *node) tierLimits(tier string) limiter.Limits {
+	if s := n.stack.Load(); s != nil {
+		return s.policy.Current().Table.Tier(tier).Limits
+	}
+	t, err := policy.Compile(n.cfg.fallbackPolicy())
+	if err != nil {
+		return n.cfg.Limits()
+	}
+	return t.Tier(tier).Limits
 }
 
 // fallbackPolicy is the policy in force until the cluster's is read: the
@@ -117,20 +154,20 @@ func (n *node) watchPolicy(lim *limiter.Limiter) (*policy.Watcher, error) {
 	})
 }
 
-// applyPolicy gives lim the base limits of v's default tier. The message
-// scope is fixed at start-up: a version that changes it is applied with
-// the node's scope, and the node says so.
+// applyPolicy gives lim the base and tier limits of v. The message scope
+// is fixed at start-up: a version that changes it is applied with the
+// node's scope, and the node says so.
 func (n *node) applyPolicy(lim *limiter.Limiter, v *policy.Version) {
-	base := v.Table.Tier("").Limits
-	if cur := lim.Limits().MessageScope; base.MessageScope != cur {
+	cur := lim.Limits().MessageScope
+	if s := v.Document.Limits.MessageScope; s != "" && s != cur.String() {
 		n.log.Warn("policy changes limits.message_scope, which takes a restart; keeping the node's", "revision", v.Revision, "scope", cur.String())
-		base.MessageScope = cur
 	}
-	if err := lim.SetLimits(base); err != nil {
+	base, tiers := tableLimits(v.Table, cur)
+	if err := lim.SetTierLimits(base, tiers); err != nil {
 		n.log.Error("policy not applied", "revision", v.Revision, "err", err)
 		return
 	}
-	n.log.Info("policy applied", "revision", v.Revision, "changed_by", v.Who)
+	n.log.Info("policy applied", "revision", v.Revision, "changed_by", v.Who, "tiers", len(tiers))
 }
 
 // servePolicy serves GET and PUT /admin/policy through policy.Handler;

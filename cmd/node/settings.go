@@ -78,6 +78,11 @@ func buildSettings() []setting {
 		withFlag("cluster-listen", hostPort("cluster.listen", "", "route address of the embedded NATS server; set it to cluster nodes", func(c *Config) *string { return &c.Embedded.ClusterListen })),
 		withFlag("routes", list("cluster.routes", "", "routes to the other nodes' embedded servers, comma-separated (nats-route://host:port)", func(c *Config) *[]string { return &c.Embedded.Routes })),
 
+		str("identity.jwt_secret_file", "", "file holding the HMAC secret (at least 32 bytes) of users' JWTs (HS256/384/512); a connection with a valid token (Authorization: Bearer, or ?token=) is limited as user:<sub>, one without as its address, and a bad token is refused", func(c *Config) *string { return &c.Identity.SecretFile }),
+		str("identity.jwt_public_key_file", "", "PEM file of the RSA or ECDSA public keys of users' JWTs", func(c *Config) *string { return &c.Identity.PublicKeyFile }),
+		str("identity.jwks_file", "", "JSON Web Key Set file of users' JWTs", func(c *Config) *string { return &c.Identity.JWKSFile }),
+		str("identity.tier_claim", "tier", "JWT claim naming the user's tier (a tier of the policy)", func(c *Config) *string { return &c.Identity.TierClaim }),
+		boolean("identity.demo_tokens", "false", "development only: serve /demo-token?user=NAME&tier=TIER on the public listener, signing with a secret made at start-up (anyone can sign in as anyone); refused unless listen is a loopback address", func(c *Config) *bool { return &c.Identity.DemoTokens }),
 		withFlag("policy", str("policy_file", "", "file holding the policy document (limits, classes, tiers, rooms; see docs/POLICY.md), instead of the YAML's policy section; the cluster's stored policy replaces it once read", func(c *Config) *string { return &c.PolicyFile })),
 
 		str("kv.bucket", "ratethrottle", "JetStream KV bucket of the limiter's shared state", func(c *Config) *string { return &c.KVBucket }),

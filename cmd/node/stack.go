@@ -97,8 +97,10 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		sinks = append(sinks, s.autoban)
 	}
 	sink := events.Sinks(sinks...)
+	base, tiers := policyLimits(cfg.fallbackPolicy(), cfg.startScope())
 	if s.lim, err = limiter.New(limiter.Config{
-		Limits: cfg.startLimits(),
+		Limits: base,
+		Tiers:  tiers,
 		Store:  s.store,
 		Slots:  s.store,
 		Gate:   s.bans,
@@ -125,6 +127,10 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		Broker:          broker,
 		NodeID:          n.id,
 		Rooms:           map[string]wshandler.RoomLimits{},
+	}
+	if n.ident != nil {
+		hc.KeyFunc = clientKey(n.addrKey)
+		hc.Metadata = connMetadata
 	}
 	for _, r := range cfg.Rooms {
 		switch {
