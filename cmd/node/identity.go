@@ -198,10 +198,16 @@ var demoName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 const demoTokenTTL = time.Hour
 
 // serveDemoToken issues a demo token: GET /demo-token?user=NAME&tier=TIER
-// answers {"token", "user", "tier", "expires", "limits"} with the limits
-// the tier gets under the policy in force. Development only (see
+// answers {"token", "user", "tier", "expires", "client", "limits"} with the
+// limits the tier gets under the policy in force; GET /demo-token alone
+// answers {"demo": true, "tiers": [...]}. Development only (see
 // IdentityConfig.DemoTokens).
 func (n *node) serveDemoToken(w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawQuery == "" {
+		// The chat page asks whether demo tokens are served, and for which tiers.
+		writeJSON(w, http.StatusOK, map[string]any{"demo": true, "tiers": n.tierNames()})
+		return
+	}
 	q := r.URL.Query()
 	user, tier := q.Get("user"), q.Get("tier")
 	if !demoName.MatchString(user) {
@@ -234,4 +240,12 @@ func (n *node) tierClaim() string {
 		return c
 	}
 	return identity.DefaultTierClaim
+}
+
+// tierNames returns the tiers of the policy in force.
+func (n *node) tierNames() []string {
+	if s := n.stack.Load(); s != nil {
+		return s.policy.Current().Table.TierNames()
+	}
+	return nil
 }
