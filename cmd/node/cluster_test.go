@@ -196,22 +196,28 @@ func TestBinaryClusterStatsNodeKilled(t *testing.T) {
 		return ids(cs) == "node1,node2,node3 missing " && cs.Expected == 3
 	})
 
-	// The dashboard's first frame brings every node's chart history.
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+procs[0].ops+"/dashboard/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// The dashboard's first frame brings every node's chart history. The
+	// nodes may be ready within their first second, with one sample each:
+	// a new dashboard is opened until each node has two.
 	var first struct{ History map[string][]Sample }
-	if err := ws.ReadJSON(&first); err != nil {
-		t.Fatal(err)
-	}
-	ws.Close()
-	for _, id := range []string{"node1", "node2", "node3"} {
-		if len(first.History[id]) < 2 {
-			t.Errorf("the dashboard's first frame holds %d samples of %s, want its history", len(first.History[id]), id)
+	waitFor(t, 10*time.Second, "a dashboard's first frame with two samples of every node", func() bool {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+procs[0].ops+"/dashboard/ws", nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		defer ws.Close()
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		first.History = nil
+		if err := ws.ReadJSON(&first); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"node1", "node2", "node3"} {
+			if len(first.History[id]) < 2 {
+				return false
+			}
+		}
+		return true
+	})
 
 	if err := procs[2].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
