@@ -12,6 +12,7 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
@@ -88,6 +89,18 @@ type Config struct {
 	// EventPrefix is the NATS subject prefix of violation events, bans,
 	// room messages and stats requests. Default "ratethrottle".
 	EventPrefix string
+	// Policy is the policy document of the YAML's policy section or of
+	// PolicyFile; nil when neither is set, and the node's limits apply
+	// until the cluster holds a policy.
+	Policy *policy.Document
+	// PolicyFile is the file Policy is read from.
+	PolicyFile string
+	// Identity says who a connection is: a user with a verified JWT, else
+	// its address.
+	Identity IdentityConfig
+	// CheckConfig is the file --check-config names: the node validates
+	// its configuration and exits instead of starting.
+	CheckConfig string
 	// AdminToken is the bearer token of the admin API (/admin/bans), at
 	// least MinAdminTokenLen bytes; empty (the default) disables the API.
 	// After loading it holds the token read from AdminTokenFile, if set.
@@ -405,6 +418,12 @@ func (c *Config) validate(src func(key string) string) error {
 		}
 	}
 	if err := c.resolveAdminToken(bad); err != nil {
+		return err
+	}
+	if err := c.validateIdentity(bad); err != nil {
+		return err
+	}
+	if err := c.resolvePolicy(bad); err != nil {
 		return err
 	}
 	if err := c.Limits().Validate(); err != nil {

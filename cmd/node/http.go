@@ -36,6 +36,9 @@ func (n *node) publicRoutes() http.Handler {
 	mux.Handle("GET /style.css", asset("style.css"))
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
+	if n.demoSecret != nil {
+		mux.HandleFunc("GET /demo-token", n.serveDemoToken)
+	}
 	h := n.cfg.HTTP.bounded(mux)
 	return securityHeaders(routeWebSocket("/ws", http.HandlerFunc(n.serveWS), h))
 }
@@ -57,6 +60,9 @@ func (n *node) opsRoutes() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
 	mux.HandleFunc("GET /admin/bans", n.admin(n.listBans))
+	mux.HandleFunc("GET /admin/policy", n.admin(n.servePolicy))
+	mux.HandleFunc("PUT /admin/policy", n.admin(n.servePolicy))
+	mux.HandleFunc("GET /admin/policy/history", n.admin(n.servePolicy))
 	mux.HandleFunc("POST /admin/bans", n.admin(n.addBan))
 	mux.HandleFunc("DELETE /admin/bans/{client...}", n.admin(n.removeBan))
 	h := n.cfg.HTTP.bounded(mux)
@@ -143,6 +149,10 @@ func (n *node) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "node not ready: waiting for NATS and JetStream")
+		return
+	}
+	r, ok := n.authenticate(w, r)
+	if !ok {
 		return
 	}
 	s.handler.ServeHTTP(w, r)

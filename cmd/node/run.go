@@ -16,7 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratethrottle/ratethrottle/pkg/identity"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 // node is one running node: its NATS connection, its HTTP server and,
@@ -45,6 +47,11 @@ type node struct {
 	dashHub *dashboardHub
 	// pages are the chat page's renderings.
 	pages *chatPages
+	// addrKey names an anonymous client by its address; ident, if set,
+	// resolves signed-in users; demoSecret signs demo tokens.
+	addrKey    wshandler.KeyFunc
+	ident      *identity.JWT
+	demoSecret []byte
 }
 
 // run runs a node until ctx ends, with the command-line args (without the
@@ -59,7 +66,20 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.CheckConfig != "" {
+		fmt.Fprintf(stdout, "%s: configuration valid%s\n", cfg.CheckConfig, policySummary(cfg))
+		return nil
+	}
 	n := &node{cfg: cfg, id: cfg.ResolvedNodeID(), log: newLogger(cfg, stdout), start: time.Now(), recent: newRecentViolations(50), peers: newPeerBook(), stopping: make(chan struct{})}
+	n.addrKey = wshandler.PeerIPPrefix(cfg.IPv6PrefixLen, cfg.TrustedProxies...)
+	if n.ident, n.demoSecret, err = cfg.newResolver(func(r *http.Request) string {
+		if k, err := n.addrKey(r); err == nil {
+			return k
+		}
+		return identity.RemoteAddress(r)
+	}); err != nil {
+		return err
+	}
 	return n.run(ctx, stdout)
 }
 

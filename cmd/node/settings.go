@@ -78,6 +78,13 @@ func buildSettings() []setting {
 		withFlag("cluster-listen", hostPort("cluster.listen", "", "route address of the embedded NATS server; set it to cluster nodes", func(c *Config) *string { return &c.Embedded.ClusterListen })),
 		withFlag("routes", list("cluster.routes", "", "routes to the other nodes' embedded servers, comma-separated (nats-route://host:port)", func(c *Config) *[]string { return &c.Embedded.Routes })),
 
+		str("identity.jwt_secret_file", "", "file holding the HMAC secret (at least 32 bytes) of users' JWTs (HS256/384/512); a connection with a valid token (Authorization: Bearer, or ?token=) is limited as user:<sub>, one without as its address, and a bad token is refused", func(c *Config) *string { return &c.Identity.SecretFile }),
+		str("identity.jwt_public_key_file", "", "PEM file of the RSA or ECDSA public keys of users' JWTs", func(c *Config) *string { return &c.Identity.PublicKeyFile }),
+		str("identity.jwks_file", "", "JSON Web Key Set file of users' JWTs", func(c *Config) *string { return &c.Identity.JWKSFile }),
+		str("identity.tier_claim", "tier", "JWT claim naming the user's tier (a tier of the policy)", func(c *Config) *string { return &c.Identity.TierClaim }),
+		boolean("identity.demo_tokens", "false", "development only: serve /demo-token?user=NAME&tier=TIER on the public listener, signing with a secret made at start-up (anyone can sign in as anyone); refused unless listen is a loopback address", func(c *Config) *bool { return &c.Identity.DemoTokens }),
+		withFlag("policy", str("policy_file", "", "file holding the policy document (limits, classes, tiers, rooms; see docs/POLICY.md), instead of the YAML's policy section; the cluster's stored policy replaces it once read", func(c *Config) *string { return &c.PolicyFile })),
+
 		str("kv.bucket", "ratethrottle", "JetStream KV bucket of the limiter's shared state", func(c *Config) *string { return &c.KVBucket }),
 		num("kv.replicas", "0", "KV replicas (0: 1, or up to 3 with an embedded cluster)", func(c *Config) *int { return &c.KVReplicas }),
 
@@ -394,6 +401,8 @@ func loadConfig(args, env []string, out io.Writer) (*Config, error) {
 	fs.SetOutput(out)
 	var configPath string
 	fs.StringVar(&configPath, "config", "", "YAML configuration file (env "+envPrefix+"CONFIG)")
+	var checkPath string
+	fs.StringVar(&checkPath, "check-config", "", "validate the YAML configuration file FILE, its policy included, and exit (0: valid) without starting")
 	type flagValue struct{ key, flag, value string }
 	var flagValues []flagValue
 	for _, s := range settings {
@@ -424,6 +433,12 @@ func loadConfig(args, env []string, out io.Writer) (*Config, error) {
 		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, envPrefix) {
 			envMap[k] = v
 		}
+	}
+	if checkPath != "" {
+		if configPath != "" && configPath != checkPath {
+			return nil, &ConfigError{Key: "config", Value: configPath, Reason: "--check-config names the file to check; leave out --config"}
+		}
+		configPath = checkPath
 	}
 	if configPath == "" {
 		configPath = envMap[envPrefix+"CONFIG"]
@@ -460,6 +475,7 @@ func loadConfig(args, env []string, out io.Writer) (*Config, error) {
 	if err := l.cfg.validate(func(key string) string { return l.source[key] }); err != nil {
 		return nil, err
 	}
+	l.cfg.CheckConfig = checkPath
 	return &l.cfg, nil
 }
 
@@ -499,6 +515,12 @@ func (l *loader) loadYAML(path string, byKey map[string]setting) error {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key := prefix + n.Content[i].Value
 			val := n.Content[i+1]
+			if key == policySection {
+				if err := l.loadPolicy(val, source); err != nil {
+					return err
+				}
+				continue
+			}
 			s, ok := byKey[key]
 			if !ok {
 				if val.Kind == yaml.MappingNode {

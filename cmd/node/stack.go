@@ -14,6 +14,7 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
@@ -33,6 +34,7 @@ type stack struct {
 	eventsSub *events.Subscription
 	unnotify  func()
 	counter   *violationCounter
+	policy    *policy.Watcher
 }
 
 // newStack builds the stack. On error it closes what it built.
@@ -95,14 +97,19 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		sinks = append(sinks, s.autoban)
 	}
 	sink := events.Sinks(sinks...)
+	base, tiers := policyLimits(cfg.fallbackPolicy(), cfg.startScope())
 	if s.lim, err = limiter.New(limiter.Config{
-		Limits: cfg.Limits(),
+		Limits: base,
+		Tiers:  tiers,
 		Store:  s.store,
 		Slots:  s.store,
 		Gate:   s.bans,
 		Sink:   sink,
 	}); err != nil {
 		return nil, err
+	}
+	if s.policy, err = n.watchPolicy(s.lim); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	broker, err := wshandler.NewNATSBroker(wshandler.NATSBrokerConfig{Conn: n.nc, Prefix: cfg.EventPrefix, NodeID: n.id})
 	if err != nil {
@@ -120,6 +127,10 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		Broker:          broker,
 		NodeID:          n.id,
 		Rooms:           map[string]wshandler.RoomLimits{},
+	}
+	if n.ident != nil {
+		hc.KeyFunc = clientKey(n.addrKey)
+		hc.Metadata = connMetadata
 	}
 	for _, r := range cfg.Rooms {
 		switch {
@@ -155,6 +166,9 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 // close releases the stack in dependency order. It tolerates a partly
 // built stack.
 func (s *stack) close(ctx context.Context, log *slog.Logger) {
+	if s.policy != nil {
+		_ = s.policy.Close()
+	}
 	if s.handler != nil {
 		if err := s.handler.Shutdown(ctx); err != nil {
 			log.Warn("websocket shutdown", "err", err)

@@ -5,6 +5,7 @@
 //	ratethrottle bans list | add CLIENT [--for 10m] [--reason …] | rm CLIENT
 //	ratethrottle events tail [--type …] [--client …] [--since 10m] [--json]
 //	ratethrottle events keep [--max-age 24h]
+//	ratethrottle policy get | set FILE [--if-match REV]
 //	ratethrottle stats [--node ID] [--json]
 //	ratethrottle top [--count N | --once]
 //
@@ -87,6 +88,7 @@ func verbs() []verb {
 	return []verb{
 		{"bans", "list, add and lift bans: bans list | add CLIENT | rm CLIENT", runBans},
 		{"events", "follow violation and ban events: events tail | keep", runEvents},
+		{"policy", "read and replace the cluster's policy: policy get | set FILE [--if-match REV]", runPolicy},
 		{"stats", "the statistics every node answers over NATS", runStats},
 		{"top", "live view of the clients with most denials and the busiest rooms", runTop},
 	}

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -26,6 +27,9 @@ type Config struct {
 	Sink ViolationSink
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+	// Tiers are named limits for connections whose metadata names the
+	// tier (MetaTier); see SetTierLimits.
+	Tiers map[string]Limits
 }
 
 // Limiter applies Limits to WebSocket connections and their messages: the
@@ -34,10 +38,8 @@ type Config struct {
 //
 // A Limiter is safe for concurrent use. CheckMessage allocates nothing.
 type Limiter struct {
-	limits   Limits
-	connSpec Spec
-	msgSpec  Spec
-	byteSpec Spec
+	live   atomic.Pointer[liveLimits] // the limits in force; SetLimits swaps it
+	liveMu sync.Mutex                 // serialises SetLimits
 
 	store   Store
 	slots   Slots
@@ -56,22 +58,20 @@ type Limiter struct {
 
 // New returns a Limiter for cfg, or an error if cfg.Limits is invalid.
 func New(cfg Config) (*Limiter, error) {
-	if err := cfg.Limits.Validate(); err != nil {
+	lv, err := newTieredLimits(cfg.Limits, cfg.Tiers)
+	if err != nil {
 		return nil, err
 	}
 	l := &Limiter{
-		limits:   cfg.Limits,
-		connSpec: cfg.Limits.ConnectionSpec(),
-		msgSpec:  cfg.Limits.MessageSpec(),
-		byteSpec: cfg.Limits.ByteSpec(),
-		store:    cfg.Store,
-		slots:    cfg.Slots,
-		gate:     cfg.Gate,
-		onViol:   cfg.OnViolation,
-		sink:     cfg.Sink,
-		now:      cfg.Now,
-		reg:      newRegistry(),
+		store:  cfg.Store,
+		slots:  cfg.Slots,
+		gate:   cfg.Gate,
+		onViol: cfg.OnViolation,
+		sink:   cfg.Sink,
+		now:    cfg.Now,
+		reg:    newRegistry(),
 	}
+	l.live.Store(lv)
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -92,8 +92,9 @@ func New(cfg Config) (*Limiter, error) {
 	return l, nil
 }
 
-// Limits returns the limits the Limiter applies.
-func (l *Limiter) Limits() Limits { return l.limits }
+// Limits returns the base limits the Limiter applies now: those of every
+// connection without a tier (see SetTierLimits).
+func (l *Limiter) Limits() Limits { return l.live.Load().limits }
 
 // Store returns the Store the Limiter uses, so that other layers (rooms)
 // can keep their buckets in the same place.
@@ -116,24 +117,26 @@ func (l *Limiter) Close() error {
 // CheckConnection decides whether client may open a connection now. An
 // allowed check takes a token from the client's connection-rate bucket;
 // follow it with RegisterConnection. Connect does both in one step and is
-// the right call when connections race.
+// the right call when connections race. It applies the base limits: a
+// tier is known from the metadata Connect and RegisterConnection take.
 func (l *Limiter) CheckConnection(ctx context.Context, client string) Decision {
 	if l.closed.Load() {
 		return Decision{Reason: ReasonStoreUnavailable}
 	}
+	lv := l.live.Load()
 	now := l.now()
-	d, took := l.admit(ctx, client, now)
+	d, took := l.admit(ctx, lv, client, now)
 	if !d.Allowed {
 		return d
 	}
-	if max := l.limits.MaxConcurrentConnections; max > 0 {
+	if max := lv.limits.MaxConcurrentConnections; max > 0 {
 		n, err := l.slots.Count(ctx, client)
 		if err != nil || n >= max {
-			l.refundConnection(ctx, client, now, took)
+			l.refundConnection(ctx, lv, client, now, took)
 			if err != nil {
 				return l.unavailable(client, "", now)
 			}
-			return l.tooMany(client, n, now)
+			return l.tooMany(lv, client, n, now)
 		}
 		d.Limit, d.Remaining = max, max-n
 	}
@@ -147,13 +150,14 @@ func (l *Limiter) RegisterConnection(ctx context.Context, connID, client string,
 	if l.closed.Load() {
 		return ErrClosed
 	}
-	if l.limits.MaxConcurrentConnections > 0 {
+	slotted := l.live.Load().of(meta[MetaTier]).limits.MaxConcurrentConnections > 0
+	if slotted {
 		if _, _, err := l.slots.Acquire(ctx, client, 0); err != nil {
 			return err
 		}
 	}
-	if !l.register(connID, client, meta) {
-		if l.limits.MaxConcurrentConnections > 0 {
+	if !l.register(connID, client, meta, slotted) {
+		if slotted {
 			_ = l.slots.Release(ctx, client)
 		}
 		return ErrDuplicateConnection
@@ -171,28 +175,29 @@ func (l *Limiter) Connect(ctx context.Context, connID, client string, meta map[s
 	if l.closed.Load() {
 		return Decision{Reason: ReasonStoreUnavailable}, ErrClosed
 	}
+	lv := l.live.Load().of(meta[MetaTier])
 	now := l.now()
-	d, took := l.admit(ctx, client, now)
+	d, took := l.admit(ctx, lv, client, now)
 	if !d.Allowed {
 		return d, nil
 	}
-	max := l.limits.MaxConcurrentConnections
+	max := lv.limits.MaxConcurrentConnections
 	if max > 0 {
 		n, ok, err := l.slots.Acquire(ctx, client, max)
 		if err != nil || !ok {
-			l.refundConnection(ctx, client, now, took)
+			l.refundConnection(ctx, lv, client, now, took)
 			if err != nil {
 				return l.unavailable(client, "", now), nil
 			}
-			return l.tooMany(client, n, now), nil
+			return l.tooMany(lv, client, n, now), nil
 		}
 		d.Limit, d.Remaining = max, max-n
 	}
-	if !l.register(connID, client, meta) {
+	if !l.register(connID, client, meta, max > 0) {
 		if max > 0 {
 			_ = l.slots.Release(ctx, client)
 		}
-		l.refundConnection(ctx, client, now, took)
+		l.refundConnection(ctx, lv, client, now, took)
 		return Decision{}, ErrDuplicateConnection
 	}
 	return d, nil
@@ -200,7 +205,7 @@ func (l *Limiter) Connect(ctx context.Context, connID, client string, meta map[s
 
 // admit runs the checks every connection passes: the gate and the
 // connection rate. took reports whether a rate token was taken.
-func (l *Limiter) admit(ctx context.Context, client string, now time.Time) (d Decision, took bool) {
+func (l *Limiter) admit(ctx context.Context, lv *liveLimits, client string, now time.Time) (d Decision, took bool) {
 	if l.gate != nil {
 		if until, banned := l.gate.BannedUntil(client, now); banned {
 			d = Decision{Reason: ReasonBanned}
@@ -211,30 +216,30 @@ func (l *Limiter) admit(ctx context.Context, client string, now time.Time) (d De
 			return d, false
 		}
 	}
-	if l.connSpec.Unlimited() {
+	if lv.connSpec.Unlimited() {
 		return allow(0, 0), false
 	}
-	r, err := l.store.Take(ctx, Key{Kind: KindConnectionRate, ID: client}, l.connSpec, now, 1)
+	r, err := l.store.Take(ctx, Key{Kind: KindConnectionRate, ID: client}, lv.connSpec, now, 1)
 	if err != nil {
 		return l.unavailable(client, "", now), false
 	}
 	if !r.OK {
-		d = deny(ReasonConnectionRateExceeded, l.connSpec.Limit, r)
+		d = deny(ReasonConnectionRateExceeded, lv.connSpec.Limit, r)
 		l.violate(Violation{Type: ViolationConnectionRate, Reason: d.Reason, Time: now, ClientID: client,
 			Limit: d.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter})
 		return d, false
 	}
-	return allow(l.connSpec.Limit, r.Remaining), true
+	return allow(lv.connSpec.Limit, r.Remaining), true
 }
 
-func (l *Limiter) refundConnection(ctx context.Context, client string, now time.Time, took bool) {
+func (l *Limiter) refundConnection(ctx context.Context, lv *liveLimits, client string, now time.Time, took bool) {
 	if took {
-		_ = l.store.Refund(ctx, Key{Kind: KindConnectionRate, ID: client}, l.connSpec, now, 1)
+		_ = l.store.Refund(ctx, Key{Kind: KindConnectionRate, ID: client}, lv.connSpec, now, 1)
 	}
 }
 
-func (l *Limiter) tooMany(client string, n int64, now time.Time) Decision {
-	max := l.limits.MaxConcurrentConnections
+func (l *Limiter) tooMany(lv *liveLimits, client string, n int64, now time.Time) Decision {
+	max := lv.limits.MaxConcurrentConnections
 	l.violate(Violation{Type: ViolationConcurrentConnections, Reason: ReasonTooManyConnections, Time: now,
 		ClientID: client, Limit: max, Current: n})
 	return Decision{Reason: ReasonTooManyConnections, Limit: max}
@@ -246,8 +251,8 @@ func (l *Limiter) unavailable(client, connID string, now time.Time) Decision {
 	return Decision{Reason: ReasonStoreUnavailable}
 }
 
-func (l *Limiter) register(connID, client string, meta map[string]string) bool {
-	return l.reg.add(&conn{id: connID, client: client, connectedAt: l.now(), meta: meta})
+func (l *Limiter) register(connID, client string, meta map[string]string, slotted bool) bool {
+	return l.reg.add(&conn{id: connID, client: client, connectedAt: l.now(), meta: meta, slotted: slotted, tier: meta[MetaTier]})
 }
 
 // UnregisterConnection forgets a connection and frees its concurrent slot.
@@ -261,7 +266,7 @@ func (l *Limiter) UnregisterConnection(ctx context.Context, connID string) error
 	l.retired.msgs.Add(c.count)
 	l.retired.bytes.Add(c.nbytes)
 	c.mu.Unlock()
-	if l.limits.MaxConcurrentConnections > 0 {
+	if c.slotted {
 		return l.slots.Release(ctx, c.client)
 	}
 	return nil
@@ -283,20 +288,21 @@ func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Dec
 	}
 	n := int64(size)
 	now := l.now()
-	if max := l.limits.MaxMessageSize; max > 0 && n > max {
+	lv := l.live.Load().of(c.tier)
+	if max := lv.limits.MaxMessageSize; max > 0 && n > max {
 		l.violate(Violation{Type: ViolationMessageSize, Reason: ReasonMessageTooLarge, Time: now, ClientID: c.client,
 			ConnectionID: c.id, Size: n, Limit: max, Current: n, RetryAfter: Never, Metadata: c.meta})
 		return Decision{Reason: ReasonMessageTooLarge, Limit: max, MaxSize: max, RetryAfter: Never}
 	}
 	var d Decision
-	if l.limits.MessageScope == PerClient {
-		if d = l.takeShared(ctx, c, n, now); d.Allowed {
+	if lv.limits.MessageScope == PerClient {
+		if d = l.takeShared(ctx, lv, c, n, now); d.Allowed {
 			c.mu.Lock()
 			c.record(n, now)
 			c.mu.Unlock()
 		}
 	} else {
-		d = l.takeOwn(c, n, now) // records under the lock it holds anyway
+		d = l.takeOwn(lv, c, n, now) // records under the lock it holds anyway
 	}
 	if !d.Allowed {
 		v := Violation{Type: ViolationMessageRate, Reason: d.Reason, Time: now, ClientID: c.client, ConnectionID: c.id,
@@ -321,47 +327,47 @@ func (c *conn) record(n int64, now time.Time) {
 
 // takeOwn takes from the connection's own buckets, both under its lock,
 // and records the message if it is allowed.
-func (l *Limiter) takeOwn(c *conn, n int64, now time.Time) Decision {
+func (l *Limiter) takeOwn(lv *liveLimits, c *conn, n int64, now time.Time) Decision {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	mr := c.msgs.TakeAt(l.msgSpec, now, 1)
+	mr := c.msgs.TakeAt(lv.msgSpec, now, 1)
 	if !mr.OK {
-		return deny(ReasonRateLimitExceeded, l.msgSpec.Limit, mr)
+		return deny(ReasonRateLimitExceeded, lv.msgSpec.Limit, mr)
 	}
-	if br := c.bytes.TakeAt(l.byteSpec, now, n); !br.OK {
-		c.msgs.RefundAt(l.msgSpec, now, 1)
-		return deny(ReasonBandwidthExceeded, l.byteSpec.Limit, br)
+	if br := c.bytes.TakeAt(lv.byteSpec, now, n); !br.OK {
+		c.msgs.RefundAt(lv.msgSpec, now, 1)
+		return deny(ReasonBandwidthExceeded, lv.byteSpec.Limit, br)
 	}
 	c.record(n, now)
-	return allow(l.msgSpec.Limit, mr.Remaining)
+	return allow(lv.msgSpec.Limit, mr.Remaining)
 }
 
 // takeShared takes from the client's buckets in the Store.
-func (l *Limiter) takeShared(ctx context.Context, c *conn, n int64, now time.Time) Decision {
+func (l *Limiter) takeShared(ctx context.Context, lv *liveLimits, c *conn, n int64, now time.Time) Decision {
 	msgKey := Key{Kind: KindMessages, ID: c.client}
 	var mr Result
-	if !l.msgSpec.Unlimited() {
+	if !lv.msgSpec.Unlimited() {
 		var err error
-		if mr, err = l.store.Take(ctx, msgKey, l.msgSpec, now, 1); err != nil {
+		if mr, err = l.store.Take(ctx, msgKey, lv.msgSpec, now, 1); err != nil {
 			return Decision{Reason: ReasonStoreUnavailable}
 		}
 		if !mr.OK {
-			return deny(ReasonRateLimitExceeded, l.msgSpec.Limit, mr)
+			return deny(ReasonRateLimitExceeded, lv.msgSpec.Limit, mr)
 		}
 	}
-	if !l.byteSpec.Unlimited() {
-		br, err := l.store.Take(ctx, Key{Kind: KindBytes, ID: c.client}, l.byteSpec, now, n)
+	if !lv.byteSpec.Unlimited() {
+		br, err := l.store.Take(ctx, Key{Kind: KindBytes, ID: c.client}, lv.byteSpec, now, n)
 		if err != nil || !br.OK {
-			if !l.msgSpec.Unlimited() {
-				_ = l.store.Refund(ctx, msgKey, l.msgSpec, now, 1)
+			if !lv.msgSpec.Unlimited() {
+				_ = l.store.Refund(ctx, msgKey, lv.msgSpec, now, 1)
 			}
 			if err != nil {
 				return Decision{Reason: ReasonStoreUnavailable}
 			}
-			return deny(ReasonBandwidthExceeded, l.byteSpec.Limit, br)
+			return deny(ReasonBandwidthExceeded, lv.byteSpec.Limit, br)
 		}
 	}
-	return allow(l.msgSpec.Limit, mr.Remaining)
+	return allow(lv.msgSpec.Limit, mr.Remaining)
 }
 
 // RefundMessage gives back what an allowed CheckMessage of size bytes took
@@ -375,20 +381,21 @@ func (l *Limiter) RefundMessage(ctx context.Context, connID string, size int) {
 	}
 	n := int64(size)
 	now := l.now()
+	lv := l.live.Load().of(c.tier)
 	c.mu.Lock()
-	if l.limits.MessageScope == PerConnection {
-		c.msgs.RefundAt(l.msgSpec, now, 1)
-		c.bytes.RefundAt(l.byteSpec, now, n)
+	if lv.limits.MessageScope == PerConnection {
+		c.msgs.RefundAt(lv.msgSpec, now, 1)
+		c.bytes.RefundAt(lv.byteSpec, now, n)
 	}
 	c.count--
 	c.nbytes -= n
 	c.mu.Unlock()
-	if l.limits.MessageScope == PerClient {
-		if !l.msgSpec.Unlimited() {
-			_ = l.store.Refund(ctx, Key{Kind: KindMessages, ID: c.client}, l.msgSpec, now, 1)
+	if lv.limits.MessageScope == PerClient {
+		if !lv.msgSpec.Unlimited() {
+			_ = l.store.Refund(ctx, Key{Kind: KindMessages, ID: c.client}, lv.msgSpec, now, 1)
 		}
-		if !l.byteSpec.Unlimited() {
-			_ = l.store.Refund(ctx, Key{Kind: KindBytes, ID: c.client}, l.byteSpec, now, n)
+		if !lv.byteSpec.Unlimited() {
+			_ = l.store.Refund(ctx, Key{Kind: KindBytes, ID: c.client}, lv.byteSpec, now, n)
 		}
 	}
 }

@@ -14,6 +14,8 @@ type conn struct {
 	id, client  string
 	connectedAt time.Time
 	meta        map[string]string
+	slotted     bool   // holds a concurrent-connection slot to release
+	tier        string // meta[MetaTier]: whose limits apply
 
 	mu      sync.Mutex // guards the fields below
 	msgs    Bucket     // PerConnection scope only

@@ -42,7 +42,7 @@ func (l *Limiter) Statistics() Statistics {
 		TotalBytes:      l.retired.bytes.Load(),
 		Denied:          make(map[Reason]int64),
 		ViolationPanics: l.panics.Load(),
-		Limits:          l.limits,
+		Limits:          l.Limits(),
 	}
 	s.ActiveConnections, s.UniqueClients = l.reg.counts()
 	l.reg.each(func(c *conn) {
@@ -107,7 +107,7 @@ func (l *Limiter) ClientConnections(client string) int {
 // every node that shares the Limiter's Slots. It is only tracked when
 // MaxConcurrentConnections is set; otherwise it equals ClientConnections.
 func (l *Limiter) ClusterConnections(ctx context.Context, client string) (int64, error) {
-	if l.limits.MaxConcurrentConnections <= 0 {
+	if l.Limits().MaxConcurrentConnections <= 0 {
 		return int64(l.reg.clientCount(client)), nil
 	}
 	return l.slots.Count(ctx, client)

@@ -47,13 +47,14 @@ const minPause = time.Millisecond
 // reports a violation: waiting is not misbehaving.
 func (l *Limiter) Wait(ctx context.Context, key Key, n int64) error {
 	var spec Spec
+	lv := l.live.Load()
 	switch key.Kind {
 	case KindConnectionRate:
-		spec = l.connSpec
+		spec = lv.connSpec
 	case KindMessages:
-		spec = l.msgSpec
+		spec = lv.msgSpec
 	case KindBytes:
-		spec = l.byteSpec
+		spec = lv.byteSpec
 	default:
 		return fmt.Errorf("%w: %q", ErrUnknownKind, key.Kind)
 	}

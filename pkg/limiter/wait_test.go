@@ -47,7 +47,7 @@ func TestWaitSteps(t *testing.T) {
 		require.Equal(t, st.want, *pauses, "step %d", i)
 	}
 	// The waits took exactly what they asked: the bucket is empty now.
-	r, err := l.Store().Take(ctx, key, l.msgSpec, clk.Now(), 1)
+	r, err := l.Store().Take(ctx, key, l.Limits().MessageSpec(), clk.Now(), 1)
 	require.NoError(t, err)
 	require.False(t, r.OK)
 	require.Equal(t, time.Second, r.RetryAfter)

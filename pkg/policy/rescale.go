@@ -17,14 +17,7 @@ import (
 // starts full (it held no state), one that becomes unlimited holds
 // nothing to keep, and RescaleLevel returns 0.
 func RescaleLevel(level float64, oldBurst, newBurst int64) float64 {
-	switch {
-	case newBurst <= 0:
-		return 0
-	case oldBurst <= 0:
-		return float64(newBurst)
-	}
-	nl := level * float64(newBurst) / float64(oldBurst)
-	return min(nl, float64(newBurst))
+	return limiter.RescaleLevel(level, oldBurst, newBurst)
 }
 
 // RescaleBucket returns b, shaped by old, rescaled to new at now with
@@ -32,11 +25,5 @@ func RescaleLevel(level float64, oldBurst, newBurst int64) float64 {
 // limit whose Spec a new policy changes; the bucket's level at now is kept
 // and it refills at the new rate from then on.
 func RescaleBucket(b limiter.Bucket, old, new limiter.Spec, now time.Time) limiter.Bucket {
-	if old.Unlimited() || new.Unlimited() {
-		return limiter.Bucket{} // full
-	}
-	level := RescaleLevel(b.TokensAt(old, now), old.Capacity(), new.Capacity())
-	var nb limiter.Bucket
-	nb.DebitAt(new, now, float64(new.Capacity())-level)
-	return nb
+	return limiter.RescaleBucket(b, old, new, now)
 }

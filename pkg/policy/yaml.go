@@ -33,6 +33,11 @@ func Parse(data []byte) (*Document, error) {
 	return parseNode(root.Content[0], "")
 }
 
+// ParseNode decodes and validates the document at n, a YAML mapping such
+// as a section of a larger file (the node's policy section). Errors are as
+// Parse's, with paths relative to n.
+func ParseNode(n *yaml.Node) (*Document, error) { return parseNode(n, "") }
+
 // parseNode decodes and validates the document at n, whose keys are
 // reported under path.
 func parseNode(n *yaml.Node, path string) (*Document, error) {

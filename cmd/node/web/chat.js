@@ -18,6 +18,8 @@
   };
   // own is this connection's ID as the server reported it in "joined": a
   // message is "mine" when the server says it came from this connection.
+  // token is the demo sign-in's JWT, sent as ?token= on /ws; "" is anonymous.
+  let token = "";
   let ws = null, room = "", name = "", own = "", opened = false, joined = false, timer = null, seq = 0, lastRetryMs = 0;
 
   function setStatus(state, text) { const s = $("status"); s.dataset.state = state; s.textContent = text; }
@@ -75,7 +77,7 @@
     $("notice").hidden = true;
     setStatus("connecting", "Connecting…");
     const proto = location.protocol === "https:" ? "wss://" : "ws://";
-    ws = new WebSocket(proto + location.host + "/ws");
+    ws = new WebSocket(proto + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : ""));
     const me = ws;
     ws.onopen = () => {
       if (me !== ws) return;
@@ -151,6 +153,38 @@
     ws.send(JSON.stringify({ type: "message", room: room, data: { text: text } }));
   }
 
+  // Demo sign-in, when the node serves demo tokens (a development setting):
+  // the page asks for a token of a user and tier and shows the limits that
+  // apply to it; the next Join signs in with it.
+  function describe(l) {
+    const part = (n, what) => n > 0 ? n + " " + what : "no " + what + " limit";
+    return part(l.messages_per_minute, "messages a minute") + ", burst " + (l.message_burst || l.messages_per_minute) +
+      ", " + part(l.max_message_size, "bytes a message");
+  }
+  fetch("/demo-token").then((r) => r.ok ? r.json() : null).then((d) => {
+    if (!d || !d.demo) return;
+    for (const t of d.tiers || []) {
+      const o = document.createElement("option");
+      o.value = t; o.textContent = t;
+      $("tier").appendChild(o);
+    }
+    $("user").value = $("name").value;
+    $("signin").hidden = false;
+  }).catch(() => {});
+  $("signin").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams({ user: $("user").value.trim(), tier: $("tier").value });
+    fetch("/demo-token?" + q).then((r) => r.json().then((d) => ({ ok: r.ok, d: d }))).then(({ ok, d }) => {
+      const id = $("identity");
+      if (!ok) { id.dataset.state = "error"; id.textContent = d.error || "Sign-in refused"; return; }
+      token = d.token;
+      id.dataset.state = "connected";
+      id.dataset.client = d.client;
+      id.dataset.tier = d.tier;
+      id.textContent = "Signed in as " + d.user + ", tier " + (d.tier || "default") + ": " + describe(d.limits) + ". Press Join.";
+      if (!$("name").value) $("name").value = d.user;
+    }).catch(() => { $("identity").textContent = "Sign-in failed"; });
+  });
   $("join").addEventListener("submit", (e) => { e.preventDefault(); connect(); });
   $("send").addEventListener("submit", (e) => {
     e.preventDefault();

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
+)
+
+// policySection is the YAML key of the node's policy document.
+const policySection = "policy"
+
+// policyBucketSuffix names the KV bucket of the cluster's policy after the
+// node's kv.bucket.
+const policyBucketSuffix = "_policy"
+
+// loadPolicy reads the YAML's policy section.
+func (l *loader) loadPolicy(n *yaml.Node, source string) error {
+	doc, err := policy.ParseNode(n)
+	if err != nil {
+		return &ConfigError{Key: policySection, Source: source, Value: "(document)", Reason: policyReason(policySection+".", err)}
+	}
+	l.cfg.Policy = doc
+	l.source[policySection] = source
+	return nil
+}
+
+// resolvePolicy reads PolicyFile into Policy, refusing both at once.
+func (c *Config) resolvePolicy(bad func(key, value, reason string) error) error {
+	if c.PolicyFile == "" {
+		return nil
+	}
+	if c.Policy != nil {
+		return bad("policy_file", c.PolicyFile, "set either the policy section or policy_file, not both")
+	}
+	doc, err := policy.ParseFile(c.PolicyFile)
+	if err != nil {
+		return bad("policy_file", c.PolicyFile, policyReason("", err))
+	}
+	c.Policy = doc
+	return nil
+}
+
+// policyReason lists a policy error's problems with their paths, each
+// prefixed with prefix, so that a problem in the node's policy section
+// reads "policy.tiers.pro.limits.messages_per_minute = -1: ...".
+func policyReason(prefix string, err error) string {
+	var ve *policy.ValidationError
+	if !errors.As(err, &ve) {
+		return err.Error()
+	}
+	s := make([]string, len(ve.Problems))
+	for i, p := range ve.Problems {
+		q := *p
+		q.Path = prefix + p.Path
+		s[i] = q.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+// policyLimits returns the base limits (the default tier's) and every
+// tier's limits of doc, each with the message scope scope: the scope is
+// fixed at start-up.
+func policyLimits(doc *policy.Document, scope limiter.Scope) (limiter.Limits, map[string]limiter.Limits) {
+	t, err := policy.Compile(doc)
+	if err != nil {
+		return limiter.Limits{MessageScope: scope}, nil // validated before; unreachable
+	}
+	return tableLimits(t, scope)
+}
+
+func tableLimits(t *policy.Table, scope limiter.Scope) (limiter.Limits, map[string]limiter.Limits) {
+	base := t.Tier("").Limits
+	base.MessageScope = scope
+	var tiers map[string]limiter.Limits
+	for _, name := range t.TierNames() {
+		if tiers == nil {
+			tiers = map[string]limiter.Limits{}
+		}
+		l := t.Tier(name).Limits
+		l.MessageScope = scope
+		tiers[name] = l
+	}
+	return base, tiers
+}
+
+// startScope is the message scope the node starts with, for good: the
+// configured policy's, else limits.message_scope.
+func (c *Config) startScope() limiter.Scope {
+	if c.Policy != nil && c.Policy.Limits.MessageScope != "" {
+		return c.Policy.Limits.Limiter().MessageScope
+	}
+	return c.MessageScope
+}
+
+// tierLimits returns the limits a connection of tier gets under the
+// policy in force.
+func (n *node) tierLimits(tier string) limiter.Limits {
+	if s := n.stack.Load(); s != nil {
+		return s.policy.Current().Table.Tier(tier).Limits
+	}
+	t, err := policy.Compile(n.cfg.fallbackPolicy())
+	if err != nil {
+		return n.cfg.Limits()
+	}
+	return t.Tier(tier).Limits
+}
+
+// fallbackPolicy is the policy in force until the cluster's is read: the
+// configured one, else a document holding the node's limits.
+func (c *Config) fallbackPolicy() *policy.Document {
+	if c.Policy != nil {
+		return c.Policy
+	}
+	l := c.Limits()
+	scope := ""
+	if l.MessageScope == limiter.PerClient {
+		scope = "client"
+	}
+	return &policy.Document{Limits: policy.Limits{
+		ConnectionsPerMinute:     l.ConnectionsPerMinute,
+		ConnectionBurst:          l.ConnectionBurst,
+		MessagesPerMinute:        l.MessagesPerMinute,
+		MessageBurst:             l.MessageBurst,
+		BytesPerMinute:           l.BytesPerMinute,
+		ByteBurst:                l.ByteBurst,
+		MaxConcurrentConnections: l.MaxConcurrentConnections,
+		MaxMessageSize:           l.MaxMessageSize,
+		MessageScope:             scope,
+	}}
+}
+
+// watchPolicy starts the Watcher of the cluster's policy, which applies
+// every new version to lim. The first node with a configured policy
+// publishes it when the cluster holds none.
+func (n *node) watchPolicy(lim *limiter.Limiter) (*policy.Watcher, error) {
+	cfg := n.cfg
+	return policy.NewWatcher(policy.WatcherConfig{
+		Store: policy.StoreConfig{
+			Conn:        n.nc,
+			Bucket:      cfg.KVBucket + policyBucketSuffix,
+			Replicas:    cfg.Replicas(),
+			EventPrefix: cfg.EventPrefix,
+			Node:        n.id,
+		},
+		Fallback: cfg.fallbackPolicy(),
+		Seed:     cfg.Policy != nil,
+		OnChange: func(v *policy.Version) { n.applyPolicy(lim, v) },
+	})
+}
+
+// applyPolicy gives lim the base and tier limits of v. The message scope
+// is fixed at start-up: a version that changes it is applied with the
+// node's scope, and the node says so.
+func (n *node) applyPolicy(lim *limiter.Limiter, v *policy.Version) {
+	cur := lim.Limits().MessageScope
+	if s := v.Document.Limits.MessageScope; s != "" && s != cur.String() {
+		n.log.Warn("policy changes limits.message_scope, which takes a restart; keeping the node's", "revision", v.Revision, "scope", cur.String())
+	}
+	base, tiers := tableLimits(v.Table, cur)
+	if err := lim.SetTierLimits(base, tiers); err != nil {
+		n.log.Error("policy not applied", "revision", v.Revision, "err", err)
+		return
+	}
+	n.log.Info("policy applied", "revision", v.Revision, "changed_by", v.Who, "tiers", len(tiers))
+}
+
+// servePolicy serves GET and PUT /admin/policy through policy.Handler;
+// GET /admin/policy/history is GET /admin/policy?history=1.
+func (n *node) servePolicy(w http.ResponseWriter, r *http.Request) {
+	s := n.stack.Load()
+	if strings.HasSuffix(r.URL.Path, "/history") {
+		r.URL.RawQuery = "history=1"
+	}
+	h := policy.Handler{
+		Store: s.policy.Store,
+		Who: func(r *http.Request) string {
+			return fmt.Sprintf("admin API on node %s from %s", n.id, r.RemoteAddr)
+		},
+	}
+	h.ServeHTTP(w, r)
+}
+
+// policySummary says what --check-config found of the policy.
+func policySummary(c *Config) string {
+	if c.Policy == nil {
+		return " (no policy: the node's limits apply until the cluster holds one)"
+	}
+	t, err := policy.Compile(c.Policy)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (policy: %d classes, %d tiers, %d room rules)", len(t.ClassNames()), len(t.TierNames()), len(c.Policy.Rooms))
+}

@@ -1,0 +1,52 @@
+package limiter
+
+import (
+	"encoding/binary"
+	"time"
+)
+
+// Rescale implements Rescaler: every bucket of kind, whatever its ID and
+// scope, is rescaled from old to new at now with RescaleBucket, so that it
+// keeps its level as a fraction of the burst. A bucket full after the
+// change is dropped (a missing bucket is full), as is every bucket of a
+// kind that becomes unlimited, and any other bucket full at now, as the
+// sweeper would. It returns the buckets of kind it still
+// holds. Each shard is locked in turn: takes on other shards go on.
+func (s *MemoryStore) Rescale(kind Kind, old, new Spec, now time.Time) int {
+	t := now.UnixNano()
+	sp := new.shape()
+	kept := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		// Rescale in place first, then drop what is full: removing while
+		// walking could shift an entry already rescaled past the walk.
+		for j := range sh.t.slots {
+			e := &sh.t.slots[j]
+			if sh.t.tags[j] == 0 || !restHasKind(e.rest, sh.t.tags[j]&0x40 != 0, kind) {
+				continue
+			}
+			if new.Unlimited() {
+				e.b, e.fullAt = Bucket{}, 0
+				continue
+			}
+			e.b = RescaleBucket(e.b, old, new, now)
+			if e.fullAt = e.b.fullAt(sp); e.fullAt > t {
+				kept++
+			}
+		}
+		sh.t.removeFull(t)
+		sh.mu.Unlock()
+	}
+	return kept
+}
+
+// restHasKind reports whether rest, kept by keyRest for a key with or
+// without a scope, names kind.
+func restHasKind(rest string, scoped bool, kind Kind) bool {
+	if !scoped {
+		return rest == string(kind)
+	}
+	n, m := binary.Uvarint([]byte(rest))
+	return m > 0 && n == uint64(len(kind)) && len(rest) >= m+len(kind) && rest[m:m+len(kind)] == string(kind)
+}
