@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ratethrottle/ratethrottle/internal/glob"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -268,28 +269,6 @@ func (t *Table) Room(name string) *RoomRule {
 }
 
 // Match reports whether name matches pattern, where '*' matches any run of
-// bytes (including none) and every other byte matches itself.
-func Match(pattern, name string) bool {
-	p, n := 0, 0
-	star, mark := -1, 0
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case p < len(pattern) && pattern[p] == name[n]:
-			p++
-			n++
-		case star >= 0:
-			p = star + 1
-			mark++
-			n = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
-}
+// bytes (including none) and every other byte matches itself: the room
+// patterns of the document and of the WebSocket handler's RoomPatterns.
+func Match(pattern, name string) bool { return glob.Match(pattern, name) }

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/ratethrottle/ratethrottle/internal/glob"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -307,36 +308,9 @@ func (c *Config) limitsFor(name string) RoomLimits {
 		return rl
 	}
 	for _, p := range c.RoomPatterns {
-		if matchPattern(p.Pattern, name) {
+		if glob.Match(p.Pattern, name) {
 			return p.Limits
 		}
 	}
 	return c.DefaultRoom
-}
-
-// matchPattern reports whether name matches pattern, where '*' matches any
-// run of bytes. It runs in O(len(pattern)·len(name)) at worst.
-func matchPattern(pattern, name string) bool {
-	p, n := 0, 0
-	star, mark := -1, 0
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case p < len(pattern) && pattern[p] == name[n]:
-			p++
-			n++
-		case star >= 0:
-			p = star + 1
-			mark++
-			n = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

@@ -56,21 +56,3 @@ func TestRoomLimitsResolution(t *testing.T) {
 		}
 	}
 }
-
-func TestMatchPattern(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		p, s string
-		want bool
-	}{
-		{"*", "", true}, {"*", "abc", true}, {"a*", "abc", true}, {"a*", "ba", false},
-		{"*c", "abc", true}, {"a*c", "ac", true}, {"a*c", "abcbd", false}, {"a*b*c", "axxbyyc", true},
-		{"abc", "abc", true}, {"abc", "abcd", false}, {"**", "x", true}, {"a?c", "abc", false},
-		{"*aaaaab", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false},
-	}
-	for _, tc := range cases {
-		if got := matchPattern(tc.p, tc.s); got != tc.want {
-			t.Errorf("matchPattern(%q, %q) = %v", tc.p, tc.s, got)
-		}
-	}
-}
