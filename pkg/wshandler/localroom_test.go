@@ -112,9 +112,20 @@ func TestLocalRoomSwitchesWhenAnotherNodeJoins(t *testing.T) {
 	var sent atomic.Int64
 	failed := make(chan error, 1)
 	done := make(chan struct{})
+	// The sender holds its second half until b1 has joined, so that the
+	// switch happens in the middle of the stream however fast it runs.
+	b1Joined := make(chan struct{})
 	go func() { // t.Fatal is for the test's goroutine: an error goes to failed
 		defer close(done)
 		for i := 0; i < total; i++ {
+			if i == total/2 {
+				select {
+				case <-b1Joined:
+				case <-time.After(ioTimeout):
+					failed <- fmt.Errorf("sender: b1 did not join within %v", ioTimeout)
+					return
+				}
+			}
 			_ = sender.SetWriteDeadline(time.Now().Add(ioTimeout))
 			if err := sender.WriteJSON(msg("r", i)); err != nil {
 				failed <- fmt.Errorf("sender: write %d: %w", i, err)
@@ -133,6 +144,7 @@ func TestLocalRoomSwitchesWhenAnotherNodeJoins(t *testing.T) {
 	waitFor(t, ioTimeout, "a tenth of the messages", func() bool { return sent.Load() >= total/10 })
 	b1 := dialAs(t, nb, "b1")
 	join(t, b1, "r")
+	close(b1Joined)
 	// Message number sent (and any later one) was written after b1's join
 	// was confirmed.
 	mustGet := sent.Load() + 1
@@ -146,9 +158,29 @@ func TestLocalRoomSwitchesWhenAnotherNodeJoins(t *testing.T) {
 		}
 		return n
 	}
+	// recvB1 reads b1's next frame; on a failure it names the sender's
+	// error too, if the sender stopped first.
+	recvB1 := func() reply {
+		t.Helper()
+		_ = b1.SetReadDeadline(time.Now().Add(ioTimeout))
+		_, data, err := b1.ReadMessage()
+		if err != nil {
+			select {
+			case serr := <-failed:
+				t.Fatalf("b1: read after %d sent: %v; %v", sent.Load(), err, serr)
+			default:
+				t.Fatalf("b1: read after %d sent: %v (the sender is still running)", sent.Load(), err)
+			}
+		}
+		var r reply
+		if err := json.Unmarshal(data, &r); err != nil {
+			t.Fatalf("b1: frame %q: %v", data, err)
+		}
+		return r
+	}
 	first, last := -1, -1
 	for last != total-1 {
-		n := seqOf(recv(t, b1))
+		n := seqOf(recvB1())
 		if first < 0 {
 			first = n
 		} else if n != last+1 {
