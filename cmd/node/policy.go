@@ -117,22 +117,7 @@ func (c *Config) fallbackPolicy() *policy.Document {
 	if c.Policy != nil {
 		return c.Policy
 	}
-	l := c.Limits()
-	scope := ""
-	if l.MessageScope == limiter.PerClient {
-		scope = "client"
-	}
-	return &policy.Document{Limits: policy.Limits{
-		ConnectionsPerMinute:     l.ConnectionsPerMinute,
-		ConnectionBurst:          l.ConnectionBurst,
-		MessagesPerMinute:        l.MessagesPerMinute,
-		MessageBurst:             l.MessageBurst,
-		BytesPerMinute:           l.BytesPerMinute,
-		ByteBurst:                l.ByteBurst,
-		MaxConcurrentConnections: l.MaxConcurrentConnections,
-		MaxMessageSize:           l.MaxMessageSize,
-		MessageScope:             scope,
-	}}
+	return &policy.Document{Limits: policy.LimitsOf(c.Limits())}
 }
 
 // watchPolicy starts the Watcher of the cluster's policy, which applies

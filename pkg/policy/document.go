@@ -53,6 +53,26 @@ type Limits struct {
 	MessageScope string `yaml:"message_scope,omitempty"`
 }
 
+// LimitsOf returns l as the document's Limits, the inverse of
+// Limits.Limiter.
+func LimitsOf(l limiter.Limits) Limits {
+	scope := ""
+	if l.MessageScope == limiter.PerClient {
+		scope = "client"
+	}
+	return Limits{
+		ConnectionsPerMinute:     l.ConnectionsPerMinute,
+		ConnectionBurst:          l.ConnectionBurst,
+		MessagesPerMinute:        l.MessagesPerMinute,
+		MessageBurst:             l.MessageBurst,
+		BytesPerMinute:           l.BytesPerMinute,
+		ByteBurst:                l.ByteBurst,
+		MaxConcurrentConnections: l.MaxConcurrentConnections,
+		MaxMessageSize:           l.MaxMessageSize,
+		MessageScope:             scope,
+	}
+}
+
 // Limiter returns l as limiter.Limits. An unknown MessageScope (which
 // Validate refuses) is returned as PerConnection.
 func (l Limits) Limiter() limiter.Limits {

@@ -252,3 +252,11 @@ func TestParseFile(t *testing.T) {
 	var ve *ValidationError
 	require.True(t, errors.As(err, &ve))
 }
+
+// TestLimitsRoundTrip: LimitsOf is the inverse of Limits.Limiter, for both
+// message scopes.
+func TestLimitsRoundTrip(t *testing.T) {
+	for _, l := range []limiter.Limits{limiter.Moderate(), {MessagesPerMinute: 7, MessageBurst: 3, MessageScope: limiter.PerClient}} {
+		require.Equal(t, l, LimitsOf(l).Limiter())
+	}
+}
