@@ -14,13 +14,11 @@ type PolicySource interface {
 	Current() *policy.Version
 }
 
-// The connection metadata keys (Config.Metadata) the class check reads:
-// the signed-in user, whose class buckets are shared by all their
-// connections, and the tier whose class limits apply.
-const (
-	MetaUser = "user"
-	MetaTier = "tier"
-)
+// MetaUser is the connection metadata key (Config.Metadata) of the
+// signed-in user, whose class buckets all their connections share. The
+// tier whose class limits apply is that of limiter.MetaTier, as for the
+// connection limits.
+const MetaUser = "user"
 
 // CodeClassRateExceeded is the error code of a frame refused by its
 // class's bucket in one layer; the error frame names the class and the
@@ -54,7 +52,7 @@ func (h *Handler) policyClass(typ FrameType) (*policy.Table, policy.ClassID) {
 // buckets. On a denial it has taken nothing and returns the error frame.
 func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, r *room, e errorInfo, now time.Time) (errorInfo, bool) {
 	h := c.h
-	res := t.Tier(c.meta[MetaTier])
+	res := t.Tier(c.meta[limiter.MetaTier])
 	if res.Class(id) == nil {
 		return e, true
 	}
