@@ -24,15 +24,21 @@ func newStaticPolicy(t testing.TB, doc *policy.Document) staticPolicy {
 	return staticPolicy{&policy.Version{Document: doc, Table: tab}}
 }
 
-// classNode starts a room node whose connections carry the metadata user
-// of their ?user= query parameter, with the given policy.
+// classNode starts a room node with the given policy whose connections
+// carry the metadata user of their ?uid= query parameter, else their
+// ?user= one (which is also their client ID), and the tier of ?tier=.
 func classNode(t testing.TB, cfg Config, lim limiter.Limits, doc *policy.Document) (*node, *sink) {
 	t.Helper()
 	s := &sink{}
 	cfg.Sink = s
 	cfg.Policy = newStaticPolicy(t, doc)
 	cfg.Metadata = func(r *http.Request) map[string]string {
-		return map[string]string{MetaUser: r.URL.Query().Get("user")}
+		q := r.URL.Query()
+		user := q.Get("uid")
+		if user == "" {
+			user = q.Get("user")
+		}
+		return map[string]string{MetaUser: user, limiter.MetaTier: q.Get("tier")}
 	}
 	n, _ := roomNode(t, cfg, lim)
 	return n, s
@@ -153,4 +159,44 @@ func TestClassDenialConsumesNothing(t *testing.T) {
 	if r := recv(t, b); r.Error != ErrorCode(limiter.ReasonRateLimitExceeded) {
 		t.Fatalf("bob's seventh frame: %+v", r)
 	}
+}
+
+// One user's class bucket is shared by their connections from different
+// addresses, and a pro user gets the pro tier's class limits.
+func TestClassUserLayerAndTier(t *testing.T) {
+	t.Parallel()
+	doc := &policy.Document{
+		Classes: map[string]policy.Class{"typing": {Connection: policy.Rate{Rate: 100}, User: &policy.Rate{Rate: 2}}},
+		Tiers: map[string]policy.Tier{"pro": {Classes: map[string]policy.Class{
+			"typing": {Connection: policy.Rate{Rate: 100}, User: &policy.Rate{Rate: 4}}}}},
+	}
+	n, _ := classNode(t, Config{}, limiter.Limits{}, doc)
+	c1, c2 := dialAs(t, n, "addr1&uid=ada"), dialAs(t, n, "addr2&uid=ada")
+	pro := dialAs(t, n, "addr3&uid=grace&tier=pro")
+	typing := map[string]string{"type": "typing", "room": "lobby"}
+	for _, c := range []*websocket.Conn{c1, c2, pro} {
+		join(t, c, "lobby")
+	}
+	drain := func(n int) { // every member sees every relayed frame
+		for range n {
+			for _, c := range []*websocket.Conn{c1, c2, pro} {
+				if r := recv(t, c); r.Type != "typing" {
+					t.Fatalf("typing relayed as %+v", r)
+				}
+			}
+		}
+	}
+	send(t, c1, typing)
+	send(t, c2, typing)
+	drain(2)
+	send(t, c2, typing)
+	classErr(t, c2, "typing", "user")
+	send(t, c1, typing)
+	classErr(t, c1, "typing", "user")
+	for range 4 {
+		send(t, pro, typing)
+		drain(1)
+	}
+	send(t, pro, typing)
+	classErr(t, pro, "typing", "user")
 }
