@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // benchLimits are limits that every benchmark message passes, so that each
@@ -193,6 +194,16 @@ func benchFanout(b *testing.B, members int) {
 func BenchmarkRoomEcho(b *testing.B) {
 	b.Run("broker=none", func(b *testing.B) {
 		benchRoomEcho(b, newNode(b, Config{CloseTimeout: 100 * time.Millisecond, MaxDenials: -1}, benchLimits))
+	})
+	b.Run("broker=none/classes", func(b *testing.B) {
+		// Every message also takes its class's connection, address and
+		// room buckets (generous ones: nothing is refused).
+		lots := policy.Rate{Rate: 1 << 40}
+		doc := &policy.Document{Classes: map[string]policy.Class{
+			"message": {Connection: lots, Address: &lots, Room: &lots},
+		}}
+		benchRoomEcho(b, newNode(b, Config{CloseTimeout: 100 * time.Millisecond, MaxDenials: -1,
+			Policy: newStaticPolicy(b, doc)}, benchLimits))
 	})
 	b.Run("broker=nats", func(b *testing.B) {
 		s := startNATS(b)

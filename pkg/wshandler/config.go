@@ -140,6 +140,12 @@ type Config struct {
 	// Broker, if set, carries room messages to the other nodes. Nil serves
 	// rooms on this node only.
 	Broker Broker
+	// Policy, if set, supplies the message classes of the built-in room
+	// protocol (a *policy.Watcher satisfies it): a message frame, or a
+	// frame whose type names a class of the policy, takes its class's cost
+	// from the class buckets per connection, user, address and room (see
+	// docs/POLICY.md), in the Limiter's Store. Nil charges no classes.
+	Policy PolicySource
 
 	// NodeID prefixes the IDs of this node's connections. Empty means a
 	// random ID.

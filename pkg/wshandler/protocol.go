@@ -170,9 +170,21 @@ func appendJSONString(b []byte, s string) []byte {
 // from is the sender's connection ID and name its join name (nil for
 // none), both as JSON strings.
 func messageFrame(roomJSON, fromJSON, nameJSON []byte, data []byte) []byte {
-	b := make([]byte, 0, len(`{"type":"message","room":,"from":,"name":,"data":}`)+len(roomJSON)+len(fromJSON)+
+	return relayFrame(TypeMessage, roomJSON, fromJSON, nameJSON, data)
+}
+
+// relayFrame is messageFrame for a frame of type typ, which is plain JSON
+// string content (a policy class name: letters, digits, '_', '-', '.').
+// Empty data (a class frame may omit it) is relayed as null.
+func relayFrame(typ FrameType, roomJSON, fromJSON, nameJSON []byte, data []byte) []byte {
+	if len(data) == 0 {
+		data = []byte("null")
+	}
+	b := make([]byte, 0, len(`{"type":"","room":,"from":,"name":,"data":}`)+len(typ)+len(roomJSON)+len(fromJSON)+
 		len(nameJSON)+len(data))
-	b = append(b, `{"type":"message","room":`...)
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","room":`...)
 	b = append(b, roomJSON...)
 	b = append(b, `,"from":`...)
 	b = append(b, fromJSON...)
@@ -226,6 +238,9 @@ type errorInfo struct {
 	retry time.Duration
 	limit int64
 	max   int64
+	// class and layer name the class bucket that refused the frame
+	// (CodeClassRateExceeded).
+	class, layer string
 	// uncertain marks a denial caused only by the cluster's uncertainty
 	// (limiter.Decision.Uncertain): it never counts toward MaxDenials.
 	uncertain bool
@@ -272,6 +287,12 @@ func appendErrorFrame(b []byte, e errorInfo) []byte {
 	if e.max > 0 {
 		b = append(b, `,"max_size":`...)
 		b = strconv.AppendInt(b, e.max, 10)
+	}
+	if e.class != "" {
+		b = append(b, `,"class":`...)
+		b = appendJSONString(b, e.class)
+		b = append(b, `,"layer":`...)
+		b = appendJSONString(b, e.layer)
 	}
 	return append(b, '}')
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // The limiter.Kinds of room buckets in the Limiter's Store.
@@ -256,10 +257,11 @@ func (c *Conn) leaveAll() {
 }
 
 // roomMessage runs the layers for a message of size bytes to r, in
-// DESIGN.md's order, and takes their tokens. On a denial nothing stays
+// DESIGN.md's order, then the class buckets of class id in table t (none
+// when t is nil), and takes their tokens. On a denial nothing stays
 // taken in any layer, including the Limiter's; an error frame with an
 // empty code means the connection is closing and needs no answer.
-func (c *Conn) roomMessage(r *room, size int, ref string) (e errorInfo, ok bool) {
+func (c *Conn) roomMessage(r *room, size int, ref string, t *policy.Table, id policy.ClassID) (e errorInfo, ok bool) {
 	h := c.h
 	e = errorInfo{room: r.name, ref: ref}
 	n := int64(size)
@@ -302,6 +304,19 @@ func (c *Conn) roomMessage(r *room, size int, ref string) (e errorInfo, ok bool)
 			}
 			h.lim.RefundMessage(c.ctx(), c.id, size)
 			return c.roomDenied(e, err, r, r.total, res, now), false
+		}
+	}
+	// 6. The message's class, per connection, user, address and room.
+	if id != policy.NoClass {
+		if ce, ok := c.takeClass(t, id, r, e, now); !ok {
+			if !r.total.Unlimited() {
+				_ = store.Refund(c.ctx(), limiter.Key{Kind: KindRoom, Scope: r.name}, r.total, now, 1)
+			}
+			if !r.member.Unlimited() {
+				_ = store.Refund(c.ctx(), memberKey, r.member, now, 1)
+			}
+			h.lim.RefundMessage(c.ctx(), c.id, size)
+			return ce, false
 		}
 	}
 	return e, true

@@ -4,6 +4,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // handleFrame runs one frame of the built-in room protocol. A text frame
@@ -27,9 +28,13 @@ func (c *Conn) handleFrame(mt int, data []byte) {
 		c.deny(errorInfo{code: CodeInvalidFrame, ref: f.ID})
 		return
 	}
+	t, class := h.policyClass(f.Type)
 	switch f.Type {
 	case TypeJoin, TypeLeave, TypeMessage:
 	default:
+		if class != policy.NoClass {
+			break // a frame of a policy class: a room message of that type
+		}
 		if d := h.lim.CheckMessage(c.ctx(), c.id, len(data)); !d.Allowed {
 			e := errorFromDecision(d)
 			e.ref = f.ID
@@ -84,19 +89,19 @@ func (c *Conn) handleFrame(mt int, data []byte) {
 		}
 		c.leave(m)
 		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: replyFrame(TypeLeft, f.Room, f.ID)})
-	case TypeMessage:
+	default: // TypeMessage, or the type of a policy class
 		m, in := c.rooms[f.Room]
 		if !in {
 			c.deny(errorInfo{code: CodeNotMember, room: f.Room, ref: f.ID})
 			return
 		}
-		if e, ok := c.roomMessage(m.r, len(data), f.ID); !ok {
+		if e, ok := c.roomMessage(m.r, len(data), f.ID, t, class); !ok {
 			if e.code != "" {
 				c.deny(e)
 			}
 			return
 		}
-		c.broadcast(m.r, messageFrame(m.r.nameJSON, c.idJSON, m.nameJSON, f.Data))
+		c.broadcast(m.r, relayFrame(f.Type, m.r.nameJSON, c.idJSON, m.nameJSON, f.Data))
 	}
 }
 

@@ -1,0 +1,202 @@
+package wshandler
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
+)
+
+// staticPolicy is a PolicySource holding one compiled document.
+type staticPolicy struct{ v *policy.Version }
+
+func (s staticPolicy) Current() *policy.Version { return s.v }
+
+func newStaticPolicy(t testing.TB, doc *policy.Document) staticPolicy {
+	t.Helper()
+	tab, err := policy.Compile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return staticPolicy{&policy.Version{Document: doc, Table: tab}}
+}
+
+// classNode starts a room node with the given policy whose connections
+// carry the metadata user of their ?uid= query parameter, else their
+// ?user= one (which is also their client ID), and the tier of ?tier=.
+func classNode(t testing.TB, cfg Config, lim limiter.Limits, doc *policy.Document) (*node, *sink) {
+	t.Helper()
+	s := &sink{}
+	cfg.Sink = s
+	cfg.Policy = newStaticPolicy(t, doc)
+	cfg.Metadata = func(r *http.Request) map[string]string {
+		q := r.URL.Query()
+		user := q.Get("uid")
+		if user == "" {
+			user = q.Get("user")
+		}
+		return map[string]string{MetaUser: user, limiter.MetaTier: q.Get("tier")}
+	}
+	n, _ := roomNode(t, cfg, lim)
+	return n, s
+}
+
+// classErr reads the next frame of c, which must be a class denial.
+func classErr(t *testing.T, c *websocket.Conn, class, layer string) {
+	t.Helper()
+	var r struct {
+		reply
+		Class string `json:"class"`
+		Layer string `json:"layer"`
+	}
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	if err := c.ReadJSON(&r); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if r.Error != CodeClassRateExceeded || r.Class != class || r.Layer != layer || r.RetryAfterMs == nil {
+		t.Fatalf("want a %s denial by the %s layer, got %+v", class, layer, r)
+	}
+}
+
+func TestClassTypingFloodRefusedWhileMessagesPass(t *testing.T) {
+	t.Parallel()
+	doc := &policy.Document{Classes: map[string]policy.Class{
+		"typing":  {Connection: policy.Rate{Rate: 3}, User: &policy.Rate{Rate: 100}},
+		"message": {Connection: policy.Rate{Rate: 100}},
+	}}
+	n, viols := classNode(t, Config{}, limiter.Limits{}, doc)
+	a, b := dialAs(t, n, "ada"), dialAs(t, n, "bob")
+	join(t, a, "lobby")
+	join(t, b, "lobby")
+	for range 3 {
+		send(t, a, map[string]string{"type": "typing", "room": "lobby"})
+		for _, c := range []*websocket.Conn{a, b} {
+			if r := recv(t, c); r.Type != "typing" || r.Room != "lobby" || r.From == "" || string(r.Data) != "null" {
+				t.Fatalf("typing relayed as %+v", r)
+			}
+		}
+	}
+	for range 5 {
+		send(t, a, map[string]string{"type": "typing", "room": "lobby"})
+		classErr(t, a, "typing", "connection")
+	}
+	for i := range 10 {
+		send(t, a, msg("lobby", i))
+		for _, c := range []*websocket.Conn{a, b} {
+			if r := recv(t, c); r.Type != TypeMessage || string(r.Data) != string(rune('0'+i%10)) {
+				t.Fatalf("message %d: %+v", i, r)
+			}
+		}
+	}
+	// An undefined type is still unknown.
+	send(t, a, map[string]string{"type": "file", "room": "lobby"})
+	if r := recv(t, a); r.Error != CodeUnknownType {
+		t.Fatalf("undefined class: %+v", r)
+	}
+	got := 0
+	viols.mu.Lock()
+	defer viols.mu.Unlock()
+	for _, v := range viols.vs {
+		if v.Type == ViolationClassRate && v.Reason == ReasonClassRateExceeded && v.Room == "lobby" && v.Limit == 3 {
+			got++
+		}
+	}
+	if got != 5 {
+		t.Errorf("class violations: %d of 5 (%+v)", got, viols.vs)
+	}
+}
+
+// A frame refused by its class's room layer has taken nothing: not the
+// Limiter's message, not the room's rates, not its class's connection and
+// user buckets.
+func TestClassDenialConsumesNothing(t *testing.T) {
+	t.Parallel()
+	doc := &policy.Document{Classes: map[string]policy.Class{
+		"file": {Cost: 2, Connection: policy.Rate{Rate: 4}, User: &policy.Rate{Rate: 2}, Room: &policy.Rate{Rate: 2}},
+	}}
+	n, _ := classNode(t, Config{RoomPatterns: []RoomPattern{{Pattern: "r1", Limits: RoomLimits{MessagesPerMinute: 2, MemberMessagesPerMinute: 100}}}},
+		limiter.Limits{MessagesPerMinute: 6}, doc)
+	a, b := dialAs(t, n, "ada"), dialAs(t, n, "bob")
+	join(t, a, "r1")
+	join(t, b, "r1")
+	join(t, b, "r2")
+	file := func(room string) map[string]any { return map[string]any{"type": "file", "room": room, "data": "x"} }
+	send(t, a, file("r1")) // r1's file bucket (2) is empty now
+	for _, c := range []*websocket.Conn{a, b} {
+		if r := recv(t, c); r.Type != "file" {
+			t.Fatalf("file relayed as %+v", r)
+		}
+	}
+	send(t, b, file("r1"))
+	classErr(t, b, "file", "room")
+	// bob's user bucket (2, one file) was given back: a file to r2 passes.
+	send(t, b, file("r2"))
+	if r := recv(t, b); r.Type != "file" || r.Room != "r2" {
+		t.Fatalf("file to r2 after the refund: %+v", r)
+	}
+	// r1's room rate (2): ada's file and one more message.
+	send(t, a, msg("r1", 1))
+	for _, c := range []*websocket.Conn{a, b} {
+		if r := recv(t, c); r.Type != TypeMessage {
+			t.Fatalf("second message of r1: %+v", r)
+		}
+	}
+	send(t, a, msg("r1", 2))
+	if r := recv(t, a); r.Error != ErrorCode(limiter.ReasonRoomRateExceeded) {
+		t.Fatalf("third message of r1: %+v", r)
+	}
+	// bob's Limiter messages (6): two joins, the file to r2 and three more.
+	for i := range 3 {
+		send(t, b, msg("r2", i))
+		if r := recv(t, b); r.Type != TypeMessage {
+			t.Fatalf("bob's message %d: %+v", i, r)
+		}
+	}
+	send(t, b, msg("r2", 9))
+	if r := recv(t, b); r.Error != ErrorCode(limiter.ReasonRateLimitExceeded) {
+		t.Fatalf("bob's seventh frame: %+v", r)
+	}
+}
+
+// One user's class bucket is shared by their connections from different
+// addresses, and a pro user gets the pro tier's class limits.
+func TestClassUserLayerAndTier(t *testing.T) {
+	t.Parallel()
+	doc := &policy.Document{
+		Classes: map[string]policy.Class{"typing": {Connection: policy.Rate{Rate: 100}, User: &policy.Rate{Rate: 2}}},
+		Tiers: map[string]policy.Tier{"pro": {Classes: map[string]policy.Class{
+			"typing": {Connection: policy.Rate{Rate: 100}, User: &policy.Rate{Rate: 4}}}}},
+	}
+	n, _ := classNode(t, Config{}, limiter.Limits{}, doc)
+	c1, c2 := dialAs(t, n, "addr1&uid=ada"), dialAs(t, n, "addr2&uid=ada")
+	pro := dialAs(t, n, "addr3&uid=grace&tier=pro")
+	typing := map[string]string{"type": "typing", "room": "lobby"}
+	for _, c := range []*websocket.Conn{c1, c2, pro} {
+		join(t, c, "lobby")
+	}
+	drain := func(n int) { // every member sees every relayed frame
+		for range n {
+			for _, c := range []*websocket.Conn{c1, c2, pro} {
+				if r := recv(t, c); r.Type != "typing" {
+					t.Fatalf("typing relayed as %+v", r)
+				}
+			}
+		}
+	}
+	send(t, c1, typing)
+	send(t, c2, typing)
+	drain(2)
+	send(t, c2, typing)
+	classErr(t, c2, "typing", "user")
+	send(t, c1, typing)
+	classErr(t, c1, "typing", "user")
+	for range 4 {
+		send(t, pro, typing)
+		drain(1)
+	}
+	send(t, pro, typing)
+	classErr(t, pro, "typing", "user")
+}
