@@ -132,6 +132,11 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		hc.KeyFunc = clientKey(n.addrKey)
 		hc.Metadata = connMetadata
 	}
+	if s.policy != nil {
+		// The policy's message classes, live: a new version applies to
+		// the next frame.
+		hc.Policy = s.policy
+	}
 	for _, r := range cfg.Rooms {
 		switch {
 		case r.Pattern == "*":
