@@ -34,6 +34,7 @@ const (
 	TypeRoomRate                   = Type(limiter.ViolationRoomRate)
 	TypeRoomFull                   = Type(limiter.ViolationRoomFull)
 	TypeInvalidUTF8                = Type(limiter.ViolationInvalidUTF8)
+	TypeClassRate                  = Type(limiter.ViolationClassRate)
 	TypeBan                   Type = "ban"
 	TypeUnban                 Type = "unban"
 )
@@ -42,7 +43,7 @@ const (
 var Types = [...]Type{
 	TypeConnectionRate, TypeConcurrentConnections, TypeMessageSize,
 	TypeMessageRate, TypeBandwidth, TypeBanned, TypeStoreUnavailable,
-	TypeRoomRate, TypeRoomFull, TypeInvalidUTF8, TypeBan, TypeUnban,
+	TypeRoomRate, TypeRoomFull, TypeInvalidUTF8, TypeClassRate, TypeBan, TypeUnban,
 }
 
 // IsViolation reports whether t is published on the violations subjects

@@ -22,6 +22,9 @@ const (
 	// ReasonInvalidUTF8 is reported by protocol layers (pkg/wshandler)
 	// for a text frame whose bytes are not valid UTF-8.
 	ReasonInvalidUTF8 Reason = "invalid_utf8"
+	// ReasonClassRateExceeded is reported by protocol layers
+	// (pkg/wshandler) for a message refused by its class's bucket.
+	ReasonClassRateExceeded Reason = "class_rate_exceeded"
 )
 
 // Reasons lists every Reason, in a stable order.
@@ -29,7 +32,7 @@ var Reasons = [...]Reason{
 	ReasonOK, ReasonConnectionRateExceeded, ReasonTooManyConnections,
 	ReasonMessageTooLarge, ReasonRateLimitExceeded, ReasonBandwidthExceeded,
 	ReasonConnectionNotFound, ReasonBanned, ReasonRoomRateExceeded,
-	ReasonRoomFull, ReasonStoreUnavailable, ReasonInvalidUTF8,
+	ReasonRoomFull, ReasonStoreUnavailable, ReasonInvalidUTF8, ReasonClassRateExceeded,
 }
 
 // Decision is the answer to a connection or message check.

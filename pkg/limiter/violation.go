@@ -26,6 +26,10 @@ const (
 	// for a text frame that is not valid UTF-8; the connection is failed
 	// with close code 1007.
 	ViolationInvalidUTF8 ViolationType = "invalid_utf8"
+	// ViolationClassRate is reported by protocol layers (pkg/wshandler)
+	// for a message refused by its class's bucket (a policy's message
+	// classes).
+	ViolationClassRate ViolationType = "class_rate"
 )
 
 // ViolationTypes lists every ViolationType, in a stable order, for code
@@ -33,7 +37,7 @@ const (
 var ViolationTypes = [...]ViolationType{
 	ViolationConnectionRate, ViolationConcurrentConnections, ViolationMessageSize,
 	ViolationMessageRate, ViolationBandwidth, ViolationBanned, ViolationStoreUnavailable,
-	ViolationRoomRate, ViolationRoomFull, ViolationInvalidUTF8,
+	ViolationRoomRate, ViolationRoomFull, ViolationInvalidUTF8, ViolationClassRate,
 }
 
 // Violation describes one denied request. It never carries a message body.

@@ -25,13 +25,6 @@ const MetaUser = "user"
 // layer.
 const CodeClassRateExceeded ErrorCode = "class_rate_exceeded"
 
-// ViolationClassRate is the violation type of a frame refused by a class
-// bucket.
-const ViolationClassRate limiter.ViolationType = "class_rate"
-
-// ReasonClassRateExceeded is the reason of a ViolationClassRate.
-const ReasonClassRateExceeded limiter.Reason = "class_rate_exceeded"
-
 // policyClass returns the table in force and the class of a frame of type
 // typ: a message frame's class is "message" (or the default class), any
 // other type's is the class of exactly that name. It reports NoClass when
@@ -70,7 +63,7 @@ func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, r *room, e errorInf
 	}
 	e.code, e.retry, e.limit = CodeClassRateExceeded, d.RetryAfter, d.Limit
 	e.class, e.layer = d.Class, d.Layer.String()
-	h.violate(limiter.Violation{Type: ViolationClassRate, Reason: ReasonClassRateExceeded,
+	h.violate(limiter.Violation{Type: limiter.ViolationClassRate, Reason: limiter.ReasonClassRateExceeded,
 		Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Limit: d.Limit,
 		Remaining: d.Remaining, RetryAfter: d.RetryAfter, Metadata: c.meta})
 	return e, false

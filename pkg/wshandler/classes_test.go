@@ -100,7 +100,7 @@ func TestClassTypingFloodRefusedWhileMessagesPass(t *testing.T) {
 	viols.mu.Lock()
 	defer viols.mu.Unlock()
 	for _, v := range viols.vs {
-		if v.Type == ViolationClassRate && v.Reason == ReasonClassRateExceeded && v.Room == "lobby" && v.Limit == 3 {
+		if v.Type == limiter.ViolationClassRate && v.Reason == limiter.ReasonClassRateExceeded && v.Room == "lobby" && v.Limit == 3 {
 			got++
 		}
 	}
