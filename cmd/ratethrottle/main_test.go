@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,47 +14,18 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"go.uber.org/goleak"
 
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 	"github.com/ratethrottle/ratethrottle/internal/wait"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nodetest.Cleanup()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nodetest.Main(m) }
 
 // result is what one run of the tool printed and returned.
 type result struct {
 	code           int
 	stdout, stderr string
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // cli runs the tool in-process with a clean environment plus envs
@@ -68,7 +38,7 @@ func cli(t *testing.T, envs []string, args ...string) result {
 }
 
 func cliCtx(ctx context.Context, envs []string, args ...string) result {
-	var out, errb syncBuffer
+	var out, errb nodetest.Buffer
 	m := map[string]string{}
 	for _, kv := range envs {
 		k, v, _ := strings.Cut(kv, "=")

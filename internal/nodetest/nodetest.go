@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // Package is the import path of the node binary.
@@ -49,6 +51,21 @@ func Cleanup() {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
+}
+
+// Main runs a package's tests, removes the binary Binary built, and, when
+// every test passed, fails the run if a goroutine is left behind. Call it
+// from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // Buffer is a bytes.Buffer safe for one writer and many readers: a

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -11,19 +10,10 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nodetest.Cleanup()
-	if code == 0 {
-		// Every scenario checks its own goroutines; this catches what a
-		// helper shared between them might leave.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+// TestMain checks, once every scenario has passed, that nothing a helper
+// shared between them started is left running (each scenario checks its
+// own goroutines).
+func TestMain(m *testing.M) { nodetest.Main(m) }
 
 // long reports whether the long versions of the scenarios run
 // (RATETHROTTLE_LONG=1).
