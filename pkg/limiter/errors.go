@@ -3,6 +3,7 @@ package limiter
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 var (
@@ -24,19 +25,59 @@ var (
 	ErrUnavailable = errors.New("limiter: store unavailable")
 )
 
-// FieldError reports an invalid configuration value. It names the field and
-// the value so that a user can find the mistake, and unwraps to
-// ErrInvalidLimits.
+// FieldError reports an invalid configuration value. It is the one
+// configuration error of the module: limiter, kvstore, events, wshandler,
+// policy and the node all return it, so that a caller can find the mistake
+// with one errors.As whichever package refused it. It names the field (or,
+// for a document, the dotted path of its key), where the value came from
+// when that is known, the value and why it is refused. It unwraps to the
+// refusing package's sentinel (Err), so errors.Is(err,
+// events.ErrInvalidConfig) still tells the packages apart.
 type FieldError struct {
-	Field  string // the field's name, for example "MessagesPerMinute"
-	Value  any    // the rejected value
-	Reason string // why it is rejected
+	// Field is the field's name ("MessagesPerMinute"), or its dotted path
+	// in a document ("tiers.pro.classes.typing.rate").
+	Field string
+	// Source says where the value came from, such as "flag --listen" or
+	// "env RATETHROTTLE_LISTEN"; empty when it is a field of a Go struct.
+	Source string
+	// Value is the rejected value; nil when there is none to show.
+	Value any
+	// Reason says why the value is rejected.
+	Reason string
+	// Err is the sentinel of the package that refused the value, which
+	// Unwrap returns. Nil means ErrInvalidLimits.
+	Err error
 }
 
-// Error implements error.
+// Error implements error: the sentinel's text, the field, its source in
+// parentheses, the value and the reason, as in
+// "limiter: invalid limits: MessagesPerMinute = -5: must not be negative".
 func (e *FieldError) Error() string {
-	return fmt.Sprintf("limiter: invalid %s %v: %s", e.Field, e.Value, e.Reason)
+	var b strings.Builder
+	b.WriteString(e.Unwrap().Error())
+	b.WriteString(": ")
+	b.WriteString(e.Field)
+	if e.Source != "" {
+		b.WriteString(" (")
+		b.WriteString(e.Source)
+		b.WriteString(")")
+	}
+	if e.Value != nil {
+		if s, ok := e.Value.(string); ok {
+			fmt.Fprintf(&b, " = %q", s)
+		} else {
+			fmt.Fprintf(&b, " = %v", e.Value)
+		}
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Reason)
+	return b.String()
 }
 
-// Unwrap returns ErrInvalidLimits.
-func (e *FieldError) Unwrap() error { return ErrInvalidLimits }
+// Unwrap returns Err, or ErrInvalidLimits when Err is nil.
+func (e *FieldError) Unwrap() error {
+	if e.Err == nil {
+		return ErrInvalidLimits
+	}
+	return e.Err
+}

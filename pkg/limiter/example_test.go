@@ -82,5 +82,5 @@ func ExampleLimits_Validate() {
 	lim.MessagesPerMinute = -5
 	fmt.Println(lim.Validate())
 	// Output:
-	// limiter: invalid MessagesPerMinute -5: must not be negative (0 means unlimited)
+	// limiter: invalid limits: MessagesPerMinute = -5: must not be negative (0 means unlimited)
 }
