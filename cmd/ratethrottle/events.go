@@ -257,13 +257,9 @@ func runKeep(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetStream(nc)
-	if err != nil {
-		return err
-	}
 	octx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	s, err := events.EnsureStream(octx, js, events.StreamConfig{Name: *stream, Prefix: c.prefix, MaxAge: *maxAge,
+	s, err := events.EnsureStream(octx, nc, events.StreamConfig{Name: *stream, Prefix: c.prefix, MaxAge: *maxAge,
 		MaxMsgs: *maxMsgs, MaxBytes: *maxBytes, Replicas: *replicas})
 	if err != nil {
 		return classify("history stream", err)

@@ -18,8 +18,8 @@ func TestAutoBanFiresAtThreshold(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	watch := subscribe(t, connect(t, srv), events.Filter{Types: []events.Type{events.TypeBan}})
-	bansA := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "a"})
-	bansB := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "b"})
+	bansA := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "a"})
+	bansB := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
 
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	now := func() time.Time { return t0 } // violations all fall within the window
@@ -85,7 +85,7 @@ func TestAutoBanFiresAtThreshold(t *testing.T) {
 func TestAutoBanConfigErrors(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	bans := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv))})
+	bans := newBans(t, events.BansConfig{Conn: connect(t, srv)})
 	cases := []struct {
 		cfg   events.AutoBanConfig
 		field string

@@ -23,9 +23,9 @@ const DefaultBanBucket = "ratethrottle_bans"
 
 // BansConfig configures Bans. Zero fields get defaults.
 type BansConfig struct {
-	// JetStream is the JetStream context of the bucket. Required. Its
-	// connection also carries the ban and unban events.
-	JetStream jetstream.JetStream
+	// Conn is the NATS connection to the bucket's JetStream, which also
+	// carries the ban and unban events. Required. Bans does not close it.
+	Conn *nats.Conn
 	// Bucket is the KV bucket. Empty means DefaultBanBucket. Every node
 	// of a cluster must use the same bucket.
 	Bucket string
@@ -67,8 +67,8 @@ type BansConfig struct {
 }
 
 func (c *BansConfig) setDefaults() error {
-	if c.JetStream == nil {
-		return &ConfigError{Field: "JetStream", Value: nil, Reason: "is required"}
+	if c.Conn == nil {
+		return &ConfigError{Field: "Conn", Value: nil, Reason: "is required"}
 	}
 	if err := ValidatePrefix(c.Prefix); err != nil {
 		return err
@@ -175,6 +175,7 @@ type notice struct {
 // use; Close is idempotent.
 type Bans struct {
 	cfg      BansConfig
+	js       jetstream.JetStream
 	kv       jetstream.KeyValue
 	nc       *nats.Conn
 	subj     string // "$KV.<bucket>."
@@ -218,15 +219,18 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("events: jetstream: %w", err)
+	}
 	var kv jetstream.KeyValue
-	var err error
 	if cfg.UseExisting {
-		kv, err = cfg.JetStream.KeyValue(ctx, cfg.Bucket)
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
 		if err == nil {
 			err = cfg.useBucketMarkerTTL(ctx, kv)
 		}
 	} else {
-		kv, err = cfg.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:         cfg.Bucket,
 			Description:    "RateThrottle bans",
 			History:        1,
@@ -240,8 +244,9 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 	}
 	b := &Bans{
 		cfg:       cfg,
+		js:        js,
 		kv:        kv,
-		nc:        cfg.JetStream.Conn(),
+		nc:        cfg.Conn,
 		subj:      "$KV." + cfg.Bucket + ".",
 		subjects:  Subjects{Prefix: cfg.Prefix},
 		ids:       newIDGen(),
@@ -339,7 +344,7 @@ func (b *Bans) ban(ctx context.Context, client string, d time.Duration, reason s
 	if d > 0 {
 		opts = append(opts, jetstream.WithMsgTTL(ttlSeconds(d)))
 	}
-	ack, err := b.cfg.JetStream.PublishMsg(ctx, &nats.Msg{Subject: b.subj + token, Data: data}, opts...)
+	ack, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subj + token, Data: data}, opts...)
 	if err != nil {
 		return fmt.Errorf("events: ban %q: %w", client, err)
 	}
@@ -382,7 +387,7 @@ func (b *Bans) Unban(ctx context.Context, client string) error {
 	// The marker's body tells the other nodes that this one lifted the ban
 	// and publishes its event; a marker without one is an expiry.
 	m.Data, _ = json.Marshal(liftRecord{V: Version, Node: b.cfg.Node})
-	ack, err := b.cfg.JetStream.PublishMsg(ctx, m, jetstream.WithMsgTTL(b.cfg.MarkerTTL))
+	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(b.cfg.MarkerTTL))
 	if err != nil {
 		return fmt.Errorf("events: unban %q: %w", client, err)
 	}

@@ -21,9 +21,9 @@ func TestBanAcrossClusterServers(t *testing.T) {
 	t.Cleanup(cl.Shutdown)
 	servers := cl.Servers()
 
-	a := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, servers[0])), Node: "a", Replicas: 3})
+	a := newBans(t, events.BansConfig{Conn: connect(t, servers[0]), Node: "a", Replicas: 3})
 	var closedC clientLog
-	c := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, servers[2])), Node: "c", Replicas: 3,
+	c := newBans(t, events.BansConfig{Conn: connect(t, servers[2]), Node: "c", Replicas: 3,
 		OnBan: func(b events.Ban) { closedC.add(b.Client) }})
 	limC, err := limiter.New(limiter.Config{Limits: limiter.Moderate(), Gate: c})
 	if err != nil {

@@ -50,16 +50,16 @@ func (l *clientLog) has(c string) bool {
 func TestBansConfigErrors(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	js := newJS(t, connect(t, srv))
+	nc := connect(t, srv)
 	cases := []struct {
 		cfg   events.BansConfig
 		field string
 	}{
-		{events.BansConfig{}, "JetStream"},
-		{events.BansConfig{JetStream: js, Bucket: "a.b"}, "Bucket"},
-		{events.BansConfig{JetStream: js, MarkerTTL: time.Millisecond}, "MarkerTTL"},
-		{events.BansConfig{JetStream: js, Replicas: -1}, "Replicas"},
-		{events.BansConfig{JetStream: js, Prefix: ">"}, "Prefix"},
+		{events.BansConfig{}, "Conn"},
+		{events.BansConfig{Conn: nc, Bucket: "a.b"}, "Bucket"},
+		{events.BansConfig{Conn: nc, MarkerTTL: time.Millisecond}, "MarkerTTL"},
+		{events.BansConfig{Conn: nc, Replicas: -1}, "Replicas"},
+		{events.BansConfig{Conn: nc, Prefix: ">"}, "Prefix"},
 	}
 	for _, c := range cases {
 		_, err := events.NewBans(context.Background(), c.cfg)
@@ -77,8 +77,8 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	var closedB clientLog
-	a := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "a"})
-	b := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "b", OnBan: func(ban events.Ban) { closedB.add(ban.Client) }})
+	a := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "a"})
+	b := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b", OnBan: func(ban events.Ban) { closedB.add(ban.Client) }})
 	var unbannedB clientLog
 	cancel := b.Notify(nil, unbannedB.add)
 	defer cancel()
@@ -133,7 +133,7 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	if err := a.Ban(ctx, "x.y*z", 0, "forever"); err != nil {
 		t.Fatal(err)
 	}
-	c := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv))})
+	c := newBans(t, events.BansConfig{Conn: connect(t, srv)})
 	if until, ok := c.BannedUntil("x.y*z", time.Now()); !ok || !until.IsZero() {
 		t.Errorf("late node: BannedUntil = %v, %v; want a ban until lifted", until, ok)
 	}
@@ -148,9 +148,10 @@ func TestBanExpiresByTTL(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	var expired clientLog
-	a := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), MarkerTTL: time.Second})
-	js := newJS(t, connect(t, srv))
-	b := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: time.Second, OnUnban: expired.add})
+	a := newBans(t, events.BansConfig{Conn: connect(t, srv), MarkerTTL: time.Second})
+	nc := connect(t, srv)
+	js := newJS(t, nc)
+	b := newBans(t, events.BansConfig{Conn: nc, MarkerTTL: time.Second, OnUnban: expired.add})
 	ctx := testCtx(t)
 	const client = "ttl client"
 	start := time.Now()
@@ -198,8 +199,9 @@ func kvOf(t testing.TB, js jetstream.JetStream) jetstream.KeyValue {
 func TestBanLongerThanTheStoreHolds(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	js := newJS(t, connect(t, srv))
-	a := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: time.Second})
+	nc := connect(t, srv)
+	js := newJS(t, nc)
+	a := newBans(t, events.BansConfig{Conn: nc, MarkerTTL: time.Second})
 	ab, err := events.NewAutoBan(events.AutoBanConfig{Bans: a, Threshold: 1, Window: time.Minute, Duration: 2_100_000 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +270,7 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	var nodes []*events.Bans
 	var ended [3]clientLog
 	for i, srv := range servers {
-		nodes = append(nodes, newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: fmt.Sprint("n", i),
+		nodes = append(nodes, newBans(t, events.BansConfig{Conn: connect(t, srv), Node: fmt.Sprint("n", i),
 			Replicas: 3, MarkerTTL: time.Second, OnUnban: ended[i].add}))
 	}
 	ctx := testCtx(t)
@@ -358,13 +360,14 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 func TestBansUseExisting(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	js := newJS(t, connect(t, srv))
+	nc := connect(t, srv)
+	js := newJS(t, nc)
 	ctx := testCtx(t)
-	if _, err := events.NewBans(ctx, events.BansConfig{JetStream: js, UseExisting: true}); !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := events.NewBans(ctx, events.BansConfig{Conn: nc, UseExisting: true}); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Fatalf("missing bucket: %v", err)
 	}
-	node := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: 3 * time.Second})
-	tool := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), UseExisting: true, MarkerTTL: time.Hour})
+	node := newBans(t, events.BansConfig{Conn: nc, MarkerTTL: 3 * time.Second})
+	tool := newBans(t, events.BansConfig{Conn: connect(t, srv), UseExisting: true, MarkerTTL: time.Hour})
 	if err := tool.Ban(ctx, "c", time.Hour, "by tool"); err != nil {
 		t.Fatal(err)
 	}
@@ -385,9 +388,10 @@ func TestRemovedBanKeyPublishesUnban(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	watch := subscribe(t, connect(t, srv), events.Filter{Types: []events.Type{events.TypeBan, events.TypeUnban}})
-	js := newJS(t, connect(t, srv))
-	a := newBans(t, events.BansConfig{JetStream: js, Node: "a"})
-	b := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "b"})
+	nc := connect(t, srv)
+	js := newJS(t, nc)
+	a := newBans(t, events.BansConfig{Conn: nc, Node: "a"})
+	b := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
 	ctx := testCtx(t)
 	if err := a.Ban(ctx, "gone", time.Hour, ""); err != nil {
 		t.Fatal(err)

@@ -34,5 +34,13 @@
 // AutoBan bans a client after Threshold violations within Window, counted
 // in the limiter's own Store, and emits a ban event.
 //
+// # NATS connections
+//
+// Everything here takes a *nats.Conn, as kvstore and policy do: the
+// Publisher and Subscribe publish and subscribe on it, and Bans,
+// EnsureStream and SubscribeDurable open JetStream on it with
+// jetstream.New, the account's own JetStream API. A JetStream domain or an
+// API prefix imported from another account is not offered.
+//
 // The schema, subjects and examples are in docs/EVENTS.md.
 package events

@@ -88,7 +88,7 @@ func TestEveryTypeWithEveryField(t *testing.T) {
 	}
 
 	nc := connect(t, srv)
-	bans := newBans(t, events.BansConfig{JetStream: newJS(t, nc), Node: "node-b"})
+	bans := newBans(t, events.BansConfig{Conn: nc, Node: "node-b"})
 	ctx := testCtx(t)
 	if err := bans.Ban(ctx, "client.ban", time.Hour, "abuse"); err != nil {
 		t.Fatal(err)

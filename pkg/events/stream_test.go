@@ -18,7 +18,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := testCtx(t)
-	stream, err := events.EnsureStream(ctx, newJS(t, connect(t, srv)), events.StreamConfig{MaxMsgs: 1000, Storage: jetstream.MemoryStorage})
+	stream, err := events.EnsureStream(ctx, connect(t, srv), events.StreamConfig{MaxMsgs: 1000, Storage: jetstream.MemoryStorage})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestReplayAfterRestart(t *testing.T) {
 
 	cfg := events.DurableConfig{Durable: "audit", Filter: events.Filter{Types: []events.Type{events.TypeMessageRate}}}
 	first := &collector{}
-	sub, err := events.SubscribeDurable(ctx, newJS(t, connect(t, srv)), cfg, first.add)
+	sub, err := events.SubscribeDurable(ctx, connect(t, srv), cfg, first.add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	}
 	waitStored(6)
 	second := &collector{}
-	sub, err = events.SubscribeDurable(ctx, newJS(t, connect(t, srv)), cfg, second.add)
+	sub, err = events.SubscribeDurable(ctx, connect(t, srv), cfg, second.add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	}
 	// Another durable starts from the oldest event kept.
 	fresh := &collector{}
-	sub2, err := events.SubscribeDurable(ctx, newJS(t, connect(t, srv)), events.DurableConfig{Durable: "fresh"}, fresh.add)
+	sub2, err := events.SubscribeDurable(ctx, connect(t, srv), events.DurableConfig{Durable: "fresh"}, fresh.add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	_ = sub2.Close()
 
 	ctx2, cancel := context.WithCancel(ctx)
-	sub3, err := events.SubscribeDurable(ctx2, newJS(t, connect(t, srv)), events.DurableConfig{Durable: "cancelled"}, func(events.Event) {})
+	sub3, err := events.SubscribeDurable(ctx2, connect(t, srv), events.DurableConfig{Durable: "cancelled"}, func(events.Event) {})
 	if err != nil {
 		t.Fatal(err)
 	}
