@@ -108,7 +108,7 @@ func runBans(ctx context.Context, e env, args []string) error {
 		}
 		return nil
 	default: // rm
-		if !b.IsBanned(pos[0]) {
+		if _, banned := b.BannedUntil(pos[0], time.Now()); !banned {
 			return notFound("bans rm: %s is not banned", clean(pos[0]))
 		}
 		if err := b.Unban(rctx, pos[0]); err != nil {

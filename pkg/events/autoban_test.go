@@ -56,14 +56,14 @@ func TestAutoBanFiresAtThreshold(t *testing.T) {
 	}
 	// The trigger is decided on the deciding goroutine, so these reads
 	// are exact: four violations trigger nothing.
-	if a, b := abA.Stats(), abB.Stats(); a.Triggered+b.Triggered != 0 || bansA.IsBanned(client) || bansB.IsBanned(client) {
+	if a, b := abA.Stats(), abB.Stats(); a.Triggered+b.Triggered != 0 || banned(bansA, client) || banned(bansB, client) {
 		t.Fatalf("banned before the threshold: %+v %+v", a, b)
 	}
 	limA.CheckMessage(ctx, "conn", 1) // the fifth
 	if s := abA.Stats(); s.Triggered != 1 {
 		t.Fatalf("fifth violation did not trigger: %+v", s)
 	}
-	waitFor(t, time.Second, "node B to see the automatic ban", func() bool { return bansB.IsBanned(client) })
+	waitFor(t, time.Second, "node B to see the automatic ban", func() bool { return banned(bansB, client) })
 	if d, _ := limB.Connect(ctx, "conn2", client, nil); d.Reason != limiter.ReasonBanned {
 		t.Errorf("node B connect after auto-ban: %+v", d)
 	}

@@ -51,14 +51,6 @@ type BansConfig struct {
 	UseExisting bool
 	// NoEvents turns off the ban and unban events.
 	NoEvents bool
-	// OnBan, if set, is called on every node, this one included, for each
-	// ban set after NewBans returns: close the client's open connections
-	// here. It runs on the watch goroutine and must return quickly.
-	OnBan func(Ban)
-	// OnUnban, if set, is called on every node when a ban is lifted or
-	// expires, with the client ID. An unban event is published once per
-	// ended ban cluster-wide, not once per node: see Bans.
-	OnUnban func(client string)
 	// SweepInterval is how often expired bans are dropped from the local
 	// cache and a lost watch is restarted. Zero means 30 seconds.
 	SweepInterval time.Duration
@@ -155,8 +147,8 @@ type notice struct {
 // Bans is the cluster-wide ban list: a JetStream KV bucket with a TTL per
 // key, and a local cache that a KV watch keeps up to date on every node.
 //
-// IsBanned and BannedUntil answer from the cache, with no I/O, so Bans
-// implements limiter.Gate: with limiter.Config{Gate: bans} a banned client's
+// BannedUntil answers from the cache, with no I/O, so Bans implements
+// limiter.Gate: with limiter.Config{Gate: bans} a banned client's
 // connections are denied with reason banned. A ban set on one node is in
 // every node's cache as soon as the watch delivers it, within milliseconds
 // on a healthy cluster. Each key expires on the server at the end of its
@@ -257,10 +249,6 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 		notices:   make(map[string]notice),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
-	}
-	if cfg.OnBan != nil || cfg.OnUnban != nil {
-		b.listeners[0] = listener{cfg.OnBan, cfg.OnUnban}
-		b.nextID = 1
 	}
 	// The watch lives as long as the Bans: its context is not ctx, which
 	// bounds only the start.
@@ -494,12 +482,6 @@ func (b *Bans) store(token string, e *banEntry, clientKnown bool) {
 	b.byClient[e.ban.Client] = e
 }
 
-// IsBanned reports whether client is banned now. It does no I/O.
-func (b *Bans) IsBanned(client string) bool {
-	_, banned := b.BannedUntil(client, b.cfg.Now())
-	return banned
-}
-
 // BannedUntil implements limiter.Gate: it reports whether client is banned
 // at now and until when (zero until lifted). It does no I/O.
 func (b *Bans) BannedUntil(client string, now time.Time) (time.Time, bool) {
@@ -531,10 +513,15 @@ func (b *Bans) List() []Ban {
 	return out
 }
 
-// Notify adds callbacks like BansConfig.OnBan and OnUnban (either may be
-// nil) and returns a function that removes them. An application that
-// holds connections, such as a WebSocket handler, uses it to close a
-// banned client's connections.
+// Notify adds callbacks, either of which may be nil, and returns a
+// function that removes them. An application that holds connections, such
+// as a WebSocket handler, uses it to close a banned client's connections.
+//
+// onBan is called on every node, this one included, for each ban set
+// after Notify returns. onUnban is called on every node when a ban is
+// lifted or expires, with the client ID; the unban event, by contrast, is
+// published once per ended ban cluster-wide (see Bans). Both run on the
+// watch goroutine and must return quickly.
 func (b *Bans) Notify(onBan func(Ban), onUnban func(client string)) (cancel func()) {
 	b.lmu.Lock()
 	id := b.nextID

@@ -78,9 +78,9 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	srv := startServer(t)
 	var closedB clientLog
 	a := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "a"})
-	b := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b", OnBan: func(ban events.Ban) { closedB.add(ban.Client) }})
+	b := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
 	var unbannedB clientLog
-	cancel := b.Notify(nil, unbannedB.add)
+	cancel := b.Notify(func(ban events.Ban) { closedB.add(ban.Client) }, unbannedB.add)
 	defer cancel()
 	limB, err := limiter.New(limiter.Config{Limits: limiter.Moderate(), Gate: b})
 	if err != nil {
@@ -97,7 +97,7 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	if err := a.Ban(ctx, client, time.Hour, "spam"); err != nil {
 		t.Fatal(err)
 	}
-	if !a.IsBanned(client) {
+	if !banned(a, client) {
 		t.Error("the banning node does not see its own ban at once")
 	}
 	var last limiter.Decision
@@ -109,7 +109,7 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	if last.RetryAfter <= 59*time.Minute || last.RetryAfter > time.Hour {
 		t.Errorf("RetryAfter %v, want just under an hour", last.RetryAfter)
 	}
-	waitFor(t, time.Second, "node B's OnBan", func() bool { return closedB.has(client) })
+	waitFor(t, time.Second, "node B's ban callback", func() bool { return closedB.has(client) })
 	if d, _ := limB.Connect(ctx, "other", "198.51.100.1", nil); !d.Allowed {
 		t.Errorf("another client was rejected: %+v", d)
 	}
@@ -120,11 +120,11 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	if err := a.Unban(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	if a.IsBanned(client) {
+	if banned(a, client) {
 		t.Error("the unbanning node still sees the ban")
 	}
-	waitFor(t, time.Second, "node B to lift the ban", func() bool { return !b.IsBanned(client) })
-	waitFor(t, time.Second, "node B's OnUnban", func() bool { return unbannedB.has(client) })
+	waitFor(t, time.Second, "node B to lift the ban", func() bool { return !banned(b, client) })
+	waitFor(t, time.Second, "node B's unban callback", func() bool { return unbannedB.has(client) })
 	if d, _ := limB.Connect(ctx, "later", client, nil); !d.Allowed {
 		t.Errorf("connect after unban: %+v", d)
 	}
@@ -151,14 +151,15 @@ func TestBanExpiresByTTL(t *testing.T) {
 	a := newBans(t, events.BansConfig{Conn: connect(t, srv), MarkerTTL: time.Second})
 	nc := connect(t, srv)
 	js := newJS(t, nc)
-	b := newBans(t, events.BansConfig{Conn: nc, MarkerTTL: time.Second, OnUnban: expired.add})
+	b := newBans(t, events.BansConfig{Conn: nc, MarkerTTL: time.Second})
+	t.Cleanup(b.Notify(nil, expired.add))
 	ctx := testCtx(t)
 	const client = "ttl client"
 	start := time.Now()
 	if err := a.Ban(ctx, client, 2*time.Second, "short"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "node B to see the ban", func() bool { return b.IsBanned(client) })
+	waitFor(t, time.Second, "node B to see the ban", func() bool { return banned(b, client) })
 	kv, err := js.KeyValue(ctx, events.DefaultBanBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -176,10 +177,10 @@ func TestBanExpiresByTTL(t *testing.T) {
 	if el := time.Since(start); el < 2*time.Second {
 		t.Errorf("key gone after %v, before its TTL", el)
 	}
-	if a.IsBanned(client) || b.IsBanned(client) {
+	if banned(a, client) || banned(b, client) {
 		t.Error("a node still sees the expired ban")
 	}
-	waitFor(t, 2*time.Second, "OnUnban for the expired ban", func() bool { return expired.has(client) })
+	waitFor(t, 2*time.Second, "the unban callback for the expired ban", func() bool { return expired.has(client) })
 }
 
 // kvOf opens the default ban bucket.
@@ -215,7 +216,7 @@ func TestBanLongerThanTheStoreHolds(t *testing.T) {
 		}
 	}
 	ab.HandleViolation(limiter.Violation{Type: limiter.ViolationMessageRate, ClientID: "auto-long"})
-	waitFor(t, 2*time.Second, "the automatic ban", func() bool { return a.IsBanned("auto-long") })
+	waitFor(t, 2*time.Second, "the automatic ban", func() bool { return banned(a, "auto-long") })
 	if err := a.Ban(ctx, "short", time.Second, "short"); err != nil {
 		t.Fatal(err)
 	}
@@ -270,8 +271,9 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	var nodes []*events.Bans
 	var ended [3]clientLog
 	for i, srv := range servers {
-		nodes = append(nodes, newBans(t, events.BansConfig{Conn: connect(t, srv), Node: fmt.Sprint("n", i),
-			Replicas: 3, MarkerTTL: time.Second, OnUnban: ended[i].add}))
+		n := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: fmt.Sprint("n", i), Replicas: 3, MarkerTTL: time.Second})
+		t.Cleanup(n.Notify(nil, ended[i].add))
+		nodes = append(nodes, n)
 	}
 	ctx := testCtx(t)
 	settled := func(client string) {
@@ -371,7 +373,7 @@ func TestBansUseExisting(t *testing.T) {
 	if err := tool.Ban(ctx, "c", time.Hour, "by tool"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the node to see the tool's ban", func() bool { return node.IsBanned("c") })
+	waitFor(t, time.Second, "the node to see the tool's ban", func() bool { return banned(node, "c") })
 	st, err := kvOf(t, js).Status(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -396,11 +398,11 @@ func TestRemovedBanKeyPublishesUnban(t *testing.T) {
 	if err := a.Ban(ctx, "gone", time.Hour, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "node b to see the ban", func() bool { return b.IsBanned("gone") })
+	waitFor(t, time.Second, "node b to see the ban", func() bool { return banned(b, "gone") })
 	if err := kvOf(t, js).Delete(ctx, events.ClientToken("gone")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "both nodes to lift the ban", func() bool { return !a.IsBanned("gone") && !b.IsBanned("gone") })
+	waitFor(t, 2*time.Second, "both nodes to lift the ban", func() bool { return !banned(a, "gone") && !banned(b, "gone") })
 	waitFor(t, 2*time.Second, "both nodes' claims", func() bool {
 		wa, la := a.UnbanClaims()
 		wb, lb := b.UnbanClaims()

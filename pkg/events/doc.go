@@ -27,10 +27,11 @@
 // # Bans
 //
 // Bans keeps bans in a JetStream KV bucket with a TTL per key, and every
-// node watches the bucket into a local cache, so IsBanned costs no I/O.
+// node watches the bucket into a local cache, so BannedUntil costs no I/O.
 // Bans implements limiter.Gate: a limiter configured with it denies a
-// banned client's connections with reason banned, on every node. OnBan (or
-// Notify) tells the application to close the client's open connections.
+// banned client's connections with reason banned, on every node. Notify
+// tells the application, on every node, to close the client's open
+// connections.
 // AutoBan bans a client after Threshold violations within Window, counted
 // in the limiter's own Store, and emits a ban event.
 //

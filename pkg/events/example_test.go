@@ -100,6 +100,7 @@ func ExampleBans() {
 		panic(err)
 	}
 	d, _ := lim.Connect(ctx, "conn-1", "203.0.113.5", nil)
-	fmt.Println(bans.IsBanned("203.0.113.5"), d.Allowed, d.Reason)
+	_, banned := bans.BannedUntil("203.0.113.5", time.Now())
+	fmt.Println(banned, d.Allowed, d.Reason)
 	// Output: true false banned
 }

@@ -57,6 +57,12 @@ func newJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 	return js
 }
 
+// banned reports whether b bans client now.
+func banned(b *events.Bans, client string) bool {
+	_, ok := b.BannedUntil(client, time.Now())
+	return ok
+}
+
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
