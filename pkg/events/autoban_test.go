@@ -2,7 +2,6 @@ package events_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -97,9 +96,6 @@ func TestAutoBanConfigErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := events.NewAutoBan(c.cfg)
-		var ce *events.ConfigError
-		if !errors.As(err, &ce) || ce.Field != c.field {
-			t.Errorf("NewAutoBan = %v, want a ConfigError on %s", err, c.field)
-		}
+		wantFieldError(t, "NewAutoBan", err, c.field)
 	}
 }

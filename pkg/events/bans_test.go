@@ -63,10 +63,7 @@ func TestBansConfigErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := events.NewBans(context.Background(), c.cfg)
-		var ce *events.ConfigError
-		if !errors.As(err, &ce) || ce.Field != c.field {
-			t.Errorf("NewBans(%+v) = %v, want a ConfigError on %s", c.cfg, err, c.field)
-		}
+		wantFieldError(t, fmt.Sprintf("NewBans(%+v)", c.cfg), err, c.field)
 	}
 }
 

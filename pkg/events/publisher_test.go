@@ -2,7 +2,6 @@ package events_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -51,10 +50,7 @@ func TestPublisherConfigErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := events.NewPublisher(c.cfg)
-		var ce *events.ConfigError
-		if !errors.As(err, &ce) || ce.Field != c.field || !strings.HasPrefix(err.Error(), "events: ") {
-			t.Errorf("NewPublisher(%+v) = %v, want a ConfigError on %s", c.cfg, err, c.field)
-		}
+		wantFieldError(t, fmt.Sprintf("NewPublisher(%+v)", c.cfg), err, c.field)
 	}
 }
 

@@ -41,13 +41,13 @@ func (c *StreamConfig) setDefaults() error {
 	}
 	switch {
 	case c.MaxAge < 0:
-		return &ConfigError{Field: "MaxAge", Value: c.MaxAge, Reason: "must not be negative (0 means 24h)"}
+		return configError("MaxAge", c.MaxAge, "must not be negative (0 means 24h)")
 	case c.MaxMsgs < 0:
-		return &ConfigError{Field: "MaxMsgs", Value: c.MaxMsgs, Reason: "must not be negative (0 means 1000000)"}
+		return configError("MaxMsgs", c.MaxMsgs, "must not be negative (0 means 1000000)")
 	case c.MaxBytes < 0:
-		return &ConfigError{Field: "MaxBytes", Value: c.MaxBytes, Reason: "must not be negative (0 means 256 MiB)"}
+		return configError("MaxBytes", c.MaxBytes, "must not be negative (0 means 256 MiB)")
 	case c.Replicas < 0:
-		return &ConfigError{Field: "Replicas", Value: c.Replicas, Reason: "must not be negative (0 means 1)"}
+		return configError("Replicas", c.Replicas, "must not be negative (0 means 1)")
 	}
 	if c.Name == "" {
 		c.Name = DefaultStream
@@ -75,7 +75,7 @@ func (c *StreamConfig) setDefaults() error {
 // connection to the stream's JetStream.
 func EnsureStream(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (jetstream.Stream, error) {
 	if nc == nil {
-		return nil, &ConfigError{Field: "nc", Value: nil, Reason: "is required"}
+		return nil, configError("nc", nil, "is required")
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -131,13 +131,13 @@ const ackTimeout = 5 * time.Second
 func SubscribeDurable(ctx context.Context, nc *nats.Conn, cfg DurableConfig, fn func(Event)) (*Subscription, error) {
 	switch {
 	case nc == nil:
-		return nil, &ConfigError{Field: "nc", Value: nil, Reason: "is required"}
+		return nil, configError("nc", nil, "is required")
 	case fn == nil:
-		return nil, &ConfigError{Field: "fn", Value: nil, Reason: "is required"}
+		return nil, configError("fn", nil, "is required")
 	case cfg.Durable == "":
-		return nil, &ConfigError{Field: "Durable", Value: "", Reason: "is required"}
+		return nil, configError("Durable", "", "is required")
 	case cfg.AckWait < 0:
-		return nil, &ConfigError{Field: "AckWait", Value: cfg.AckWait, Reason: "must not be negative (0 means 30s)"}
+		return nil, configError("AckWait", cfg.AckWait, "must not be negative (0 means 30s)")
 	}
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream

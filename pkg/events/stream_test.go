@@ -2,9 +2,11 @@ package events_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratethrottle/ratethrottle/pkg/events"
@@ -91,4 +93,46 @@ func TestReplayAfterRestart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("durable subscription did not end after cancel")
 	}
+}
+
+// TestStreamConfigErrors checks that EnsureStream, SubscribeDurable and
+// Subscribe refuse a missing connection or handler and negative limits, naming the
+// field, before they touch the server.
+func TestStreamConfigErrors(t *testing.T) {
+	t.Parallel()
+	nc := connect(t, startServer(t))
+	ctx := testCtx(t)
+	for _, c := range []struct {
+		nc    *nats.Conn
+		cfg   events.StreamConfig
+		field string
+	}{
+		{nil, events.StreamConfig{}, "nc"},
+		{nc, events.StreamConfig{MaxAge: -time.Second}, "MaxAge"},
+		{nc, events.StreamConfig{MaxMsgs: -1}, "MaxMsgs"},
+		{nc, events.StreamConfig{MaxBytes: -1}, "MaxBytes"},
+		{nc, events.StreamConfig{Replicas: -1}, "Replicas"},
+		{nc, events.StreamConfig{Prefix: "a..b"}, "Prefix"},
+	} {
+		_, err := events.EnsureStream(ctx, c.nc, c.cfg)
+		wantFieldError(t, fmt.Sprintf("EnsureStream(%+v)", c.cfg), err, c.field)
+	}
+	fn := func(events.Event) {}
+	for _, c := range []struct {
+		nc    *nats.Conn
+		cfg   events.DurableConfig
+		fn    func(events.Event)
+		field string
+	}{
+		{nil, events.DurableConfig{Durable: "d"}, fn, "nc"},
+		{nc, events.DurableConfig{Durable: "d"}, nil, "fn"},
+		{nc, events.DurableConfig{}, fn, "Durable"},
+		{nc, events.DurableConfig{Durable: "d", AckWait: -time.Second}, fn, "AckWait"},
+		{nc, events.DurableConfig{Durable: "d", Filter: events.Filter{Prefix: "a.>"}}, fn, "Prefix"},
+	} {
+		_, err := events.SubscribeDurable(ctx, c.nc, c.cfg, c.fn)
+		wantFieldError(t, fmt.Sprintf("SubscribeDurable(%+v)", c.cfg), err, c.field)
+	}
+	_, err := events.Subscribe(ctx, nil, events.Filter{}, fn)
+	wantFieldError(t, "Subscribe(nil)", err, "nc")
 }
