@@ -77,7 +77,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	if s.pub, err = events.NewPublisher(events.PublisherConfig{Conn: n.nc, Prefix: cfg.EventPrefix, Node: n.id}); err != nil {
 		return nil, err
 	}
-	s.counter = &violationCounter{}
+	s.counter = newViolationCounter()
 	sinks := []limiter.ViolationSink{s.counter, s.pub}
 	if cfg.AutoBanThreshold > 0 {
 		if s.autoban, err = events.NewAutoBan(events.AutoBanConfig{

@@ -79,7 +79,7 @@ func runTail(ctx context.Context, e env, args []string) error {
 	for _, t := range types {
 		for _, name := range strings.Split(t, ",") {
 			name = strings.TrimSpace(name)
-			if !slices.Contains(events.Types[:], events.Type(name)) {
+			if !slices.Contains(events.Types(), events.Type(name)) {
 				return usageErr("events tail: --type %q: unknown type (want %s)", name, typeNames())
 			}
 			f.Types = append(f.Types, events.Type(name))
@@ -132,7 +132,7 @@ func runTail(ctx context.Context, e env, args []string) error {
 
 func typeNames() string {
 	var names []string
-	for _, t := range events.Types {
+	for _, t := range events.Types() {
 		names = append(names, string(t))
 	}
 	return strings.Join(names, ", ")

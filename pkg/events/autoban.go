@@ -68,7 +68,7 @@ func (c *AutoBanConfig) setDefaults() error {
 		c.Duration = 10 * time.Minute
 	}
 	if len(c.Types) == 0 {
-		for _, t := range Types {
+		for _, t := range types {
 			if t.IsViolation() && t != TypeBanned && t != TypeStoreUnavailable {
 				c.Types = append(c.Types, limiter.ViolationType(t))
 			}

@@ -67,7 +67,7 @@ func TestEveryTypeWithEveryField(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
 	meta := map[string]string{"user_agent": "test", "region": "eu"}
 	var want []events.Event
-	for i, typ := range events.Types {
+	for i, typ := range events.Types() {
 		if !typ.IsViolation() {
 			continue
 		}
@@ -93,7 +93,7 @@ func TestEveryTypeWithEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	waitFor(t, 5*time.Second, "every event type", func() bool { return got.len() >= len(events.Types) })
+	waitFor(t, 5*time.Second, "every event type", func() bool { return got.len() >= len(events.Types()) })
 	for _, w := range want {
 		e, ok := got.find(func(e events.Event) bool { return e.Type == w.Type })
 		if !ok {
