@@ -96,14 +96,14 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	st := s.lim.Statistics()
-	for _, r := range limiter.Reasons {
+	for _, r := range limiter.Reasons() {
 		v := float64(st.Denied[r])
 		if r == limiter.ReasonOK {
 			v = float64(st.TotalMessages)
 		}
 		ch <- prometheus.MustNewConstMetric(m.decisions, prometheus.CounterValue, v, string(r))
 	}
-	for i, t := range limiter.ViolationTypes {
+	for i, t := range s.counter.types {
 		ch <- prometheus.MustNewConstMetric(m.violation, prometheus.CounterValue, float64(s.counter.counts[i].Load()), string(t))
 	}
 	for _, x := range m.list {

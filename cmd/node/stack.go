@@ -9,7 +9,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
@@ -46,10 +45,6 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 			s.close(context.Background(), n.log)
 		}
 	}()
-	js, err := jetstream.New(n.nc)
-	if err != nil {
-		return nil, err
-	}
 	opCtx, cancel := context.WithTimeout(ctx, stackOpTimeout)
 	defer cancel()
 	def, modes := cfg.Modes()
@@ -71,18 +66,18 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		return nil, fmt.Errorf("kv bucket %q: %w", kc.Bucket, err)
 	}
 	if s.bans, err = events.NewBans(opCtx, events.BansConfig{
-		JetStream: js,
-		Bucket:    cfg.KVBucket + "_bans",
-		Prefix:    cfg.EventPrefix,
-		Node:      n.id,
-		Replicas:  cfg.Replicas(),
+		Conn:     n.nc,
+		Bucket:   cfg.KVBucket + "_bans",
+		Prefix:   cfg.EventPrefix,
+		Node:     n.id,
+		Replicas: cfg.Replicas(),
 	}); err != nil {
 		return nil, fmt.Errorf("ban bucket: %w", err)
 	}
 	if s.pub, err = events.NewPublisher(events.PublisherConfig{Conn: n.nc, Prefix: cfg.EventPrefix, Node: n.id}); err != nil {
 		return nil, err
 	}
-	s.counter = &violationCounter{}
+	s.counter = newViolationCounter()
 	sinks := []limiter.ViolationSink{s.counter, s.pub}
 	if cfg.AutoBanThreshold > 0 {
 		if s.autoban, err = events.NewAutoBan(events.AutoBanConfig{

@@ -108,7 +108,7 @@ func runBans(ctx context.Context, e env, args []string) error {
 		}
 		return nil
 	default: // rm
-		if !b.IsBanned(pos[0]) {
+		if _, banned := b.BannedUntil(pos[0], time.Now()); !banned {
 			return notFound("bans rm: %s is not banned", clean(pos[0]))
 		}
 		if err := b.Unban(rctx, pos[0]); err != nil {
@@ -128,15 +128,10 @@ func openBans(ctx context.Context, c *connFlags) (*events.Bans, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetStream(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
 	octx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	bucket := c.bucket + "_bans"
-	b, err := events.NewBans(octx, events.BansConfig{JetStream: js, Bucket: bucket, Prefix: c.prefix, Node: cliNode(), UseExisting: true})
+	b, err := events.NewBans(octx, events.BansConfig{Conn: nc, Bucket: bucket, Prefix: c.prefix, Node: cliNode(), UseExisting: true})
 	if err != nil {
 		nc.Close()
 		return nil, nil, classify(fmt.Sprintf("ban bucket %q (has a node started with --kv-bucket %s?)", bucket, c.bucket), err)

@@ -79,7 +79,7 @@ func runTail(ctx context.Context, e env, args []string) error {
 	for _, t := range types {
 		for _, name := range strings.Split(t, ",") {
 			name = strings.TrimSpace(name)
-			if !slices.Contains(events.Types[:], events.Type(name)) {
+			if !slices.Contains(events.Types(), events.Type(name)) {
 				return usageErr("events tail: --type %q: unknown type (want %s)", name, typeNames())
 			}
 			f.Types = append(f.Types, events.Type(name))
@@ -132,7 +132,7 @@ func runTail(ctx context.Context, e env, args []string) error {
 
 func typeNames() string {
 	var names []string
-	for _, t := range events.Types {
+	for _, t := range events.Types() {
 		names = append(names, string(t))
 	}
 	return strings.Join(names, ", ")
@@ -257,13 +257,9 @@ func runKeep(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetStream(nc)
-	if err != nil {
-		return err
-	}
 	octx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	s, err := events.EnsureStream(octx, js, events.StreamConfig{Name: *stream, Prefix: c.prefix, MaxAge: *maxAge,
+	s, err := events.EnsureStream(octx, nc, events.StreamConfig{Name: *stream, Prefix: c.prefix, MaxAge: *maxAge,
 		MaxMsgs: *maxMsgs, MaxBytes: *maxBytes, Replicas: *replicas})
 	if err != nil {
 		return classify("history stream", err)

@@ -52,23 +52,23 @@ type AutoBanConfig struct {
 func (c *AutoBanConfig) setDefaults() error {
 	switch {
 	case c.Bans == nil:
-		return &ConfigError{Field: "Bans", Value: nil, Reason: "is required"}
+		return configError("Bans", nil, "is required")
 	case c.Threshold <= 0:
-		return &ConfigError{Field: "Threshold", Value: c.Threshold, Reason: "must be positive"}
+		return configError("Threshold", c.Threshold, "must be positive")
 	case c.Window <= 0:
-		return &ConfigError{Field: "Window", Value: c.Window, Reason: "must be positive"}
+		return configError("Window", c.Window, "must be positive")
 	case c.Duration < 0:
-		return &ConfigError{Field: "Duration", Value: c.Duration, Reason: "must not be negative (0 means 10m)"}
+		return configError("Duration", c.Duration, "must not be negative (0 means 10m)")
 	case c.QueueSize < 0:
-		return &ConfigError{Field: "QueueSize", Value: c.QueueSize, Reason: "must not be negative (0 means 1024)"}
+		return configError("QueueSize", c.QueueSize, "must not be negative (0 means 1024)")
 	case c.Timeout < 0:
-		return &ConfigError{Field: "Timeout", Value: c.Timeout, Reason: "must not be negative (0 means 5s)"}
+		return configError("Timeout", c.Timeout, "must not be negative (0 means 5s)")
 	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Minute
 	}
 	if len(c.Types) == 0 {
-		for _, t := range Types {
+		for _, t := range types {
 			if t.IsViolation() && t != TypeBanned && t != TypeStoreUnavailable {
 				c.Types = append(c.Types, limiter.ViolationType(t))
 			}

@@ -2,7 +2,6 @@ package events_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -18,8 +17,8 @@ func TestAutoBanFiresAtThreshold(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	watch := subscribe(t, connect(t, srv), events.Filter{Types: []events.Type{events.TypeBan}})
-	bansA := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "a"})
-	bansB := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "b"})
+	bansA := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "a"})
+	bansB := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
 
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	now := func() time.Time { return t0 } // violations all fall within the window
@@ -56,14 +55,14 @@ func TestAutoBanFiresAtThreshold(t *testing.T) {
 	}
 	// The trigger is decided on the deciding goroutine, so these reads
 	// are exact: four violations trigger nothing.
-	if a, b := abA.Stats(), abB.Stats(); a.Triggered+b.Triggered != 0 || bansA.IsBanned(client) || bansB.IsBanned(client) {
+	if a, b := abA.Stats(), abB.Stats(); a.Triggered+b.Triggered != 0 || banned(bansA, client) || banned(bansB, client) {
 		t.Fatalf("banned before the threshold: %+v %+v", a, b)
 	}
 	limA.CheckMessage(ctx, "conn", 1) // the fifth
 	if s := abA.Stats(); s.Triggered != 1 {
 		t.Fatalf("fifth violation did not trigger: %+v", s)
 	}
-	waitFor(t, time.Second, "node B to see the automatic ban", func() bool { return bansB.IsBanned(client) })
+	waitFor(t, time.Second, "node B to see the automatic ban", func() bool { return banned(bansB, client) })
 	if d, _ := limB.Connect(ctx, "conn2", client, nil); d.Reason != limiter.ReasonBanned {
 		t.Errorf("node B connect after auto-ban: %+v", d)
 	}
@@ -85,7 +84,7 @@ func TestAutoBanFiresAtThreshold(t *testing.T) {
 func TestAutoBanConfigErrors(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	bans := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv))})
+	bans := newBans(t, events.BansConfig{Conn: connect(t, srv)})
 	cases := []struct {
 		cfg   events.AutoBanConfig
 		field string
@@ -97,9 +96,6 @@ func TestAutoBanConfigErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := events.NewAutoBan(c.cfg)
-		var ce *events.ConfigError
-		if !errors.As(err, &ce) || ce.Field != c.field {
-			t.Errorf("NewAutoBan = %v, want a ConfigError on %s", err, c.field)
-		}
+		wantFieldError(t, "NewAutoBan", err, c.field)
 	}
 }

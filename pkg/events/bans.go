@@ -23,9 +23,9 @@ const DefaultBanBucket = "ratethrottle_bans"
 
 // BansConfig configures Bans. Zero fields get defaults.
 type BansConfig struct {
-	// JetStream is the JetStream context of the bucket. Required. Its
-	// connection also carries the ban and unban events.
-	JetStream jetstream.JetStream
+	// Conn is the NATS connection to the bucket's JetStream, which also
+	// carries the ban and unban events. Required. Bans does not close it.
+	Conn *nats.Conn
 	// Bucket is the KV bucket. Empty means DefaultBanBucket. Every node
 	// of a cluster must use the same bucket.
 	Bucket string
@@ -51,14 +51,6 @@ type BansConfig struct {
 	UseExisting bool
 	// NoEvents turns off the ban and unban events.
 	NoEvents bool
-	// OnBan, if set, is called on every node, this one included, for each
-	// ban set after NewBans returns: close the client's open connections
-	// here. It runs on the watch goroutine and must return quickly.
-	OnBan func(Ban)
-	// OnUnban, if set, is called on every node when a ban is lifted or
-	// expires, with the client ID. An unban event is published once per
-	// ended ban cluster-wide, not once per node: see Bans.
-	OnUnban func(client string)
 	// SweepInterval is how often expired bans are dropped from the local
 	// cache and a lost watch is restarted. Zero means 30 seconds.
 	SweepInterval time.Duration
@@ -67,25 +59,25 @@ type BansConfig struct {
 }
 
 func (c *BansConfig) setDefaults() error {
-	if c.JetStream == nil {
-		return &ConfigError{Field: "JetStream", Value: nil, Reason: "is required"}
+	if c.Conn == nil {
+		return configError("Conn", nil, "is required")
 	}
 	if err := ValidatePrefix(c.Prefix); err != nil {
 		return err
 	}
 	switch {
 	case c.Replicas < 0:
-		return &ConfigError{Field: "Replicas", Value: c.Replicas, Reason: "must not be negative (0 means 1)"}
+		return configError("Replicas", c.Replicas, "must not be negative (0 means 1)")
 	case c.MarkerTTL < 0 || (c.MarkerTTL > 0 && c.MarkerTTL < time.Second):
-		return &ConfigError{Field: "MarkerTTL", Value: c.MarkerTTL, Reason: "must be at least 1s (0 means 1m)"}
+		return configError("MarkerTTL", c.MarkerTTL, "must be at least 1s (0 means 1m)")
 	case c.SweepInterval < 0:
-		return &ConfigError{Field: "SweepInterval", Value: c.SweepInterval, Reason: "must not be negative (0 means 30s)"}
+		return configError("SweepInterval", c.SweepInterval, "must not be negative (0 means 30s)")
 	}
 	if c.Bucket == "" {
 		c.Bucket = DefaultBanBucket
 	}
 	if !safeToken(c.Bucket) {
-		return &ConfigError{Field: "Bucket", Value: c.Bucket, Reason: "must be made of letters, digits, '-' and '_'"}
+		return configError("Bucket", c.Bucket, "must be made of letters, digits, '-' and '_'")
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -155,8 +147,8 @@ type notice struct {
 // Bans is the cluster-wide ban list: a JetStream KV bucket with a TTL per
 // key, and a local cache that a KV watch keeps up to date on every node.
 //
-// IsBanned and BannedUntil answer from the cache, with no I/O, so Bans
-// implements limiter.Gate: with limiter.Config{Gate: bans} a banned client's
+// BannedUntil answers from the cache, with no I/O, so Bans implements
+// limiter.Gate: with limiter.Config{Gate: bans} a banned client's
 // connections are denied with reason banned. A ban set on one node is in
 // every node's cache as soon as the watch delivers it, within milliseconds
 // on a healthy cluster. Each key expires on the server at the end of its
@@ -175,6 +167,7 @@ type notice struct {
 // use; Close is idempotent.
 type Bans struct {
 	cfg      BansConfig
+	js       jetstream.JetStream
 	kv       jetstream.KeyValue
 	nc       *nats.Conn
 	subj     string // "$KV.<bucket>."
@@ -218,15 +211,18 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("events: jetstream: %w", err)
+	}
 	var kv jetstream.KeyValue
-	var err error
 	if cfg.UseExisting {
-		kv, err = cfg.JetStream.KeyValue(ctx, cfg.Bucket)
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
 		if err == nil {
 			err = cfg.useBucketMarkerTTL(ctx, kv)
 		}
 	} else {
-		kv, err = cfg.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:         cfg.Bucket,
 			Description:    "RateThrottle bans",
 			History:        1,
@@ -240,8 +236,9 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 	}
 	b := &Bans{
 		cfg:       cfg,
+		js:        js,
 		kv:        kv,
-		nc:        cfg.JetStream.Conn(),
+		nc:        cfg.Conn,
 		subj:      "$KV." + cfg.Bucket + ".",
 		subjects:  Subjects{Prefix: cfg.Prefix},
 		ids:       newIDGen(),
@@ -252,10 +249,6 @@ func NewBans(ctx context.Context, cfg BansConfig) (*Bans, error) {
 		notices:   make(map[string]notice),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
-	}
-	if cfg.OnBan != nil || cfg.OnUnban != nil {
-		b.listeners[0] = listener{cfg.OnBan, cfg.OnUnban}
-		b.nextID = 1
 	}
 	// The watch lives as long as the Bans: its context is not ctx, which
 	// bounds only the start.
@@ -339,7 +332,7 @@ func (b *Bans) ban(ctx context.Context, client string, d time.Duration, reason s
 	if d > 0 {
 		opts = append(opts, jetstream.WithMsgTTL(ttlSeconds(d)))
 	}
-	ack, err := b.cfg.JetStream.PublishMsg(ctx, &nats.Msg{Subject: b.subj + token, Data: data}, opts...)
+	ack, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: b.subj + token, Data: data}, opts...)
 	if err != nil {
 		return fmt.Errorf("events: ban %q: %w", client, err)
 	}
@@ -382,7 +375,7 @@ func (b *Bans) Unban(ctx context.Context, client string) error {
 	// The marker's body tells the other nodes that this one lifted the ban
 	// and publishes its event; a marker without one is an expiry.
 	m.Data, _ = json.Marshal(liftRecord{V: Version, Node: b.cfg.Node})
-	ack, err := b.cfg.JetStream.PublishMsg(ctx, m, jetstream.WithMsgTTL(b.cfg.MarkerTTL))
+	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(b.cfg.MarkerTTL))
 	if err != nil {
 		return fmt.Errorf("events: unban %q: %w", client, err)
 	}
@@ -489,12 +482,6 @@ func (b *Bans) store(token string, e *banEntry, clientKnown bool) {
 	b.byClient[e.ban.Client] = e
 }
 
-// IsBanned reports whether client is banned now. It does no I/O.
-func (b *Bans) IsBanned(client string) bool {
-	_, banned := b.BannedUntil(client, b.cfg.Now())
-	return banned
-}
-
 // BannedUntil implements limiter.Gate: it reports whether client is banned
 // at now and until when (zero until lifted). It does no I/O.
 func (b *Bans) BannedUntil(client string, now time.Time) (time.Time, bool) {
@@ -526,10 +513,15 @@ func (b *Bans) List() []Ban {
 	return out
 }
 
-// Notify adds callbacks like BansConfig.OnBan and OnUnban (either may be
-// nil) and returns a function that removes them. An application that
-// holds connections, such as a WebSocket handler, uses it to close a
-// banned client's connections.
+// Notify adds callbacks, either of which may be nil, and returns a
+// function that removes them. An application that holds connections, such
+// as a WebSocket handler, uses it to close a banned client's connections.
+//
+// onBan is called on every node, this one included, for each ban set
+// after Notify returns. onUnban is called on every node when a ban is
+// lifted or expires, with the client ID; the unban event, by contrast, is
+// published once per ended ban cluster-wide (see Bans). Both run on the
+// watch goroutine and must return quickly.
 func (b *Bans) Notify(onBan func(Ban), onUnban func(client string)) (cancel func()) {
 	b.lmu.Lock()
 	id := b.nextID

@@ -21,10 +21,10 @@ func TestBanAcrossClusterServers(t *testing.T) {
 	t.Cleanup(cl.Shutdown)
 	servers := cl.Servers()
 
-	a := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, servers[0])), Node: "a", Replicas: 3})
+	a := newBans(t, events.BansConfig{Conn: connect(t, servers[0]), Node: "a", Replicas: 3})
 	var closedC clientLog
-	c := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, servers[2])), Node: "c", Replicas: 3,
-		OnBan: func(b events.Ban) { closedC.add(b.Client) }})
+	c := newBans(t, events.BansConfig{Conn: connect(t, servers[2]), Node: "c", Replicas: 3})
+	t.Cleanup(c.Notify(func(b events.Ban) { closedC.add(b.Client) }, nil))
 	limC, err := limiter.New(limiter.Config{Limits: limiter.Moderate(), Gate: c})
 	if err != nil {
 		t.Fatal(err)
@@ -41,6 +41,6 @@ func TestBanAcrossClusterServers(t *testing.T) {
 		d, _ := limC.Connect(ctx, "x", client, nil)
 		return d.Reason == limiter.ReasonBanned
 	})
-	waitFor(t, time.Second, "OnBan on the node on server 3", func() bool { return closedC.has(client) })
+	waitFor(t, time.Second, "the ban callback on the node on server 3", func() bool { return closedC.has(client) })
 	t.Logf("ban set on server 1 rejected on server 3 after %v (%v since Ban was called)", took, time.Since(start))
 }

@@ -50,23 +50,20 @@ func (l *clientLog) has(c string) bool {
 func TestBansConfigErrors(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	js := newJS(t, connect(t, srv))
+	nc := connect(t, srv)
 	cases := []struct {
 		cfg   events.BansConfig
 		field string
 	}{
-		{events.BansConfig{}, "JetStream"},
-		{events.BansConfig{JetStream: js, Bucket: "a.b"}, "Bucket"},
-		{events.BansConfig{JetStream: js, MarkerTTL: time.Millisecond}, "MarkerTTL"},
-		{events.BansConfig{JetStream: js, Replicas: -1}, "Replicas"},
-		{events.BansConfig{JetStream: js, Prefix: ">"}, "Prefix"},
+		{events.BansConfig{}, "Conn"},
+		{events.BansConfig{Conn: nc, Bucket: "a.b"}, "Bucket"},
+		{events.BansConfig{Conn: nc, MarkerTTL: time.Millisecond}, "MarkerTTL"},
+		{events.BansConfig{Conn: nc, Replicas: -1}, "Replicas"},
+		{events.BansConfig{Conn: nc, Prefix: ">"}, "Prefix"},
 	}
 	for _, c := range cases {
 		_, err := events.NewBans(context.Background(), c.cfg)
-		var ce *events.ConfigError
-		if !errors.As(err, &ce) || ce.Field != c.field {
-			t.Errorf("NewBans(%+v) = %v, want a ConfigError on %s", c.cfg, err, c.field)
-		}
+		wantFieldError(t, fmt.Sprintf("NewBans(%+v)", c.cfg), err, c.field)
 	}
 }
 
@@ -77,10 +74,10 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	var closedB clientLog
-	a := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "a"})
-	b := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "b", OnBan: func(ban events.Ban) { closedB.add(ban.Client) }})
+	a := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "a"})
+	b := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
 	var unbannedB clientLog
-	cancel := b.Notify(nil, unbannedB.add)
+	cancel := b.Notify(func(ban events.Ban) { closedB.add(ban.Client) }, unbannedB.add)
 	defer cancel()
 	limB, err := limiter.New(limiter.Config{Limits: limiter.Moderate(), Gate: b})
 	if err != nil {
@@ -97,7 +94,7 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	if err := a.Ban(ctx, client, time.Hour, "spam"); err != nil {
 		t.Fatal(err)
 	}
-	if !a.IsBanned(client) {
+	if !banned(a, client) {
 		t.Error("the banning node does not see its own ban at once")
 	}
 	var last limiter.Decision
@@ -109,7 +106,7 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	if last.RetryAfter <= 59*time.Minute || last.RetryAfter > time.Hour {
 		t.Errorf("RetryAfter %v, want just under an hour", last.RetryAfter)
 	}
-	waitFor(t, time.Second, "node B's OnBan", func() bool { return closedB.has(client) })
+	waitFor(t, time.Second, "node B's ban callback", func() bool { return closedB.has(client) })
 	if d, _ := limB.Connect(ctx, "other", "198.51.100.1", nil); !d.Allowed {
 		t.Errorf("another client was rejected: %+v", d)
 	}
@@ -120,11 +117,11 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	if err := a.Unban(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	if a.IsBanned(client) {
+	if banned(a, client) {
 		t.Error("the unbanning node still sees the ban")
 	}
-	waitFor(t, time.Second, "node B to lift the ban", func() bool { return !b.IsBanned(client) })
-	waitFor(t, time.Second, "node B's OnUnban", func() bool { return unbannedB.has(client) })
+	waitFor(t, time.Second, "node B to lift the ban", func() bool { return !banned(b, client) })
+	waitFor(t, time.Second, "node B's unban callback", func() bool { return unbannedB.has(client) })
 	if d, _ := limB.Connect(ctx, "later", client, nil); !d.Allowed {
 		t.Errorf("connect after unban: %+v", d)
 	}
@@ -133,7 +130,7 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	if err := a.Ban(ctx, "x.y*z", 0, "forever"); err != nil {
 		t.Fatal(err)
 	}
-	c := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv))})
+	c := newBans(t, events.BansConfig{Conn: connect(t, srv)})
 	if until, ok := c.BannedUntil("x.y*z", time.Now()); !ok || !until.IsZero() {
 		t.Errorf("late node: BannedUntil = %v, %v; want a ban until lifted", until, ok)
 	}
@@ -148,16 +145,18 @@ func TestBanExpiresByTTL(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	var expired clientLog
-	a := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), MarkerTTL: time.Second})
-	js := newJS(t, connect(t, srv))
-	b := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: time.Second, OnUnban: expired.add})
+	a := newBans(t, events.BansConfig{Conn: connect(t, srv), MarkerTTL: time.Second})
+	nc := connect(t, srv)
+	js := newJS(t, nc)
+	b := newBans(t, events.BansConfig{Conn: nc, MarkerTTL: time.Second})
+	t.Cleanup(b.Notify(nil, expired.add))
 	ctx := testCtx(t)
 	const client = "ttl client"
 	start := time.Now()
 	if err := a.Ban(ctx, client, 2*time.Second, "short"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "node B to see the ban", func() bool { return b.IsBanned(client) })
+	waitFor(t, time.Second, "node B to see the ban", func() bool { return banned(b, client) })
 	kv, err := js.KeyValue(ctx, events.DefaultBanBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -175,10 +174,10 @@ func TestBanExpiresByTTL(t *testing.T) {
 	if el := time.Since(start); el < 2*time.Second {
 		t.Errorf("key gone after %v, before its TTL", el)
 	}
-	if a.IsBanned(client) || b.IsBanned(client) {
+	if banned(a, client) || banned(b, client) {
 		t.Error("a node still sees the expired ban")
 	}
-	waitFor(t, 2*time.Second, "OnUnban for the expired ban", func() bool { return expired.has(client) })
+	waitFor(t, 2*time.Second, "the unban callback for the expired ban", func() bool { return expired.has(client) })
 }
 
 // kvOf opens the default ban bucket.
@@ -198,8 +197,9 @@ func kvOf(t testing.TB, js jetstream.JetStream) jetstream.KeyValue {
 func TestBanLongerThanTheStoreHolds(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	js := newJS(t, connect(t, srv))
-	a := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: time.Second})
+	nc := connect(t, srv)
+	js := newJS(t, nc)
+	a := newBans(t, events.BansConfig{Conn: nc, MarkerTTL: time.Second})
 	ab, err := events.NewAutoBan(events.AutoBanConfig{Bans: a, Threshold: 1, Window: time.Minute, Duration: 2_100_000 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +213,7 @@ func TestBanLongerThanTheStoreHolds(t *testing.T) {
 		}
 	}
 	ab.HandleViolation(limiter.Violation{Type: limiter.ViolationMessageRate, ClientID: "auto-long"})
-	waitFor(t, 2*time.Second, "the automatic ban", func() bool { return a.IsBanned("auto-long") })
+	waitFor(t, 2*time.Second, "the automatic ban", func() bool { return banned(a, "auto-long") })
 	if err := a.Ban(ctx, "short", time.Second, "short"); err != nil {
 		t.Fatal(err)
 	}
@@ -268,8 +268,9 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	var nodes []*events.Bans
 	var ended [3]clientLog
 	for i, srv := range servers {
-		nodes = append(nodes, newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: fmt.Sprint("n", i),
-			Replicas: 3, MarkerTTL: time.Second, OnUnban: ended[i].add}))
+		n := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: fmt.Sprint("n", i), Replicas: 3, MarkerTTL: time.Second})
+		t.Cleanup(n.Notify(nil, ended[i].add))
+		nodes = append(nodes, n)
 	}
 	ctx := testCtx(t)
 	settled := func(client string) {
@@ -358,17 +359,18 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 func TestBansUseExisting(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	js := newJS(t, connect(t, srv))
+	nc := connect(t, srv)
+	js := newJS(t, nc)
 	ctx := testCtx(t)
-	if _, err := events.NewBans(ctx, events.BansConfig{JetStream: js, UseExisting: true}); !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := events.NewBans(ctx, events.BansConfig{Conn: nc, UseExisting: true}); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Fatalf("missing bucket: %v", err)
 	}
-	node := newBans(t, events.BansConfig{JetStream: js, MarkerTTL: 3 * time.Second})
-	tool := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), UseExisting: true, MarkerTTL: time.Hour})
+	node := newBans(t, events.BansConfig{Conn: nc, MarkerTTL: 3 * time.Second})
+	tool := newBans(t, events.BansConfig{Conn: connect(t, srv), UseExisting: true, MarkerTTL: time.Hour})
 	if err := tool.Ban(ctx, "c", time.Hour, "by tool"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "the node to see the tool's ban", func() bool { return node.IsBanned("c") })
+	waitFor(t, time.Second, "the node to see the tool's ban", func() bool { return banned(node, "c") })
 	st, err := kvOf(t, js).Status(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -385,18 +387,19 @@ func TestRemovedBanKeyPublishesUnban(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	watch := subscribe(t, connect(t, srv), events.Filter{Types: []events.Type{events.TypeBan, events.TypeUnban}})
-	js := newJS(t, connect(t, srv))
-	a := newBans(t, events.BansConfig{JetStream: js, Node: "a"})
-	b := newBans(t, events.BansConfig{JetStream: newJS(t, connect(t, srv)), Node: "b"})
+	nc := connect(t, srv)
+	js := newJS(t, nc)
+	a := newBans(t, events.BansConfig{Conn: nc, Node: "a"})
+	b := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
 	ctx := testCtx(t)
 	if err := a.Ban(ctx, "gone", time.Hour, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "node b to see the ban", func() bool { return b.IsBanned("gone") })
+	waitFor(t, time.Second, "node b to see the ban", func() bool { return banned(b, "gone") })
 	if err := kvOf(t, js).Delete(ctx, events.ClientToken("gone")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "both nodes to lift the ban", func() bool { return !a.IsBanned("gone") && !b.IsBanned("gone") })
+	waitFor(t, 2*time.Second, "both nodes to lift the ban", func() bool { return !banned(a, "gone") && !banned(b, "gone") })
 	waitFor(t, 2*time.Second, "both nodes' claims", func() bool {
 		wa, la := a.UnbanClaims()
 		wb, lb := b.UnbanClaims()

@@ -57,7 +57,7 @@ func BenchmarkViolationCost(b *testing.B) {
 	})
 	b.Run("publisher_and_autoban", func(b *testing.B) {
 		p := newPub(b)
-		bans := newBans(b, events.BansConfig{JetStream: newJS(b, connect(b, srv))})
+		bans := newBans(b, events.BansConfig{Conn: connect(b, srv)})
 		// A threshold no run reaches: the cost measured is counting.
 		ab, err := events.NewAutoBan(events.AutoBanConfig{Bans: bans, Threshold: 1 << 40, Window: time.Minute})
 		if err != nil {

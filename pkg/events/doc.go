@@ -27,12 +27,21 @@
 // # Bans
 //
 // Bans keeps bans in a JetStream KV bucket with a TTL per key, and every
-// node watches the bucket into a local cache, so IsBanned costs no I/O.
+// node watches the bucket into a local cache, so BannedUntil costs no I/O.
 // Bans implements limiter.Gate: a limiter configured with it denies a
-// banned client's connections with reason banned, on every node. OnBan (or
-// Notify) tells the application to close the client's open connections.
+// banned client's connections with reason banned, on every node. Notify
+// tells the application, on every node, to close the client's open
+// connections.
 // AutoBan bans a client after Threshold violations within Window, counted
 // in the limiter's own Store, and emits a ban event.
+//
+// # NATS connections
+//
+// Everything here takes a *nats.Conn, as kvstore and policy do: the
+// Publisher and Subscribe publish and subscribe on it, and Bans,
+// EnsureStream and SubscribeDurable open JetStream on it with
+// jetstream.New, the account's own JetStream API. A JetStream domain or an
+// API prefix imported from another account is not offered.
 //
 // The schema, subjects and examples are in docs/EVENTS.md.
 package events

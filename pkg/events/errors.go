@@ -2,12 +2,14 @@ package events
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 var (
 	// ErrInvalidConfig is wrapped by every error that reports an invalid
-	// configuration value; the error is a *ConfigError naming the field.
+	// configuration value; the error is a *limiter.FieldError naming the
+	// field.
 	ErrInvalidConfig = errors.New("events: invalid config")
 
 	// ErrClosed is returned by calls on a component after Close.
@@ -25,18 +27,9 @@ var (
 	ErrNotReady = errors.New("events: ban cache not ready")
 )
 
-// ConfigError reports an invalid configuration value. It names the field so
-// that a user can find the mistake, and unwraps to ErrInvalidConfig.
-type ConfigError struct {
-	Field  string // the field's name, for example "BufferSize"
-	Value  any    // the rejected value
-	Reason string // why it is rejected
+// configError returns the error for an invalid configuration value: a
+// *limiter.FieldError, the module's one configuration error, that names
+// the field and unwraps to ErrInvalidConfig.
+func configError(field string, value any, reason string) error {
+	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
 }
-
-// Error implements error.
-func (e *ConfigError) Error() string {
-	return fmt.Sprintf("events: invalid %s %v: %s", e.Field, e.Value, e.Reason)
-}
-
-// Unwrap returns ErrInvalidConfig.
-func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }

@@ -39,8 +39,8 @@ const (
 	TypeUnban                 Type = "unban"
 )
 
-// Types lists every event type, in a stable order.
-var Types = [...]Type{
+// types lists every event type, in a stable order (Types).
+var types = [...]Type{
 	TypeConnectionRate, TypeConcurrentConnections, TypeMessageSize,
 	TypeMessageRate, TypeBandwidth, TypeBanned, TypeStoreUnavailable,
 	TypeRoomRate, TypeRoomFull, TypeInvalidUTF8, TypeClassRate, TypeBan, TypeUnban,

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
@@ -83,14 +82,10 @@ func ExampleBans() {
 		panic(err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		panic(err)
-	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	bans, err := events.NewBans(ctx, events.BansConfig{JetStream: js})
+	bans, err := events.NewBans(ctx, events.BansConfig{Conn: nc})
 	if err != nil {
 		panic(err)
 	}
@@ -105,6 +100,7 @@ func ExampleBans() {
 		panic(err)
 	}
 	d, _ := lim.Connect(ctx, "conn-1", "203.0.113.5", nil)
-	fmt.Println(bans.IsBanned("203.0.113.5"), d.Allowed, d.Reason)
+	_, banned := bans.BannedUntil("203.0.113.5", time.Now())
+	fmt.Println(banned, d.Allowed, d.Reason)
 	// Output: true false banned
 }

@@ -2,6 +2,8 @@ package events_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 func TestMain(m *testing.M) {
@@ -55,6 +58,24 @@ func newJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 		t.Fatalf("jetstream: %v", err)
 	}
 	return js
+}
+
+// banned reports whether b bans client now.
+func banned(b *events.Bans, client string) bool {
+	_, ok := b.BannedUntil(client, time.Now())
+	return ok
+}
+
+// wantFieldError checks that err is the module's configuration error on
+// field, refused by this package: a *limiter.FieldError that unwraps to
+// events.ErrInvalidConfig and says so in its text.
+func wantFieldError(t testing.TB, call string, err error, field string) {
+	t.Helper()
+	var fe *limiter.FieldError
+	if !errors.As(err, &fe) || fe.Field != field || !errors.Is(err, events.ErrInvalidConfig) ||
+		!strings.HasPrefix(err.Error(), "events: invalid config: "+field) {
+		t.Errorf("%s = %v, want a *limiter.FieldError on %s wrapping events.ErrInvalidConfig", call, err, field)
+	}
 }
 
 func testCtx(t testing.TB) context.Context {

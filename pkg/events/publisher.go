@@ -35,16 +35,16 @@ type PublisherConfig struct {
 
 func (c *PublisherConfig) setDefaults() error {
 	if c.Conn == nil {
-		return &ConfigError{Field: "Conn", Value: nil, Reason: "is required"}
+		return configError("Conn", nil, "is required")
 	}
 	if err := ValidatePrefix(c.Prefix); err != nil {
 		return err
 	}
 	switch {
 	case c.BufferSize < 0:
-		return &ConfigError{Field: "BufferSize", Value: c.BufferSize, Reason: "must not be negative (0 means 8192)"}
+		return configError("BufferSize", c.BufferSize, "must not be negative (0 means 8192)")
 	case c.FlushTimeout < 0:
-		return &ConfigError{Field: "FlushTimeout", Value: c.FlushTimeout, Reason: "must not be negative (0 means 2s)"}
+		return configError("FlushTimeout", c.FlushTimeout, "must not be negative (0 means 2s)")
 	}
 	if c.BufferSize == 0 {
 		c.BufferSize = 8192

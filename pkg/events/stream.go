@@ -2,8 +2,10 @@ package events
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -39,13 +41,13 @@ func (c *StreamConfig) setDefaults() error {
 	}
 	switch {
 	case c.MaxAge < 0:
-		return &ConfigError{Field: "MaxAge", Value: c.MaxAge, Reason: "must not be negative (0 means 24h)"}
+		return configError("MaxAge", c.MaxAge, "must not be negative (0 means 24h)")
 	case c.MaxMsgs < 0:
-		return &ConfigError{Field: "MaxMsgs", Value: c.MaxMsgs, Reason: "must not be negative (0 means 1000000)"}
+		return configError("MaxMsgs", c.MaxMsgs, "must not be negative (0 means 1000000)")
 	case c.MaxBytes < 0:
-		return &ConfigError{Field: "MaxBytes", Value: c.MaxBytes, Reason: "must not be negative (0 means 256 MiB)"}
+		return configError("MaxBytes", c.MaxBytes, "must not be negative (0 means 256 MiB)")
 	case c.Replicas < 0:
-		return &ConfigError{Field: "Replicas", Value: c.Replicas, Reason: "must not be negative (0 means 1)"}
+		return configError("Replicas", c.Replicas, "must not be negative (0 means 1)")
 	}
 	if c.Name == "" {
 		c.Name = DefaultStream
@@ -69,13 +71,18 @@ func (c *StreamConfig) setDefaults() error {
 // it exists. It captures every violation and ban event under the prefix,
 // "<prefix>.violations.>" and "<prefix>.bans.*", so nothing changes for
 // publishers: a Publisher's core NATS publishes are stored as they pass.
-// When a limit is reached the oldest events are discarded.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
-	if js == nil {
-		return nil, &ConfigError{Field: "js", Value: nil, Reason: "is required"}
+// When a limit is reached the oldest events are discarded. nc is a
+// connection to the stream's JetStream.
+func EnsureStream(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (jetstream.Stream, error) {
+	if nc == nil {
+		return nil, configError("nc", nil, "is required")
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("events: jetstream: %w", err)
 	}
 	s := Subjects{Prefix: cfg.Prefix}
 	return js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -113,7 +120,7 @@ type DurableConfig struct {
 const ackTimeout = 5 * time.Second
 
 // SubscribeDurable consumes the history stream through the durable
-// consumer cfg.Durable, creating it if needed: on first use from the
+// consumer cfg.Durable, over nc, creating it if needed: on first use from the
 // oldest event kept, afterwards from the first event not acknowledged. fn
 // is called with each event, in stream order, on one goroutine; the event
 // is acknowledged, and the acknowledgement confirmed, when fn returns.
@@ -121,16 +128,16 @@ const ackTimeout = 5 * time.Second
 // delivered again.
 //
 // The subscription ends when ctx ends or Close is called.
-func SubscribeDurable(ctx context.Context, js jetstream.JetStream, cfg DurableConfig, fn func(Event)) (*Subscription, error) {
+func SubscribeDurable(ctx context.Context, nc *nats.Conn, cfg DurableConfig, fn func(Event)) (*Subscription, error) {
 	switch {
-	case js == nil:
-		return nil, &ConfigError{Field: "js", Value: nil, Reason: "is required"}
+	case nc == nil:
+		return nil, configError("nc", nil, "is required")
 	case fn == nil:
-		return nil, &ConfigError{Field: "fn", Value: nil, Reason: "is required"}
+		return nil, configError("fn", nil, "is required")
 	case cfg.Durable == "":
-		return nil, &ConfigError{Field: "Durable", Value: "", Reason: "is required"}
+		return nil, configError("Durable", "", "is required")
 	case cfg.AckWait < 0:
-		return nil, &ConfigError{Field: "AckWait", Value: cfg.AckWait, Reason: "must not be negative (0 means 30s)"}
+		return nil, configError("AckWait", cfg.AckWait, "must not be negative (0 means 30s)")
 	}
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream
@@ -141,6 +148,10 @@ func SubscribeDurable(ctx context.Context, js jetstream.JetStream, cfg DurableCo
 	subjects, err := cfg.Filter.Subjects()
 	if err != nil {
 		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("events: jetstream: %w", err)
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
 		Durable:        cfg.Durable,
@@ -180,9 +191,7 @@ func SubscribeDurable(ctx context.Context, js jetstream.JetStream, cfg DurableCo
 		// returns: a pull request it still thought live would take the
 		// next events and hold them for AckWait, away from the durable's
 		// next subscriber.
-		if nc := js.Conn(); nc != nil {
-			_ = nc.FlushTimeout(ackTimeout)
-		}
+		_ = nc.FlushTimeout(ackTimeout)
 	}()
 	return s, nil
 }

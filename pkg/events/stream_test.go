@@ -2,9 +2,11 @@ package events_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ratethrottle/ratethrottle/pkg/events"
@@ -18,7 +20,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	ctx := testCtx(t)
-	stream, err := events.EnsureStream(ctx, newJS(t, connect(t, srv)), events.StreamConfig{MaxMsgs: 1000, Storage: jetstream.MemoryStorage})
+	stream, err := events.EnsureStream(ctx, connect(t, srv), events.StreamConfig{MaxMsgs: 1000, Storage: jetstream.MemoryStorage})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +48,7 @@ func TestReplayAfterRestart(t *testing.T) {
 
 	cfg := events.DurableConfig{Durable: "audit", Filter: events.Filter{Types: []events.Type{events.TypeMessageRate}}}
 	first := &collector{}
-	sub, err := events.SubscribeDurable(ctx, newJS(t, connect(t, srv)), cfg, first.add)
+	sub, err := events.SubscribeDurable(ctx, connect(t, srv), cfg, first.add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +62,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	}
 	waitStored(6)
 	second := &collector{}
-	sub, err = events.SubscribeDurable(ctx, newJS(t, connect(t, srv)), cfg, second.add)
+	sub, err = events.SubscribeDurable(ctx, connect(t, srv), cfg, second.add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +75,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	}
 	// Another durable starts from the oldest event kept.
 	fresh := &collector{}
-	sub2, err := events.SubscribeDurable(ctx, newJS(t, connect(t, srv)), events.DurableConfig{Durable: "fresh"}, fresh.add)
+	sub2, err := events.SubscribeDurable(ctx, connect(t, srv), events.DurableConfig{Durable: "fresh"}, fresh.add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +83,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	_ = sub2.Close()
 
 	ctx2, cancel := context.WithCancel(ctx)
-	sub3, err := events.SubscribeDurable(ctx2, newJS(t, connect(t, srv)), events.DurableConfig{Durable: "cancelled"}, func(events.Event) {})
+	sub3, err := events.SubscribeDurable(ctx2, connect(t, srv), events.DurableConfig{Durable: "cancelled"}, func(events.Event) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,4 +93,46 @@ func TestReplayAfterRestart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("durable subscription did not end after cancel")
 	}
+}
+
+// TestStreamConfigErrors checks that EnsureStream, SubscribeDurable and
+// Subscribe refuse a missing connection or handler and negative limits, naming the
+// field, before they touch the server.
+func TestStreamConfigErrors(t *testing.T) {
+	t.Parallel()
+	nc := connect(t, startServer(t))
+	ctx := testCtx(t)
+	for _, c := range []struct {
+		nc    *nats.Conn
+		cfg   events.StreamConfig
+		field string
+	}{
+		{nil, events.StreamConfig{}, "nc"},
+		{nc, events.StreamConfig{MaxAge: -time.Second}, "MaxAge"},
+		{nc, events.StreamConfig{MaxMsgs: -1}, "MaxMsgs"},
+		{nc, events.StreamConfig{MaxBytes: -1}, "MaxBytes"},
+		{nc, events.StreamConfig{Replicas: -1}, "Replicas"},
+		{nc, events.StreamConfig{Prefix: "a..b"}, "Prefix"},
+	} {
+		_, err := events.EnsureStream(ctx, c.nc, c.cfg)
+		wantFieldError(t, fmt.Sprintf("EnsureStream(%+v)", c.cfg), err, c.field)
+	}
+	fn := func(events.Event) {}
+	for _, c := range []struct {
+		nc    *nats.Conn
+		cfg   events.DurableConfig
+		fn    func(events.Event)
+		field string
+	}{
+		{nil, events.DurableConfig{Durable: "d"}, fn, "nc"},
+		{nc, events.DurableConfig{Durable: "d"}, nil, "fn"},
+		{nc, events.DurableConfig{}, fn, "Durable"},
+		{nc, events.DurableConfig{Durable: "d", AckWait: -time.Second}, fn, "AckWait"},
+		{nc, events.DurableConfig{Durable: "d", Filter: events.Filter{Prefix: "a.>"}}, fn, "Prefix"},
+	} {
+		_, err := events.SubscribeDurable(ctx, c.nc, c.cfg, c.fn)
+		wantFieldError(t, fmt.Sprintf("SubscribeDurable(%+v)", c.cfg), err, c.field)
+	}
+	_, err := events.Subscribe(ctx, nil, events.Filter{}, fn)
+	wantFieldError(t, "Subscribe(nil)", err, "nc")
 }

@@ -99,7 +99,7 @@ func ValidatePrefix(prefix string) error {
 	}
 	for _, tok := range strings.Split(prefix, ".") {
 		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
-			return &ConfigError{Field: "Prefix", Value: prefix, Reason: "must be dot-separated tokens without spaces or wildcards"}
+			return configError("Prefix", prefix, "must be dot-separated tokens without spaces or wildcards")
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package events_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -84,10 +85,7 @@ func TestValidatePrefix(t *testing.T) {
 	}
 	for _, p := range []string{".", "a.", ".a", "a..b", "a b", "a.*", "a.>", "rt>"} {
 		err := events.ValidatePrefix(p)
-		var ce *events.ConfigError
-		if !errors.As(err, &ce) || ce.Field != "Prefix" || !errors.Is(err, events.ErrInvalidConfig) {
-			t.Errorf("ValidatePrefix(%q) = %v, want a ConfigError on Prefix", p, err)
-		}
+		wantFieldError(t, fmt.Sprintf("ValidatePrefix(%q)", p), err, "Prefix")
 	}
 }
 

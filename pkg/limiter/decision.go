@@ -1,6 +1,9 @@
 package limiter
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Reason says why a Decision was taken. Its string values are stable: they
 // appear in error frames, events, logs and metrics.
@@ -27,8 +30,17 @@ const (
 	ReasonClassRateExceeded Reason = "class_rate_exceeded"
 )
 
-// Reasons lists every Reason, in a stable order.
-var Reasons = [...]Reason{
+// Reasons returns every Reason, in a stable order, in a new slice that the
+// caller may change.
+func Reasons() []Reason { return slices.Clone(reasons[:]) }
+
+// ViolationTypes returns every ViolationType, in a stable order, in a new
+// slice that the caller may change; code that counts violations by type
+// sizes its counters by it.
+func ViolationTypes() []ViolationType { return slices.Clone(violationTypes[:]) }
+
+// reasons lists every Reason; Statistics counts denials in its order.
+var reasons = [...]Reason{
 	ReasonOK, ReasonConnectionRateExceeded, ReasonTooManyConnections,
 	ReasonMessageTooLarge, ReasonRateLimitExceeded, ReasonBandwidthExceeded,
 	ReasonConnectionNotFound, ReasonBanned, ReasonRoomRateExceeded,

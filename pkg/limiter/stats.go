@@ -5,11 +5,11 @@ import (
 	"time"
 )
 
-const numReasons = len(Reasons)
+const numReasons = len(reasons)
 
-// reasonIndex maps a Reason to its place in Reasons, or -1.
+// reasonIndex maps a Reason to its place in reasons, or -1.
 func reasonIndex(r Reason) int {
-	for i, x := range Reasons {
+	for i, x := range reasons {
 		if x == r {
 			return i
 		}
@@ -53,7 +53,7 @@ func (l *Limiter) Statistics() Statistics {
 	})
 	for i := range l.denied {
 		if n := l.denied[i].Load(); n > 0 {
-			s.Denied[Reasons[i]] = n
+			s.Denied[reasons[i]] = n
 		}
 	}
 	return s

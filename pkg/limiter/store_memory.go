@@ -372,7 +372,9 @@ func (s *MemoryStore) Count(_ context.Context, client string) (int64, error) {
 }
 
 // Len returns the number of buckets and of clients with slots the store
-// holds.
+// holds, the measure of its memory: for a gauge, or for a store built on a
+// MemoryStore that reports its size. It locks one shard at a time, so under
+// traffic it is a close count, not a snapshot of one instant.
 func (s *MemoryStore) Len() (buckets, clients int) {
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -389,7 +391,11 @@ func (s *MemoryStore) Len() (buckets, clients int) {
 
 // Sweep drops every bucket that is full at now and shrinks shards whose
 // tables hold under a quarter of their peak, returning the buckets
-// dropped. The sweeper calls it; tests call it with a chosen time.
+// dropped. The store's own sweeper calls it every SweepInterval. It is
+// part of the API for a store built on a MemoryStore (kvstore's local
+// layer sweeps it on the cluster store's schedule and clock), for a
+// MemoryStore with a negative SweepInterval, which has no sweeper, and for
+// tests that sweep at a chosen time.
 func (s *MemoryStore) Sweep(now time.Time) int {
 	t := now.UnixNano()
 	removed := 0

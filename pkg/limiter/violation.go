@@ -32,9 +32,9 @@ const (
 	ViolationClassRate ViolationType = "class_rate"
 )
 
-// ViolationTypes lists every ViolationType, in a stable order, for code
-// that counts violations by type.
-var ViolationTypes = [...]ViolationType{
+// violationTypes lists every ViolationType, in a stable order
+// (ViolationTypes).
+var violationTypes = [...]ViolationType{
 	ViolationConnectionRate, ViolationConcurrentConnections, ViolationMessageSize,
 	ViolationMessageRate, ViolationBandwidth, ViolationBanned, ViolationStoreUnavailable,
 	ViolationRoomRate, ViolationRoomFull, ViolationInvalidUTF8, ViolationClassRate,
