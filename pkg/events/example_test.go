@@ -13,12 +13,10 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-func ExampleClientToken() {
-	fmt.Println(events.ClientToken("10.0.0.1"))
+func ExampleSubjects() {
 	fmt.Println(events.Subjects{}.Violation(events.TypeMessageRate, "10.0.0.1"))
 	fmt.Println(events.Subjects{Prefix: "prod"}.ViolationsOfType(events.TypeBandwidth))
 	// Output:
-	// MTAuMC4wLjE
 	// ratethrottle.violations.message_rate.MTAuMC4wLjE
 	// prod.violations.bandwidth.*
 }

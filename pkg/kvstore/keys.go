@@ -4,10 +4,11 @@ import (
 	"strings"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // token encodes any string as one KV key and subject token.
-func token(s string) string { return limiter.Token(s) }
+func token(s string) string { return subject.Token(s) }
 
 func join(parts ...string) string { return strings.Join(parts, ".") }
 

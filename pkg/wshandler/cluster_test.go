@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // startNATS starts an embedded NATS server on a random loopback port.
@@ -186,7 +187,7 @@ func TestRoomSubject(t *testing.T) {
 			t.Errorf("RoomSubject(%q) = %q, want %q", room, got, want)
 		}
 	}
-	h1, h2 := RoomToken(long), RoomToken(long[:99]+"x")
+	h1, h2 := subject.Token(long), subject.Token(long[:99]+"x")
 	if h1[0] != '=' || len(h1) != 44 || h1 == h2 {
 		t.Errorf("long names: %q %q", h1, h2)
 	}
