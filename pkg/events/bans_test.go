@@ -11,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
@@ -259,7 +259,7 @@ func unbanCount(c *collector, client string) (n int) {
 // gets exactly one (the lifting node's), not one more per node.
 func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	t.Parallel()
-	cl, err := kvstore.StartCluster(3, kvstore.ServerConfig{})
+	cl, err := embedded.StartCluster(3, embedded.Config{})
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}

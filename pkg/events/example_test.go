@@ -8,8 +8,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -24,7 +24,7 @@ func ExampleSubjects() {
 // ExamplePublisher wires a Publisher into a limiter and receives its
 // events in another service with Subscribe.
 func ExamplePublisher() {
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		panic(err)
 	}
@@ -71,7 +71,7 @@ func ExamplePublisher() {
 // ExampleBans bans a client cluster-wide and shows a limiter that uses the
 // ban list as its gate rejecting it.
 func ExampleBans() {
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		panic(err)
 	}

@@ -7,8 +7,10 @@ import (
 )
 
 // TestImportBoundaries checks, with the go tool, what the library's
-// packages link outside their tests: the core limiter and the token encoder
-// the standard library alone (so nothing that knows of NATS).
+// packages link outside their tests: the store not nats-server (a program
+// using it against an external NATS needs the client alone; the server is
+// in package embedded), the core limiter and the token encoder the
+// standard library alone (so nothing that knows of NATS).
 func TestImportBoundaries(t *testing.T) {
 	t.Parallel()
 	goTool, err := exec.LookPath("go")
@@ -21,6 +23,7 @@ func TestImportBoundaries(t *testing.T) {
 		forbidden func(dep string) bool
 		what      string
 	}{
+		{"pkg/kvstore", natsServer, "the NATS server"},
 		{"pkg/limiter", nonStandard, "a package outside the standard library"},
 		{"pkg/subject", nonStandard, "a package outside the standard library"},
 	}
@@ -45,4 +48,9 @@ func TestImportBoundaries(t *testing.T) {
 // library is anything but a package of this module.
 func nonStandard(dep string) bool {
 	return !strings.HasPrefix(dep, "github.com/ratethrottle/ratethrottle/")
+}
+
+// natsServer reports whether a dependency is part of nats-server.
+func natsServer(dep string) bool {
+	return strings.HasPrefix(dep, "github.com/nats-io/nats-server/")
 }

@@ -8,15 +8,15 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // startNATS starts an embedded NATS server on a random loopback port.
-func startNATS(t testing.TB) *kvstore.Server {
+func startNATS(t testing.TB) *embedded.Server {
 	t.Helper()
-	s, err := kvstore.StartServer(kvstore.ServerConfig{})
+	s, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func startNATS(t testing.TB) *kvstore.Server {
 }
 
 // clusterNode starts a room node whose rooms fan out through NATS.
-func clusterNode(t testing.TB, s *kvstore.Server, id string, cfg Config) (*node, *nats.Conn) {
+func clusterNode(t testing.TB, s *embedded.Server, id string, cfg Config) (*node, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL(), nats.Name(id))
 	if err != nil {
