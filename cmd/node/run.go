@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/identity"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
@@ -28,7 +28,7 @@ type node struct {
 	id     string
 	log    *slog.Logger
 	start  time.Time
-	srv    *kvstore.Server // embedded NATS; nil with an external cluster
+	srv    *embedded.Server // embedded NATS; nil with an external cluster
 	nc     *nats.Conn
 	stack  atomic.Pointer[stack]
 	recent *recentViolations
@@ -280,7 +280,7 @@ func (n *node) shutdownStack(ctx context.Context) {
 func (n *node) startEmbedded() error {
 	cfg := n.cfg
 	host, port, _ := parseHostPort(cfg.Embedded.Listen)
-	sc := kvstore.ServerConfig{
+	sc := embedded.Config{
 		Name:         n.id,
 		Host:         host,
 		Port:         port,
@@ -304,7 +304,7 @@ func (n *node) startEmbedded() error {
 			}
 		}
 	}
-	srv, err := kvstore.StartServer(sc)
+	srv, err := embedded.Start(sc)
 	if err != nil {
 		return fmt.Errorf("embedded NATS server (nats.listen %q, data_dir %q): %w", cfg.Embedded.Listen, cfg.DataDir, err)
 	}

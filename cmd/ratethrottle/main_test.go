@@ -17,7 +17,7 @@ import (
 
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
 	"github.com/ratethrottle/ratethrottle/internal/wait"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 )
 
 func TestMain(m *testing.M) { nodetest.Main(m) }
@@ -53,9 +53,9 @@ func cliCtx(ctx context.Context, envs []string, args ...string) result {
 func natsEnv(url string) []string { return []string{"RATETHROTTLE_NATS_URL=" + url} }
 
 // startNATS starts an embedded NATS server with JetStream, and no node.
-func startNATS(t *testing.T) *kvstore.Server {
+func startNATS(t *testing.T) *embedded.Server {
 	t.Helper()
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,12 +224,13 @@ func TestUnreachableNATS(t *testing.T) {
 func TestInterrupted(t *testing.T) {
 	t.Parallel()
 	srv := startNATS(t)
-	base := srv.Server().NumSubscriptions()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
 	go func() { done <- cliCtx(ctx, natsEnv(srv.ClientURL()), "events", "tail") }()
-	// Cancel once the tail is subscribed: the server then counts it.
-	wait.For(t, 5*time.Second, "the tail to subscribe", func() bool { return srv.Server().NumSubscriptions() > base })
+	// Cancel once the tail is subscribed to violations and bans.
+	wait.For(t, 5*time.Second, "the tail to subscribe", func() bool {
+		return srv.HasSubscribers("ratethrottle.violations.message_rate.x") && srv.HasSubscribers("ratethrottle.bans.x")
+	})
 	cancel()
 	r := <-done
 	if r.code != exitInterrupted || strings.TrimSpace(r.stderr) != "ratethrottle: interrupted" {

@@ -126,7 +126,7 @@ type view struct {
 	BusiestRooms        []row     `json:"busiest_rooms"`
 }
 
-// roomName decodes a room subject token (limiter.Token) back to the name
+// roomName decodes a room subject token (subject.Token) back to the name
 // when it holds it, or shows the hashed token.
 func roomName(token string) string {
 	if strings.HasPrefix(token, "=") {

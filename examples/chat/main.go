@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
@@ -47,7 +48,7 @@ func main() {
 // run serves the chat on ln until ctx is done.
 func run(ctx context.Context, ln net.Listener, natsURL string) error {
 	if natsURL == "" {
-		srv, err := kvstore.StartServer(kvstore.ServerConfig{Port: 4222})
+		srv, err := embedded.Start(embedded.Config{Port: 4222})
 		if err != nil {
 			return err
 		}

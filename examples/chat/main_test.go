@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // Two chat servers on one NATS: a member on each gets the other's message,
 // and a flood is refused with an error frame carrying the wait.
 func TestTwoServersChat(t *testing.T) {
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
 	defer srv.Shutdown()
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ratethrottle/ratethrottle/internal/kvwatch"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // DefaultBanBucket is the KV bucket of bans when a BansConfig leaves it
@@ -327,7 +328,7 @@ func (b *Bans) ban(ctx context.Context, client string, d time.Duration, reason s
 	if err != nil {
 		return fmt.Errorf("events: encode ban: %w", err)
 	}
-	token := ClientToken(client)
+	token := subject.Token(client)
 	var opts []jetstream.PublishOpt
 	if d > 0 {
 		opts = append(opts, jetstream.WithMsgTTL(ttlSeconds(d)))
@@ -368,7 +369,7 @@ func (b *Bans) Unban(ctx context.Context, client string) error {
 	if b.closed() {
 		return ErrClosed
 	}
-	token := ClientToken(client)
+	token := subject.Token(client)
 	m := nats.NewMsg(b.subj + token)
 	m.Header.Set("KV-Operation", "PURGE")
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
@@ -616,7 +617,7 @@ func (b *Bans) apply(kve jetstream.KeyValueEntry, notify bool) {
 	live := kve.Operation() == jetstream.KeyValuePut
 	if live {
 		var rec banRecord
-		if err := json.Unmarshal(kve.Value(), &rec); err != nil || rec.V != Version || ClientToken(rec.Client) != token {
+		if err := json.Unmarshal(kve.Value(), &rec); err != nil || rec.V != Version || subject.Token(rec.Client) != token {
 			b.invalid.Add(1)
 			return
 		}
@@ -676,7 +677,7 @@ func (b *Bans) sweep(now time.Time) {
 		expired := !e.lifted && !e.ban.Until.IsZero() && !now.Before(e.ban.Until.Add(tombstoneAge))
 		if expired || (e.lifted && now.Sub(e.touched) > tombstoneAge) {
 			delete(b.byClient, client)
-			delete(b.byToken, ClientToken(client))
+			delete(b.byToken, subject.Token(client))
 		}
 	}
 	for token, n := range b.notices {

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -14,7 +14,7 @@ import (
 // second, and the node there is told to close the client's connections.
 func TestBanAcrossClusterServers(t *testing.T) {
 	t.Parallel()
-	cl, err := kvstore.StartCluster(3, kvstore.ServerConfig{})
+	cl, err := embedded.StartCluster(3, embedded.Config{})
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}

@@ -11,9 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 func newBans(t testing.TB, cfg events.BansConfig) *events.Bans {
@@ -161,14 +162,14 @@ func TestBanExpiresByTTL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Get(ctx, events.ClientToken(client)); err != nil {
+	if _, err := kv.Get(ctx, subject.Token(client)); err != nil {
 		t.Fatalf("ban key: %v", err)
 	}
 	// The caches end the ban at exactly two seconds by the clock; the
 	// server removes the key when its TTL fires, which it checks about
 	// once a second: allow up to 3 s more.
 	waitFor(t, 5*time.Second, "the server to expire the key", func() bool {
-		_, err := kv.Get(ctx, events.ClientToken(client))
+		_, err := kv.Get(ctx, subject.Token(client))
 		return errors.Is(err, jetstream.ErrKeyNotFound)
 	})
 	if el := time.Since(start); el < 2*time.Second {
@@ -223,11 +224,11 @@ func TestBanLongerThanTheStoreHolds(t *testing.T) {
 	}
 	kv := kvOf(t, js)
 	waitFor(t, 5*time.Second, "the one-second ban to expire on the server", func() bool {
-		_, err := kv.Get(ctx, events.ClientToken("short"))
+		_, err := kv.Get(ctx, subject.Token("short"))
 		return errors.Is(err, jetstream.ErrKeyNotFound)
 	})
 	for _, c := range []string{"long-0", "long-1", "long-2", "auto-long", "capped"} {
-		if _, err := kv.Get(ctx, events.ClientToken(c)); err != nil {
+		if _, err := kv.Get(ctx, subject.Token(c)); err != nil {
 			t.Errorf("%s: key %v after the server's expiry pass", c, err)
 		}
 		until, ok := a.BannedUntil(c, time.Now())
@@ -258,7 +259,7 @@ func unbanCount(c *collector, client string) (n int) {
 // gets exactly one (the lifting node's), not one more per node.
 func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	t.Parallel()
-	cl, err := kvstore.StartCluster(3, kvstore.ServerConfig{})
+	cl, err := embedded.StartCluster(3, embedded.Config{})
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
@@ -396,7 +397,7 @@ func TestRemovedBanKeyPublishesUnban(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "node b to see the ban", func() bool { return banned(b, "gone") })
-	if err := kvOf(t, js).Delete(ctx, events.ClientToken("gone")); err != nil {
+	if err := kvOf(t, js).Delete(ctx, subject.Token("gone")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "both nodes to lift the ban", func() bool { return !banned(a, "gone") && !banned(b, "gone") })

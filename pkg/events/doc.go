@@ -12,7 +12,7 @@
 //	<prefix>.violations.<type>.<clientToken>
 //	<prefix>.bans.<clientToken>
 //
-// Client IDs are client input, so subjects carry ClientToken(id), a
+// Client IDs are client input, so subjects carry subject.Token(id), a
 // base64url (or, for long IDs, hashed) token that no '.', '*', '>', space
 // or unicode character can break; the raw ID is in the JSON. Wildcard
 // subscriptions such as "ratethrottle.violations.>" or

@@ -7,17 +7,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-func ExampleClientToken() {
-	fmt.Println(events.ClientToken("10.0.0.1"))
+func ExampleSubjects() {
 	fmt.Println(events.Subjects{}.Violation(events.TypeMessageRate, "10.0.0.1"))
 	fmt.Println(events.Subjects{Prefix: "prod"}.ViolationsOfType(events.TypeBandwidth))
 	// Output:
-	// MTAuMC4wLjE
 	// ratethrottle.violations.message_rate.MTAuMC4wLjE
 	// prod.violations.bandwidth.*
 }
@@ -25,7 +23,7 @@ func ExampleClientToken() {
 // ExamplePublisher wires a Publisher into a limiter and receives its
 // events in another service with Subscribe.
 func ExamplePublisher() {
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		panic(err)
 	}
@@ -72,7 +70,7 @@ func ExamplePublisher() {
 // ExampleBans bans a client cluster-wide and shows a limiter that uses the
 // ban list as its gate rejecting it.
 func ExampleBans() {
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		panic(err)
 	}

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/ratethrottle/ratethrottle/internal/wait"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/ratethrottle/ratethrottle/pkg/events"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -28,9 +28,9 @@ var waitFor = wait.For
 
 // startServer starts an embedded NATS server with JetStream on loopback and
 // shuts it down when the test ends.
-func startServer(t testing.TB) *kvstore.Server {
+func startServer(t testing.TB) *embedded.Server {
 	t.Helper()
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
@@ -40,7 +40,7 @@ func startServer(t testing.TB) *kvstore.Server {
 
 // connect opens a NATS connection that reconnects quickly and forever, and
 // closes it when the test ends.
-func connect(t testing.TB, srv *kvstore.Server, opts ...nats.Option) *nats.Conn {
+func connect(t testing.TB, srv *embedded.Server, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	opts = append([]nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.MaxReconnects(-1)}, opts...)
 	nc, err := nats.Connect(srv.ClientURL(), opts...)

@@ -3,24 +3,20 @@ package events
 import (
 	"strings"
 
-	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // DefaultPrefix is the subject prefix used when a Config leaves it empty.
 const DefaultPrefix = "ratethrottle"
 
-// ClientToken returns the subject token and KV key of a client ID:
-// limiter.Token(client). The raw ID is always in the event's client field.
-func ClientToken(client string) string { return limiter.Token(client) }
-
 // typeToken returns the subject token of an event type: the type itself
 // when it is made of [a-z0-9_-] (every type this package defines is), else
-// "=" and limiter.Token of it.
+// "=" and subject.Token of it.
 func typeToken(t Type) string {
 	if t != "" && safeToken(string(t)) {
 		return string(t)
 	}
-	return "=" + limiter.Token(string(t)) // "=" keeps it apart from plain types
+	return "=" + subject.Token(string(t)) // "=" keeps it apart from plain types
 }
 
 func safeToken(s string) bool {
@@ -38,6 +34,8 @@ func safeToken(s string) bool {
 //
 //	<prefix>.violations.<type>.<clientToken>   violation events
 //	<prefix>.bans.<clientToken>                ban and unban events
+//
+// where clientToken is subject.Token(client).
 type Subjects struct {
 	// Prefix is the first token or tokens of every subject, for example
 	// "ratethrottle" or "prod.ratethrottle". Empty means DefaultPrefix.
@@ -53,12 +51,12 @@ func (s Subjects) prefix() string {
 
 // Violation returns the subject of a violation of type t by client.
 func (s Subjects) Violation(t Type, client string) string {
-	return s.prefix() + ".violations." + typeToken(t) + "." + ClientToken(client)
+	return s.prefix() + ".violations." + typeToken(t) + "." + subject.Token(client)
 }
 
 // Ban returns the subject of ban and unban events about client.
 func (s Subjects) Ban(client string) string {
-	return s.prefix() + ".bans." + ClientToken(client)
+	return s.prefix() + ".bans." + subject.Token(client)
 }
 
 // Event returns the subject an event is published on: Ban for ban and
@@ -83,7 +81,7 @@ func (s Subjects) ViolationsOfType(t Type) string {
 // ViolationsOfClient returns the wildcard subject of every violation by
 // client, "<prefix>.violations.*.<clientToken>".
 func (s Subjects) ViolationsOfClient(client string) string {
-	return s.prefix() + ".violations.*." + ClientToken(client)
+	return s.prefix() + ".violations.*." + subject.Token(client)
 }
 
 // AllBans returns the wildcard subject of every ban and unban event,

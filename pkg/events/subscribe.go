@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // Filter selects events by type and client. The zero Filter selects every
@@ -47,7 +49,7 @@ func (f Filter) Subjects() ([]string, error) {
 	if len(f.Clients) > 0 {
 		clients = clients[:0]
 		for _, c := range f.Clients {
-			clients = append(clients, ClientToken(c))
+			clients = append(clients, subject.Token(c))
 		}
 	}
 	var out []string

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -61,7 +62,7 @@ func BenchmarkCheckMessage(b *testing.B) {
 		benchCheckMessage(b, m)
 	})
 	b.Run("store=kv-global", func(b *testing.B) {
-		srv, err := StartServer(ServerConfig{})
+		srv, err := embedded.Start(embedded.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
@@ -17,7 +18,7 @@ import (
 // three-server cluster, over an R3 bucket: a client is limited across
 // them through the Limiter, and the concurrent cap holds across them.
 func TestThreeServerCluster(t *testing.T) {
-	c, err := StartCluster(3, ServerConfig{})
+	c, err := embedded.StartCluster(3, embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(c.Shutdown)
 	urls := c.ClientURLs()
@@ -87,7 +88,7 @@ func TestThreeServerCluster(t *testing.T) {
 // fail mode holds, and what was consumed during the outage reaches the
 // other node after the restart.
 func TestNATSShutdownMidLoad(t *testing.T) {
-	srv := startServer(t, ServerConfig{StoreDir: t.TempDir()})
+	srv := startServer(t, embedded.Config{StoreDir: t.TempDir()})
 	url := srv.ClientURL()
 	open := newNode(t, url, Config{NodeID: "open", SyncInterval: 20 * time.Millisecond})
 	share := newNode(t, url, Config{NodeID: "share", FailMode: FailLocalShare, SyncInterval: 20 * time.Millisecond})

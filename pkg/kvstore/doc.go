@@ -1,7 +1,7 @@
 // Package kvstore keeps the limiter's cross-node buckets and connection
 // counts in agreement across the nodes of a cluster through NATS JetStream
-// KV, and provides an embedded NATS server helper for tests and for the
-// node binary.
+// KV. It needs only a client connection (nats.go); package embedded runs a
+// NATS server in the process for tests and for the node binary.
 //
 // # Global mode
 //

@@ -6,13 +6,6 @@ import "errors"
 // message names the field.
 var ErrInvalidConfig = errors.New("kvstore: invalid config")
 
-// ErrServerNotReady is wrapped when an embedded NATS server or cluster does
-// not become ready in time.
-var ErrServerNotReady = errors.New("kvstore: NATS server not ready")
-
-// ErrServerClosed is returned by Restart after Shutdown.
-var ErrServerClosed = errors.New("kvstore: server shut down")
-
 // ErrJetStreamDisabled is returned by New when the NATS server has no
 // JetStream: start nats-server with -js (or JetStream in its config).
 var ErrJetStreamDisabled = errors.New("kvstore: JetStream is not enabled on the NATS server (start it with -js)")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
@@ -13,7 +14,7 @@ import (
 // mode makes every decision exact across nodes: the client gets 3 new
 // connections a minute in total, whichever node it reaches.
 func Example() {
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		panic(err)
 	}

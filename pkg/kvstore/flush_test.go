@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
@@ -16,7 +17,7 @@ import (
 // must still send them all, without errors and without entering the fail
 // mode, and another node must see them.
 func TestFlushManyDirtyBuckets(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "many-a", Storage: jetstream.MemoryStorage, SyncInterval: time.Hour})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "many-b", Storage: jetstream.MemoryStorage})
 	ctx := context.Background()

@@ -1,13 +1,26 @@
 package kvstore
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"strings"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // token encodes any string as one KV key and subject token.
-func token(s string) string { return limiter.Token(s) }
+func token(s string) string { return subject.Token(s) }
+
+// randomToken returns 12 random hex digits, for a default node ID.
+func randomToken() string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(errors.New("kvstore: crypto/rand failed: " + err.Error()))
+	}
+	return hex.EncodeToString(b[:])
+}
 
 func join(parts ...string) string { return strings.Join(parts, ".") }
 

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 )
 
 // TestKilledNodeKeepsSurvivorsLive kills a node together with the NATS
@@ -20,7 +22,7 @@ func TestKilledNodeKeepsSurvivorsLive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("15 s of sampling")
 	}
-	c, err := StartCluster(3, ServerConfig{})
+	c, err := embedded.StartCluster(3, embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(c.Shutdown)
 	servers := c.Servers()

@@ -318,7 +318,7 @@ func (s *Store) Nodes() []NodeStatus {
 	return out
 }
 
-// nodeID recovers a node ID from its token (limiter.Token).
+// nodeID recovers a node ID from its token (subject.Token).
 func nodeID(tok string) string {
 	if tok == "=" {
 		return ""

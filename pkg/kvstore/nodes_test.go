@@ -6,6 +6,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 )
 
 // beat is a heartbeat entry as a watch delivers it, to replay an order of
@@ -34,7 +36,7 @@ func (e beat) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
 // the stall. Judged by that own heartbeat, the other node would look dead
 // until its entry arrived; it must not.
 func TestRestartedWatchFirstBatchJudgesNobody(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	// Heartbeats every second, dead after 3: the stall below is real time.
 	s := newNode(t, srv.ClientURL(), Config{NodeID: "judge", HeartbeatInterval: time.Second})
 	// Stamps an hour ahead: the store's own real heartbeats, stamped now,

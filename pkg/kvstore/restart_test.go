@@ -7,13 +7,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 // A node restarted under the same ID still counts what its previous run
 // consumed and has not refilled: a restart is not a fresh burst.
 func TestRestartKeepsOwnConsumption(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	ctx := context.Background()
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "restarted"}
 	spec := limiter.Spec{Limit: 10, Per: time.Hour} // no refill to speak of within the test
@@ -37,7 +38,7 @@ func TestRestartKeepsOwnConsumption(t *testing.T) {
 // within a standing allowance (an uncontested bucket's deferred counter):
 // Close writes it.
 func TestRestartKeepsDeferredConsumption(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	ctx := context.Background()
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "deferred"}
 	spec := limiter.Spec{Limit: 10, Per: time.Hour}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
@@ -25,7 +26,7 @@ func skewed(d time.Duration) func() time.Time {
 // three live, purges nothing, and a cap of 2 concurrent connections admits
 // exactly 2 across them.
 func TestLivenessIgnoresClockSkew(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	var nodes []*Store
 	for i, d := range []time.Duration{5 * time.Second, 0, -5 * time.Second} {
 		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("skew%d", i), Now: skewed(d)}))
@@ -158,7 +159,7 @@ func simultaneousConnects(t *testing.T, nodes []*Store, racers int, limit int64,
 // connects of one client, 3 on each of 3 nodes, cap 5, in the default
 // configuration: every round admits exactly 5.
 func TestSimultaneousConnectsExactCap(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	var nodes []*Store
 	for i := range 3 {
 		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("cap%d", i)}))
@@ -176,7 +177,7 @@ func TestSimultaneousConnectsExactCap(t *testing.T) {
 // TestSimultaneousConnectsExactCapR3 is the same on a three-server cluster
 // with an R3 bucket, each node on its own server.
 func TestSimultaneousConnectsExactCapR3(t *testing.T) {
-	c, err := StartCluster(3, ServerConfig{})
+	c, err := embedded.StartCluster(3, embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(c.Shutdown)
 	var nodes []*Store
@@ -193,7 +194,7 @@ func TestSimultaneousConnectsExactCapR3(t *testing.T) {
 // mode from what it last saw, and the counts it changed meanwhile reach
 // the other nodes after the outage.
 func TestSlotsThroughOutage(t *testing.T) {
-	srv := startServer(t, ServerConfig{StoreDir: t.TempDir()})
+	srv := startServer(t, embedded.Config{StoreDir: t.TempDir()})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "open"})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "watcher"})
 	closed := newNode(t, srv.ClientURL(), Config{NodeID: "closed", FailMode: FailClosed})
@@ -236,7 +237,7 @@ func TestSlotsThroughOutage(t *testing.T) {
 // node that closed stays listed as closed, so callers can tell that one is
 // missing.
 func TestNodes(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "alpha"})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "beta.with dots"})
 	long := strings.Repeat("n", 60)
@@ -268,7 +269,7 @@ func TestNodes(t *testing.T) {
 // client's entry (another node judged it dead), the node writes it again
 // as soon as its watch shows the entry without it.
 func TestPurgedCountIsRepaired(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "a"})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "b"})
 	ctx := context.Background()

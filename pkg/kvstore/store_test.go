@@ -12,13 +12,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
 
-func startServer(t *testing.T, cfg ServerConfig) *Server {
+func startServer(t *testing.T, cfg embedded.Config) *embedded.Server {
 	t.Helper()
-	s, err := StartServer(cfg)
+	s, err := embedded.Start(cfg)
 	require.NoError(t, err)
 	t.Cleanup(s.Shutdown)
 	return s
@@ -53,7 +54,7 @@ func TestConfigInvalid(t *testing.T) {
 	_, err := New(ctx, Config{})
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.Contains(t, err.Error(), "Conn")
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	nc := dial(t, srv.ClientURL())
 	for field, cfg := range map[string]Config{
 		"Bucket":       {Conn: nc, Bucket: "a.b"},
@@ -69,7 +70,7 @@ func TestConfigInvalid(t *testing.T) {
 }
 
 func TestJetStreamDisabled(t *testing.T) {
-	srv := startServer(t, ServerConfig{NoJetStream: true})
+	srv := startServer(t, embedded.Config{NoJetStream: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := New(ctx, Config{Conn: dial(t, srv.ClientURL()), Timeout: 500 * time.Millisecond})
@@ -77,7 +78,7 @@ func TestJetStreamDisabled(t *testing.T) {
 }
 
 func TestBucketSettings(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	s := newNode(t, srv.ClientURL(), Config{Bucket: "settings", TTL: time.Hour, Storage: jetstream.MemoryStorage})
 	st, err := s.kv.Status(context.Background())
 	require.NoError(t, err)
@@ -112,7 +113,7 @@ func sum(xs []int64) (n int64) {
 }
 
 func TestGlobalClientLimitedAcrossThreeNodes(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	var nodes []*Store
 	for i := range 3 {
 		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("n%d", i), Storage: jetstream.MemoryStorage}))
@@ -147,7 +148,7 @@ func TestGlobalClientLimitedAcrossThreeNodes(t *testing.T) {
 }
 
 func TestStrictExactAcrossNodes(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	modes := map[limiter.Kind]Mode{limiter.KindConnectionRate: Strict}
 	var nodes []*Store
 	for i := range 3 {
@@ -201,7 +202,7 @@ func TestStrictExactAcrossNodes(t *testing.T) {
 }
 
 func TestConcurrentCapAcrossNodes(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "a"})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "b"})
 	ctx := context.Background()
@@ -234,7 +235,7 @@ func TestConcurrentCapAcrossNodes(t *testing.T) {
 }
 
 func TestDeadNodeReclaimAndRestart(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	ctx := context.Background()
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "survivor"})
 	// The victim heartbeats every 200 ms and is dead after 3 silent beats.
@@ -285,7 +286,7 @@ func TestDeadNodeReclaimAndRestart(t *testing.T) {
 }
 
 func TestHostileClientIDs(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "a"})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Modes: map[limiter.Kind]Mode{limiter.KindConnectionRate: Strict}})
 	ids := []string{"", ".", "..", "a.b", "*", ">", "a.*.>", " ", "a b", "::1", "[2001:db8::1]:443", "ünïcødé 🚀",
@@ -333,7 +334,7 @@ func TestHostileClientIDs(t *testing.T) {
 // one node admit exactly the cap, and the count the other nodes read from
 // KV ends equal to the node's own, whatever order the writes raced in.
 func TestRacingAcquiresOneNode(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "a"})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "b"})
 	ctx := context.Background()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -58,7 +59,7 @@ func casTake(ctx context.Context, kv jetstream.KeyValue, k string, spec limiter.
 // (the baseline). ns/op is per decision; admitted/op is the share of
 // decisions admitted.
 func BenchmarkStrictHotKey(b *testing.B) {
-	c, err := StartCluster(3, ServerConfig{})
+	c, err := embedded.StartCluster(3, embedded.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

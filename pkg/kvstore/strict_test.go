@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
@@ -76,7 +77,7 @@ func runStrictLoad(nodes []*Store, key limiter.Key, spec limiter.Spec, workers i
 // and (without the race detector) the three nodes decide at least 50,000
 // times a second.
 func TestStrictLeasesExactAndFast(t *testing.T) {
-	c, err := StartCluster(3, ServerConfig{})
+	c, err := embedded.StartCluster(3, embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(c.Shutdown)
 	var nodes []*Store
@@ -132,7 +133,7 @@ func TestStrictLeasesExactAndFast(t *testing.T) {
 // spend its tokens; at expiry the first renewal charges the lease in full
 // (what the dead node spent of it is unknown) and drops it from the entry.
 func TestStrictDeadNodeLeaseCharged(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "holder", DefaultMode: Strict})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "survivor", DefaultMode: Strict})
 	ctx := context.Background()
@@ -187,7 +188,7 @@ func TestStrictDeadNodeLeaseCharged(t *testing.T) {
 // node on time spends the burst, and the node ahead may take only what
 // refilled in the real time between.
 func TestStrictExactUnderClockSkew(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	onTime := newNode(t, srv.ClientURL(), Config{NodeID: "on-time", DefaultMode: Strict})
 	ahead := newNode(t, srv.ClientURL(), Config{NodeID: "ahead", DefaultMode: Strict, Now: skewed(5 * time.Second)})
 	for _, s := range []*Store{onTime, ahead} {
@@ -222,7 +223,7 @@ func TestStrictExactUnderClockSkew(t *testing.T) {
 // fail mode, and what it admitted is debited from the cluster's bucket
 // after the outage.
 func TestStrictThroughOutage(t *testing.T) {
-	srv := startServer(t, ServerConfig{StoreDir: t.TempDir()})
+	srv := startServer(t, embedded.Config{StoreDir: t.TempDir()})
 	open := newNode(t, srv.ClientURL(), Config{NodeID: "open", DefaultMode: Strict})
 	closed := newNode(t, srv.ClientURL(), Config{NodeID: "closed", DefaultMode: Strict, FailMode: FailClosed})
 	ctx := context.Background()

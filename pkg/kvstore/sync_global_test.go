@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
@@ -65,7 +66,7 @@ func TestSpendingSeenAfterSweep(t *testing.T) {
 	for _, bSweeps := range []bool{false, true} {
 		name := map[bool]string{false: "b keeps its entry", true: "b swept too"}[bSweeps]
 		t.Run(name, func(t *testing.T) {
-			srv := startServer(t, ServerConfig{})
+			srv := startServer(t, embedded.Config{})
 			var ca, cb clock
 			bSweep := time.Hour
 			if bSweeps {
@@ -125,7 +126,7 @@ func TestFirstSightIgnoresWritersClock(t *testing.T) {
 	for _, skew := range []time.Duration{6 * time.Second, -6 * time.Second} {
 		for _, bHolds := range []bool{true, false} {
 			t.Run(fmt.Sprintf("a at %v, b holds the bucket %v", skew, bHolds), func(t *testing.T) {
-				srv := startServer(t, ServerConfig{})
+				srv := startServer(t, embedded.Config{})
 				ca, cb := new(clock).Skewed(skew), new(clock)
 				a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage, Now: ca.Now})
 				b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Storage: jetstream.MemoryStorage, Now: cb.Now})
@@ -175,7 +176,7 @@ func TestFirstSightIgnoresWritersClock(t *testing.T) {
 func TestInitialValuesDatedByServer(t *testing.T) {
 	for _, skew := range []time.Duration{6 * time.Second, -6 * time.Second} {
 		t.Run(fmt.Sprint("a at ", skew), func(t *testing.T) {
-			srv := startServer(t, ServerConfig{})
+			srv := startServer(t, embedded.Config{})
 			ca := new(clock).Skewed(skew)
 			a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage, Now: ca.Now})
 			spec := limiter.Spec{Limit: 100, Per: 10 * time.Second}
@@ -199,7 +200,7 @@ func TestInitialValuesDatedByServer(t *testing.T) {
 // used, gets all of it, as a single node would give; more than the burst
 // is denied, with the wait of the bucket itself.
 func TestColdKeyOnOneNodeGetsItsBurst(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	var nodes []*Store
 	for i := range 3 {
 		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprint("cold", i), Storage: jetstream.MemoryStorage}))
@@ -225,7 +226,7 @@ func TestColdKeyOnOneNodeGetsItsBurst(t *testing.T) {
 // as the node sees it holds the tokens, is reported as uncertain; a
 // denial by the bucket itself is not.
 func TestUncertainDenial(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	// A reservation lapses 3 sync intervals after it was heard: 1.5 s.
 	cfg := Config{Storage: jetstream.MemoryStorage, SyncInterval: 500 * time.Millisecond}
 	cfg.NodeID = "a"
@@ -291,7 +292,7 @@ func TestUncertainDenial(t *testing.T) {
 // others published they hold, and for an interval or two all deny,
 // uncertain: the lower bound is one token.)
 func TestColdSimultaneousBursts(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	var nodes []*Store
 	for i := range 3 {
 		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprint("sim", i), Storage: jetstream.MemoryStorage}))
@@ -322,7 +323,7 @@ func TestColdSimultaneousBursts(t *testing.T) {
 // TestRefundAfterFlushReachesOtherNodes: tokens given back after the
 // consumption they refund was flushed reach the other nodes.
 func TestRefundAfterFlushReachesOtherNodes(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Storage: jetstream.MemoryStorage})
 	ctx := context.Background()
@@ -425,7 +426,7 @@ func (s *Store) dirtyEntry(key limiter.Key) bool {
 // when both spend at once, before either hears of the other, they admit
 // up to twice the bucket, once; after their counters cross, nothing more.
 func TestUncontestedBucketDefersCounters(t *testing.T) {
-	srv := startServer(t, ServerConfig{})
+	srv := startServer(t, embedded.Config{})
 	var ca, cb clock
 	a := newNode(t, srv.ClientURL(), Config{NodeID: "a", Storage: jetstream.MemoryStorage, Now: ca.Now})
 	b := newNode(t, srv.ClientURL(), Config{NodeID: "b", Storage: jetstream.MemoryStorage, Now: cb.Now})

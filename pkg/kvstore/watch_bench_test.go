@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -29,7 +30,7 @@ func (e *entry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut 
 // a bucket it holds (held) and on one it does not (kept for later). The
 // constants of the watch-traffic model in docs/ACCURACY.md.
 func BenchmarkApplyCounter(b *testing.B) {
-	srv, err := StartServer(ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

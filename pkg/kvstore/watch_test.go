@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
@@ -20,7 +21,7 @@ import (
 // stop coming back restarts its watch: the survivors keep seeing each
 // other live and applying each other's consumption.
 func TestWatchSurvivesStreamLeaderLoss(t *testing.T) {
-	c, err := StartCluster(3, ServerConfig{})
+	c, err := embedded.StartCluster(3, embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(c.Shutdown)
 	servers := c.Servers()
@@ -82,7 +83,7 @@ func TestWatchSurvivesStreamLeaderLoss(t *testing.T) {
 // stop coming back takes 2–3 s; a node whose acknowledged writes do not
 // come back through its watch restarts it well within a second.
 func TestWatchStallDetectedFast(t *testing.T) {
-	c, err := StartCluster(3, ServerConfig{})
+	c, err := embedded.StartCluster(3, embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(c.Shutdown)
 	servers := c.Servers()

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
@@ -24,7 +25,7 @@ func TestWaitSharedThroughClusterStore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a NATS server")
 	}
-	srv, err := kvstore.StartServer(kvstore.ServerConfig{})
+	srv, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
 

@@ -9,14 +9,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func startServer(t *testing.T) *kvstore.Server {
+func startServer(t *testing.T) *embedded.Server {
 	t.Helper()
-	s, err := kvstore.StartServer(kvstore.ServerConfig{})
+	s, err := embedded.Start(embedded.Config{})
 	require.NoError(t, err)
 	t.Cleanup(s.Shutdown)
 	return s

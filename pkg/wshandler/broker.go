@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // Broker carries room messages between the nodes of a cluster. The Handler
@@ -63,22 +63,18 @@ const (
 const DefaultLocalAfter = time.Second
 
 // PresenceSubject returns the subject of a room's presence messages:
-// prefix + ".roomnodes." + RoomToken(room).
+// prefix + ".roomnodes." + subject.Token(room).
 func PresenceSubject(prefix, room string) string {
-	return prefix + ".roomnodes." + RoomToken(room)
+	return prefix + ".roomnodes." + subject.Token(room)
 }
 
 // DefaultSubjectPrefix is the prefix of NATSBroker subjects.
 const DefaultSubjectPrefix = "ratethrottle"
 
-// RoomToken returns the NATS subject token and key fragment of a room name:
-// limiter.Token(room), which no name can break.
-func RoomToken(room string) string { return limiter.Token(room) }
-
 // RoomSubject returns the subject of a room's messages: prefix + ".rooms." +
-// RoomToken(room).
+// subject.Token(room).
 func RoomSubject(prefix, room string) string {
-	return prefix + ".rooms." + RoomToken(room)
+	return prefix + ".rooms." + subject.Token(room)
 }
 
 // NATSBrokerConfig configures a NATSBroker.

@@ -8,14 +8,15 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // startNATS starts an embedded NATS server on a random loopback port.
-func startNATS(t testing.TB) *kvstore.Server {
+func startNATS(t testing.TB) *embedded.Server {
 	t.Helper()
-	s, err := kvstore.StartServer(kvstore.ServerConfig{})
+	s, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +25,7 @@ func startNATS(t testing.TB) *kvstore.Server {
 }
 
 // clusterNode starts a room node whose rooms fan out through NATS.
-func clusterNode(t testing.TB, s *kvstore.Server, id string, cfg Config) (*node, *nats.Conn) {
+func clusterNode(t testing.TB, s *embedded.Server, id string, cfg Config) (*node, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL(), nats.Name(id))
 	if err != nil {
@@ -186,7 +187,7 @@ func TestRoomSubject(t *testing.T) {
 			t.Errorf("RoomSubject(%q) = %q, want %q", room, got, want)
 		}
 	}
-	h1, h2 := RoomToken(long), RoomToken(long[:99]+"x")
+	h1, h2 := subject.Token(long), subject.Token(long[:99]+"x")
 	if h1[0] != '=' || len(h1) != 44 || h1 == h2 {
 		t.Errorf("long names: %q %q", h1, h2)
 	}

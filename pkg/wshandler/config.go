@@ -135,7 +135,7 @@ type Config struct {
 	// RoomSlots, if set, counts room members for MaxMembers across every
 	// node that shares it; nil counts the members on this node. Give it its
 	// own instance (not the Limiter's connection slots): rooms are counted
-	// under the key "room:" + RoomToken(name).
+	// under the key "room:" + subject.Token(name).
 	RoomSlots limiter.Slots
 	// Broker, if set, carries room messages to the other nodes. Nil serves
 	// rooms on this node only.

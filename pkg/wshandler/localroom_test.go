@@ -11,7 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
@@ -20,7 +20,7 @@ const testLocalAfter = 50 * time.Millisecond
 
 // localNode starts a cluster node whose rooms go local after
 // testLocalAfter, and returns its broker.
-func localNode(t *testing.T, s *kvstore.Server, id string) (*node, *NATSBroker) {
+func localNode(t *testing.T, s *embedded.Server, id string) (*node, *NATSBroker) {
 	t.Helper()
 	nc, err := nats.Connect(s.ClientURL(), nats.Name(id))
 	if err != nil {

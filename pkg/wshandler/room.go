@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/policy"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // The limiter.Kinds of room buckets in the Limiter's Store.
@@ -87,7 +88,7 @@ func (h *Handler) acquireRoom(name string) *room {
 		r = &room{
 			name: name, nameJSON: appendJSONString(nil, name), limits: rl,
 			total: rl.totalSpec(), member: rl.memberSpec(),
-			slotKey: "room:" + RoomToken(name), members: make(map[*Conn]struct{}), names: make(map[string]*Conn),
+			slotKey: "room:" + subject.Token(name), members: make(map[*Conn]struct{}), names: make(map[string]*Conn),
 		}
 		h.hub.rooms[name] = r
 	}

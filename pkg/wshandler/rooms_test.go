@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // clock is a settable time source shared by a Limiter and a Handler.
@@ -220,7 +221,7 @@ func TestRoomFullWithSlots(t *testing.T) {
 	defer slots.Close()
 	n, _ := roomNode(t, Config{RoomSlots: slots, DefaultRoom: RoomLimits{MaxMembers: 2}}, limiter.Limits{})
 	// Another node holds one place in the room.
-	if _, ok, _ := slots.Acquire(context.Background(), "room:"+RoomToken("r"), 2); !ok {
+	if _, ok, _ := slots.Acquire(context.Background(), "room:"+subject.Token("r"), 2); !ok {
 		t.Fatal("acquire")
 	}
 	a, b := dialAs(t, n, "alice"), dialAs(t, n, "bob")
@@ -231,7 +232,7 @@ func TestRoomFullWithSlots(t *testing.T) {
 	}
 	_ = a.Close()
 	waitFor(t, ioTimeout, "alice's place to be released", func() bool {
-		n, _ := slots.Count(context.Background(), "room:"+RoomToken("r"))
+		n, _ := slots.Count(context.Background(), "room:"+subject.Token("r"))
 		return n == 1
 	})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 )
 
@@ -20,21 +21,21 @@ func (c *clock) Now() time.Time { return time.Now().Add(time.Duration(c.off.Load
 
 // nats is the embedded NATS of one matrix cell: one server or a cluster.
 type natsSet struct {
-	srv      *kvstore.Server
-	cl       *kvstore.Cluster
+	srv      *embedded.Server
+	cl       *embedded.Cluster
 	urls     []string
 	replicas int
 }
 
 func startNATS(servers int) (*natsSet, error) {
 	if servers == 3 {
-		c, err := kvstore.StartCluster(3, kvstore.ServerConfig{})
+		c, err := embedded.StartCluster(3, embedded.Config{})
 		if err != nil {
 			return nil, err
 		}
 		return &natsSet{cl: c, urls: c.ClientURLs(), replicas: 3}, nil
 	}
-	s, err := kvstore.StartServer(kvstore.ServerConfig{})
+	s, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +53,7 @@ func (n *natsSet) shutdown() {
 
 // stopLeader stops the server leading the bucket's stream and returns it
 // (nil with one server).
-func (n *natsSet) stopLeader(bucket string) (*kvstore.Server, error) {
+func (n *natsSet) stopLeader(bucket string) (*embedded.Server, error) {
 	if n.cl == nil {
 		return nil, nil
 	}

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
@@ -155,7 +156,7 @@ func idleResume(ns *nodeSet, spec limiter.Spec, rate float64, d time.Duration) r
 // of the way in; the server is restarted after the row.
 func leaderLoss(n *natsSet, ns *nodeSet, spec limiter.Spec, rate float64, d time.Duration) result {
 	m := startMeter(ns)
-	stopped := make(chan *kvstore.Server, 1)
+	stopped := make(chan *embedded.Server, 1)
 	go func() {
 		time.Sleep(d / 3)
 		srv, _ := n.stopLeader(ns.bucket)

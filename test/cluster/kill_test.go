@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/subject"
 )
 
 // Dead-node reclaim in the node binary, which runs kvstore's defaults.
@@ -94,7 +94,7 @@ func TestSIGKILLReturnsConnectionSlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	victimTok := limiter.Token("victim")
+	victimTok := subject.Token("victim")
 	waitFor(t, 2*heartbeatInterval+time.Second, "the victim's entries to be purged", func() bool {
 		return countKeys(ctx, t, kv, "c.*."+victimTok)+countKeys(ctx, t, kv, "n."+victimTok) == 0
 	})

@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/ratethrottle/ratethrottle/internal/nodetest"
-	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
+	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 )
 
 // nodeProc is a node binary running as a process against external NATS
@@ -259,9 +259,9 @@ func httpGet(url string) (int, string) {
 
 // startNATS starts one embedded NATS server with JetStream in the test
 // process; cleanup shuts it down.
-func startNATS(t *testing.T) *kvstore.Server {
+func startNATS(t *testing.T) *embedded.Server {
 	t.Helper()
-	s, err := kvstore.StartServer(kvstore.ServerConfig{StoreDir: t.TempDir()})
+	s, err := embedded.Start(embedded.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,9 +271,9 @@ func startNATS(t *testing.T) *kvstore.Server {
 
 // startNATSCluster starts three clustered embedded NATS servers in the
 // test process; cleanup shuts them down.
-func startNATSCluster(t *testing.T) *kvstore.Cluster {
+func startNATSCluster(t *testing.T) *embedded.Cluster {
 	t.Helper()
-	c, err := kvstore.StartCluster(3, kvstore.ServerConfig{StoreDir: t.TempDir()})
+	c, err := embedded.StartCluster(3, embedded.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

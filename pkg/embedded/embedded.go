@@ -1,23 +1,45 @@
-package kvstore
+// Package embedded runs NATS servers inside the process: one server or a
+// routed cluster, with JetStream, on loopback ports chosen by the kernel and
+// in temporary store directories unless told otherwise. The node binary
+// uses it to run its own server; tests and examples use it for real NATS
+// without an outside process.
+//
+// It is its own package so that a program using the cluster store
+// (pkg/kvstore) against an external NATS links the client library alone,
+// not nats-server.
+package embedded
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
-// ServerConfig configures an embedded NATS server started by StartServer or
-// StartCluster. Zero fields get defaults.
-type ServerConfig struct {
+// ErrInvalidConfig is the sentinel of the *limiter.FieldError that Start
+// and StartCluster return for an invalid Config.
+var ErrInvalidConfig = errors.New("embedded: invalid config")
+
+// ErrNotReady is wrapped when a server or cluster does not become ready in
+// time.
+var ErrNotReady = errors.New("embedded: NATS server not ready")
+
+// ErrClosed is returned by Restart after Shutdown.
+var ErrClosed = errors.New("embedded: server shut down")
+
+// Config configures a server started by Start or StartCluster. Zero fields
+// get defaults.
+type Config struct {
 	// Name is the server name. Empty means a unique random name.
 	Name string
 	// Host is the client listen address. Empty means "127.0.0.1".
@@ -39,27 +61,28 @@ type ServerConfig struct {
 	// Routes are the routes to other servers, such as
 	// "nats-route://127.0.0.1:6222".
 	Routes []string
-	// ReadyTimeout bounds how long StartServer waits for the server to
+	// ReadyTimeout bounds how long Start waits for the server to
 	// accept connections and for JetStream. Zero means 10 seconds.
 	ReadyTimeout time.Duration
 }
 
-// Server is an embedded NATS server. Stop and Restart bring it down and up
+// Server is a NATS server running in this process. Stop and Restart bring it down and up
 // again on the same port and store directory, so tests can cut a store off
 // from NATS; Shutdown ends it for good. A Server is safe for concurrent use.
 type Server struct {
 	mu      sync.Mutex
-	cfg     ServerConfig // resolved: ports and store dir fixed after the first start
+	cfg     Config // resolved: ports and store dir fixed after the first start
 	ns      *server.Server
-	tempDir bool // StoreDir was created by StartServer and is removed on Shutdown
+	tempDir bool // StoreDir was created by Start and is removed on Shutdown
 	closed  bool
 }
 
-// StartServer starts an embedded NATS server and returns once it accepts
-// connections and, unless NoJetStream is set, JetStream is ready.
-func StartServer(cfg ServerConfig) (*Server, error) {
+// Start starts a NATS server and returns once it accepts connections and,
+// unless NoJetStream is set, JetStream is ready. An invalid cfg is refused
+// with a *limiter.FieldError that unwraps to ErrInvalidConfig.
+func Start(cfg Config) (*Server, error) {
 	if cfg.Name == "" {
-		cfg.Name = "ratethrottle-" + randomToken()
+		cfg.Name = "ratethrottle-" + randomName()
 	}
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
@@ -72,13 +95,13 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	switch {
 	case cfg.Port < -1 || cfg.Port > 65535:
-		return nil, fmt.Errorf("%w: Port %d out of range", ErrInvalidConfig, cfg.Port)
+		return nil, fieldError("Port", cfg.Port, "must be -1 to 65535 (0 or -1: a free port)")
 	case cfg.ClusterPort < -1 || cfg.ClusterPort > 65535:
-		return nil, fmt.Errorf("%w: ClusterPort %d out of range", ErrInvalidConfig, cfg.ClusterPort)
+		return nil, fieldError("ClusterPort", cfg.ClusterPort, "must be -1 to 65535 (0 or -1: a free port)")
 	case cfg.ReadyTimeout < 0:
-		return nil, fmt.Errorf("%w: ReadyTimeout %v is negative", ErrInvalidConfig, cfg.ReadyTimeout)
+		return nil, fieldError("ReadyTimeout", cfg.ReadyTimeout, "must not be negative (0 means the default)")
 	case cfg.ClusterName == "" && len(cfg.Routes) > 0:
-		return nil, fmt.Errorf("%w: Routes set without ClusterName", ErrInvalidConfig)
+		return nil, fieldError("Routes", cfg.Routes, "is set without ClusterName")
 	}
 	if cfg.Port == 0 {
 		cfg.Port = -1
@@ -90,7 +113,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if cfg.StoreDir == "" && !cfg.NoJetStream {
 		dir, err := os.MkdirTemp("", "ratethrottle-nats-")
 		if err != nil {
-			return nil, fmt.Errorf("kvstore: store dir: %w", err)
+			return nil, fmt.Errorf("embedded: store dir: %w", err)
 		}
 		s.cfg.StoreDir = dir
 		s.tempDir = true
@@ -113,7 +136,7 @@ func (s *Server) start() error {
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return fmt.Errorf("kvstore: start NATS server: %w", err)
+		return fmt.Errorf("embedded: start NATS server: %w", err)
 	}
 	ns.Start()
 	if err := waitReady(ns, s.cfg.ReadyTimeout, !s.cfg.NoJetStream && s.cfg.ClusterName == ""); err != nil {
@@ -147,7 +170,7 @@ func (s *Server) options() (*server.Options, error) {
 		for _, r := range c.Routes {
 			u, err := url.Parse(r)
 			if err != nil {
-				return nil, fmt.Errorf("%w: Routes: %q: %v", ErrInvalidConfig, r, err)
+				return nil, fieldError("Routes", r, err.Error())
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
@@ -160,11 +183,11 @@ func (s *Server) options() (*server.Options, error) {
 func waitReady(ns *server.Server, timeout time.Duration, js bool) error {
 	deadline := time.Now().Add(timeout)
 	if !ns.ReadyForConnections(timeout) {
-		return fmt.Errorf("%w: not ready for connections after %v", ErrServerNotReady, timeout)
+		return fmt.Errorf("%w: not ready for connections after %v", ErrNotReady, timeout)
 	}
 	for js && !ns.JetStreamEnabled() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: JetStream not enabled after %v", ErrServerNotReady, timeout)
+			return fmt.Errorf("%w: JetStream not enabled after %v", ErrNotReady, timeout)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -192,7 +215,7 @@ func (s *Server) ClusterURL() string {
 
 // Config returns the server's configuration with the ports and store
 // directory it actually uses.
-func (s *Server) Config() ServerConfig {
+func (s *Server) Config() Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.cfg
@@ -200,11 +223,20 @@ func (s *Server) Config() ServerConfig {
 	return c
 }
 
-// Server returns the running nats-server, or nil while it is stopped.
-func (s *Server) Server() *server.Server {
+// running returns the running nats-server, or nil while it is stopped.
+func (s *Server) running() *server.Server {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ns
+}
+
+// HasSubscribers reports whether a client of the server subscribes to
+// subject (a literal subject, matched against the subscriptions'
+// wildcards), so that a test can wait until a subscriber is in place
+// before it publishes. A stopped server has none.
+func (s *Server) HasSubscribers(subject string) bool {
+	ns := s.running()
+	return ns != nil && ns.GlobalAccount().SubscriptionInterest(subject)
 }
 
 // Running reports whether the server is up.
@@ -232,20 +264,19 @@ func (s *Server) stopLocked() {
 }
 
 // Restart starts the server again on the same ports and store directory,
-// stopping it first if it is running. It returns ErrServerClosed after
-// Shutdown.
+// stopping it first if it is running. It returns ErrClosed after Shutdown.
 func (s *Server) Restart() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrServerClosed
+		return ErrClosed
 	}
 	s.stopLocked()
 	return s.start()
 }
 
 // Shutdown stops the server, waits for it, and removes the store directory
-// if StartServer created it. It is idempotent.
+// if Start created it. It is idempotent.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -259,7 +290,7 @@ func (s *Server) Shutdown() {
 	}
 }
 
-// Cluster is a set of clustered embedded NATS servers in one process.
+// Cluster is a set of routed NATS servers in this process.
 type Cluster struct {
 	servers []*Server
 }
@@ -270,7 +301,7 @@ type Cluster struct {
 // shared settings: Host, NoJetStream, ReadyTimeout, and ClusterName
 // (default "ratethrottle"); Name, ports and Routes are chosen per server,
 // and a non-empty StoreDir is used as the parent of the servers' dirs.
-func StartCluster(n int, cfg ServerConfig) (*Cluster, error) {
+func StartCluster(n int, cfg Config) (*Cluster, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("%w: cluster size %d must be at least 1", ErrInvalidConfig, n)
 	}
@@ -296,7 +327,7 @@ func StartCluster(n int, cfg ServerConfig) (*Cluster, error) {
 	for i, p := range ports {
 		routes[i] = routeURL(cfg.ClusterHost, p)
 	}
-	base := "ratethrottle-" + randomToken()
+	base := "ratethrottle-" + randomName()
 	c := &Cluster{}
 	for i := 0; i < n; i++ {
 		sc := cfg
@@ -307,10 +338,10 @@ func StartCluster(n int, cfg ServerConfig) (*Cluster, error) {
 		if cfg.StoreDir != "" {
 			sc.StoreDir = fmt.Sprintf("%s/%s", cfg.StoreDir, sc.Name)
 		}
-		s, err := StartServer(sc)
+		s, err := Start(sc)
 		if err != nil {
 			c.Shutdown()
-			return nil, fmt.Errorf("kvstore: cluster server %d: %w", i+1, err)
+			return nil, fmt.Errorf("embedded: cluster server %d: %w", i+1, err)
 		}
 		c.servers = append(c.servers, s)
 	}
@@ -330,7 +361,7 @@ func (c *Cluster) WaitReady(timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: cluster not ready after %v", ErrServerNotReady, timeout)
+			return fmt.Errorf("%w: cluster not ready after %v", ErrNotReady, timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -339,7 +370,7 @@ func (c *Cluster) WaitReady(timeout time.Duration) error {
 func (c *Cluster) ready() bool {
 	var running []*server.Server
 	for _, s := range c.servers {
-		if ns := s.Server(); ns != nil {
+		if ns := s.running(); ns != nil {
 			running = append(running, ns)
 		}
 	}
@@ -405,7 +436,7 @@ func freePorts(host string, n int) ([]int, error) {
 	for i := 0; i < n; i++ {
 		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
-			return nil, fmt.Errorf("kvstore: reserve route port: %w", err)
+			return nil, fmt.Errorf("embedded: reserve route port: %w", err)
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
@@ -413,10 +444,11 @@ func freePorts(host string, n int) ([]int, error) {
 	return ports, nil
 }
 
-func randomToken() string {
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(errors.New("kvstore: crypto/rand failed: " + err.Error()))
-	}
-	return hex.EncodeToString(b[:])
+// randomName returns 12 random lowercase letters and digits, 60 bits, to
+// tell servers apart.
+func randomName() string { return strings.ToLower(rand.Text()[:12]) }
+
+// fieldError reports an invalid Config field.
+func fieldError(field string, value any, reason string) error {
+	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
 }

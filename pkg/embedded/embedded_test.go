@@ -1,4 +1,4 @@
-package kvstore
+package embedded
 
 import (
 	"context"
@@ -10,7 +10,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/ratethrottle/ratethrottle/internal/wait"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 func connectJS(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
@@ -23,7 +31,7 @@ func connectJS(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
 }
 
 func TestStartServerJetStream(t *testing.T) {
-	s, err := StartServer(ServerConfig{})
+	s, err := Start(Config{})
 	require.NoError(t, err)
 	dir := s.Config().StoreDir
 	require.DirExists(t, dir)
@@ -36,18 +44,19 @@ func TestStartServerJetStream(t *testing.T) {
 	_, err = kv.Put(ctx, "k", []byte("v"))
 	require.NoError(t, err)
 	require.Empty(t, s.ClusterURL())
-	require.NotNil(t, s.Server())
+	require.True(t, s.Running())
 
 	s.Shutdown()
 	s.Shutdown() // idempotent
 	_, err = os.Stat(dir)
 	require.True(t, os.IsNotExist(err), "temp store dir removed")
-	require.ErrorIs(t, s.Restart(), ErrServerClosed)
+	require.False(t, s.Running())
+	require.ErrorIs(t, s.Restart(), ErrClosed)
 }
 
 func TestServerRestartKeepsPortAndData(t *testing.T) {
 	dir := t.TempDir()
-	s, err := StartServer(ServerConfig{StoreDir: dir})
+	s, err := Start(Config{StoreDir: dir})
 	require.NoError(t, err)
 	defer s.Shutdown()
 	url := s.ClientURL()
@@ -62,13 +71,13 @@ func TestServerRestartKeepsPortAndData(t *testing.T) {
 
 	s.Stop()
 	require.False(t, s.Running())
-	waitFor(t, 5*time.Second, "client to notice the outage", func() bool { return !nc.IsConnected() })
+	wait.For(t, 5*time.Second, "client to notice the outage", func() bool { return !nc.IsConnected() })
 	require.NoError(t, s.Restart())
 	require.Equal(t, url, s.ClientURL())
-	waitFor(t, 10*time.Second, "client to reconnect", nc.IsConnected)
+	wait.For(t, 10*time.Second, "client to reconnect", nc.IsConnected)
 
 	var e jetstream.KeyValueEntry
-	waitFor(t, 10*time.Second, "the entry after restart", func() bool {
+	wait.For(t, 10*time.Second, "the entry after restart", func() bool {
 		e, err = kv.Get(ctx, "k")
 		return err == nil
 	})
@@ -76,14 +85,14 @@ func TestServerRestartKeepsPortAndData(t *testing.T) {
 
 	// A second server on the same store dir after shutdown also sees it.
 	s.Shutdown()
-	s2, err := StartServer(ServerConfig{Port: s.Config().Port, StoreDir: dir})
+	s2, err := Start(Config{Port: s.Config().Port, StoreDir: dir})
 	require.NoError(t, err)
 	defer s2.Shutdown()
 	require.Equal(t, url, s2.ClientURL())
 }
 
 func TestServerNoJetStream(t *testing.T) {
-	s, err := StartServer(ServerConfig{NoJetStream: true})
+	s, err := Start(Config{NoJetStream: true})
 	require.NoError(t, err)
 	defer s.Shutdown()
 	_, js := connectJS(t, s.ClientURL())
@@ -93,26 +102,55 @@ func TestServerNoJetStream(t *testing.T) {
 	require.Error(t, err)
 }
 
-func TestServerConfigInvalid(t *testing.T) {
+func TestConfigInvalid(t *testing.T) {
 	for _, c := range []struct {
-		cfg   ServerConfig
+		cfg   Config
 		field string
 	}{
-		{ServerConfig{Port: 70000}, "Port"},
-		{ServerConfig{ClusterPort: -5}, "ClusterPort"},
-		{ServerConfig{ReadyTimeout: -1}, "ReadyTimeout"},
-		{ServerConfig{Routes: []string{"nats-route://127.0.0.1:1"}}, "Routes"},
+		{Config{Port: 70000}, "Port"},
+		{Config{ClusterPort: -5}, "ClusterPort"},
+		{Config{ReadyTimeout: -1}, "ReadyTimeout"},
+		{Config{Routes: []string{"nats-route://127.0.0.1:1"}}, "Routes"},
+		{Config{ClusterName: "c", Routes: []string{"nats-route://[::1"}}, "Routes"},
 	} {
-		_, err := StartServer(c.cfg)
+		_, err := Start(c.cfg)
 		require.ErrorIs(t, err, ErrInvalidConfig)
-		require.Contains(t, err.Error(), c.field)
+		var fe *limiter.FieldError
+		require.ErrorAs(t, err, &fe)
+		require.Equal(t, c.field, fe.Field, "%v", err)
 	}
-	_, err := StartCluster(0, ServerConfig{})
+	_, err := StartCluster(0, Config{})
 	require.True(t, errors.Is(err, ErrInvalidConfig))
 }
 
+// TestHasSubscribers: a subscription is seen, through its wildcard, once
+// the client has flushed it, and not after it is gone or on a stopped
+// server.
+func TestHasSubscribers(t *testing.T) {
+	s, err := Start(Config{NoJetStream: true})
+	require.NoError(t, err)
+	defer s.Shutdown()
+	require.False(t, s.HasSubscribers("a.b"))
+	nc, err := nats.Connect(s.ClientURL())
+	require.NoError(t, err)
+	defer nc.Close()
+	sub, err := nc.SubscribeSync("a.*")
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	require.True(t, s.HasSubscribers("a.b"))
+	require.False(t, s.HasSubscribers("b.a"))
+	require.NoError(t, sub.Unsubscribe())
+	require.NoError(t, nc.Flush())
+	require.False(t, s.HasSubscribers("a.b"))
+	_, err = nc.SubscribeSync("a.b")
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	s.Stop()
+	require.False(t, s.HasSubscribers("a.b"))
+}
+
 func TestStartClusterR3(t *testing.T) {
-	c, err := StartCluster(3, ServerConfig{})
+	c, err := StartCluster(3, Config{})
 	require.NoError(t, err)
 	defer c.Shutdown()
 	require.Len(t, c.Servers(), 3)
