@@ -13,7 +13,6 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/policy"
-	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 // Config is the node's resolved configuration. Every field is declared once,
@@ -64,9 +63,11 @@ type Config struct {
 	// MessageScope selects message and byte buckets per connection (the
 	// default, "connection") or per client ("client").
 	MessageScope limiter.Scope
-	// Rooms are the room rules in the order given. The default is one "*"
+	// Rooms are the room rules of the deprecated rooms setting, by pattern.
+	// They become the rooms section of a Policy that has none (or of the
+	// node's own policy when none is configured); the default is one "*"
 	// rule with member_messages_per_minute=30 and member_message_burst=10.
-	Rooms []RoomRule
+	Rooms map[string]policy.Room
 
 	// Consistency is the cluster consistency mode of the shared buckets
 	// when ConsistencyAuto is false.
@@ -201,17 +202,6 @@ type EmbeddedConfig struct {
 	// nodes' embedded servers; a route to ClusterListen itself is skipped.
 	// They need ClusterListen. Default none.
 	Routes []string
-}
-
-// RoomRule gives the rooms named Pattern their limits. A Pattern of "*"
-// sets the limits of every room no other rule names.
-type RoomRule struct {
-	// Pattern is "*" for the default room limits, a pattern containing '*'
-	// for the rooms it matches, or otherwise an exact room name.
-	Pattern string
-	// Limits are the limits of the rooms Pattern names; fields the rule
-	// does not set are zero.
-	Limits wshandler.RoomLimits
 }
 
 // ConfigError reports an invalid setting: the setting's key, where its value
@@ -424,6 +414,9 @@ func (c *Config) validate(src func(key string) string) error {
 		return err
 	}
 	if err := c.resolvePolicy(bad); err != nil {
+		return err
+	}
+	if err := c.resolveRooms(src); err != nil {
 		return err
 	}
 	if err := c.Limits().Validate(); err != nil {

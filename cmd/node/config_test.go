@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
@@ -44,9 +46,9 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Replicas() != 1 || c.AdminToken != "" || !c.RejectWithClose || c.EventPrefix != "ratethrottle" || c.IPv6PrefixLen != wshandler.DefaultIPv6PrefixLen {
 		t.Errorf("replicas %d token %q reject %v prefix %q ipv6_prefix %d", c.Replicas(), c.AdminToken, c.RejectWithClose, c.EventPrefix, c.IPv6PrefixLen)
 	}
-	want := []RoomRule{{Pattern: "*", Limits: wshandler.RoomLimits{MemberMessagesPerMinute: 30, MemberMessageBurst: 10}}}
-	if len(c.Rooms) != 1 || c.Rooms[0] != want[0] {
-		t.Errorf("rooms %+v, want %+v", c.Rooms, want)
+	want := policy.Room{MemberMessagesPerMinute: 30, MemberMessageBurst: 10}
+	if len(c.Rooms) != 1 || !reflect.DeepEqual(c.Rooms["*"], want) {
+		t.Errorf("rooms %+v, want * %+v", c.Rooms, want)
 	}
 }
 
@@ -108,11 +110,7 @@ nats:
 	if def, _ := c.Modes(); def != kvstore.Strict {
 		t.Errorf("consistency = %v, want strict", def)
 	}
-	rooms := map[string]wshandler.RoomLimits{}
-	for _, r := range c.Rooms {
-		rooms[r.Pattern] = r.Limits
-	}
-	if rooms["lobby"].MaxMembers != 50 || rooms["lobby"].MessagesPerMinute != 600 || rooms["game-*"].MemberMessagesPerMinute != 20 {
+	if rooms := c.Rooms; rooms["lobby"].MaxMembers != 50 || rooms["lobby"].MessagesPerMinute != 600 || rooms["game-*"].MemberMessagesPerMinute != 20 {
 		t.Errorf("rooms = %+v", rooms)
 	}
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
-	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // envPrefix starts the name of every environment variable the node reads.
@@ -106,7 +106,7 @@ func buildSettings() []setting {
 			}
 			return nil
 		}},
-		{key: "rooms", def: "*:member_messages_per_minute=30,member_message_burst=10", usage: "room limits: PATTERN:FIELD=N,FIELD=N;PATTERN:... ('*' alone: every other room; fields: " + strings.Join(roomFieldNames(), ", ") + ")", set: setRooms},
+		{key: roomsKey, def: "*:member_messages_per_minute=30,member_message_burst=10", usage: "deprecated: write room rules in the policy's rooms section (docs/POLICY.md); this setting gives them to a policy that has none. PATTERN:FIELD=N,FIELD=N;PATTERN:... ('*' alone: every other room; fields: " + strings.Join(roomFieldNames(), ", ") + "); in YAML also a mapping as in the policy", set: setRooms},
 
 		{key: "consistency", def: "auto", usage: "cluster consistency of shared buckets: auto, local, global or strict (auto: local for a lone embedded node, else global)", set: func(c *Config, v string) error {
 			if v == "auto" {
@@ -316,17 +316,18 @@ func parseMode(v string) (kvstore.Mode, error) {
 	return 0, errors.New("want local, global or strict")
 }
 
-// roomFields are the fields of a room rule.
+// roomFields are the limit fields of a room rule, by their YAML keys (those
+// of the policy's rooms section).
 var roomFields = []struct {
 	name string
-	p    func(*wshandler.RoomLimits) *int64
+	p    func(*policy.Room) *int64
 }{
-	{"max_members", func(l *wshandler.RoomLimits) *int64 { return &l.MaxMembers }},
-	{"messages_per_minute", func(l *wshandler.RoomLimits) *int64 { return &l.MessagesPerMinute }},
-	{"message_burst", func(l *wshandler.RoomLimits) *int64 { return &l.MessageBurst }},
-	{"member_messages_per_minute", func(l *wshandler.RoomLimits) *int64 { return &l.MemberMessagesPerMinute }},
-	{"member_message_burst", func(l *wshandler.RoomLimits) *int64 { return &l.MemberMessageBurst }},
-	{"max_message_size", func(l *wshandler.RoomLimits) *int64 { return &l.MaxMessageSize }},
+	{"max_members", func(r *policy.Room) *int64 { return &r.MaxMembers }},
+	{"messages_per_minute", func(r *policy.Room) *int64 { return &r.MessagesPerMinute }},
+	{"message_burst", func(r *policy.Room) *int64 { return &r.MessageBurst }},
+	{"member_messages_per_minute", func(r *policy.Room) *int64 { return &r.MemberMessagesPerMinute }},
+	{"member_message_burst", func(r *policy.Room) *int64 { return &r.MemberMessageBurst }},
+	{"max_message_size", func(r *policy.Room) *int64 { return &r.MaxMessageSize }},
 }
 
 func roomFieldNames() []string {
@@ -337,7 +338,8 @@ func roomFieldNames() []string {
 	return names
 }
 
-// setRooms parses PATTERN:FIELD=N,FIELD=N;PATTERN:... into room rules.
+// setRooms parses the deprecated rooms setting's text form,
+// PATTERN:FIELD=N,FIELD=N;PATTERN:..., into room rules of the policy.
 func setRooms(c *Config, v string) error {
 	c.Rooms = nil
 	for _, rule := range strings.Split(v, ";") {
@@ -349,7 +351,7 @@ func setRooms(c *Config, v string) error {
 		if i <= 0 {
 			return fmt.Errorf("rule %q: want PATTERN:FIELD=N,...", rule)
 		}
-		r := RoomRule{Pattern: strings.TrimSpace(rule[:i])}
+		var r policy.Room
 		for _, kv := range splitList(rule[i+1:]) {
 			name, val, ok := strings.Cut(kv, "=")
 			if !ok {
@@ -358,7 +360,7 @@ func setRooms(c *Config, v string) error {
 			var p *int64
 			for _, f := range roomFields {
 				if f.name == strings.TrimSpace(name) {
-					p = f.p(&r.Limits)
+					p = f.p(&r)
 				}
 			}
 			if p == nil {
@@ -370,7 +372,10 @@ func setRooms(c *Config, v string) error {
 			}
 			*p = n
 		}
-		c.Rooms = append(c.Rooms, r)
+		if c.Rooms == nil {
+			c.Rooms = map[string]policy.Room{}
+		}
+		c.Rooms[strings.TrimSpace(rule[:i])] = r
 	}
 	return nil
 }
@@ -521,6 +526,12 @@ func (l *loader) loadYAML(path string, byKey map[string]setting) error {
 				}
 				continue
 			}
+			if key == roomsKey && val.Kind == yaml.MappingNode {
+				if err := l.loadRooms(val, source); err != nil {
+					return err
+				}
+				continue
+			}
 			s, ok := byKey[key]
 			if !ok {
 				if val.Kind == yaml.MappingNode {
@@ -562,22 +573,7 @@ func yamlText(s setting, n *yaml.Node) (string, error) {
 		}
 		return strings.Join(parts, ","), nil
 	case yaml.MappingNode:
-		if s.key != "rooms" {
-			return "", errors.New("want a scalar or a list")
-		}
-		var rules []string
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			fields := n.Content[i+1]
-			if fields.Kind != yaml.MappingNode {
-				return "", fmt.Errorf("room %q: want a mapping of fields", n.Content[i].Value)
-			}
-			var kv []string
-			for j := 0; j+1 < len(fields.Content); j += 2 {
-				kv = append(kv, fields.Content[j].Value+"="+fields.Content[j+1].Value)
-			}
-			rules = append(rules, n.Content[i].Value+":"+strings.Join(kv, ","))
-		}
-		return strings.Join(rules, ";"), nil
+		return "", errors.New("want a scalar or a list")
 	}
 	return "", errors.New("unsupported YAML value")
 }
