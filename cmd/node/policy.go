@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/policy"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
@@ -26,44 +24,19 @@ const roomsKey = "rooms"
 // node's kv.bucket.
 const policyBucketSuffix = "_policy"
 
-// loadPolicy reads the YAML's policy section.
-func (l *loader) loadPolicy(n *yaml.Node, source string) error {
-	doc, err := policy.ParseNode(n)
-	if err != nil {
-		return &ConfigError{Key: policySection, Source: source, Value: "(document)", Reason: policyReason(policySection+".", err)}
-	}
-	l.cfg.Policy = doc
-	l.source[policySection] = source
-	return nil
-}
-
-// loadRooms reads the YAML's deprecated rooms mapping as the rooms section
-// of a policy, without the text form of the flag.
-func (l *loader) loadRooms(n *yaml.Node, source string) error {
-	doc, err := policy.ParseNode(&yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
-		{Kind: yaml.ScalarNode, Tag: "!!str", Value: roomsKey}, n,
-	}})
-	if err != nil {
-		return &ConfigError{Key: roomsKey, Source: source, Value: "(rules)", Reason: policyReason("", err)}
-	}
-	l.cfg.Rooms = doc.Rooms
-	l.source[roomsKey] = source
-	return nil
-}
-
 // resolveRooms checks the deprecated room rules and gives them to a policy
 // without a rooms section. A policy that has one and rules set explicitly
 // at once are refused: the node would have to pick one silently.
 func (c *Config) resolveRooms(src func(key string) string) error {
 	if err := (&policy.Document{Rooms: c.Rooms}).Validate(); err != nil {
-		return &ConfigError{Key: roomsKey, Source: src(roomsKey), Value: "(rules)", Reason: policyReason("", err)}
+		return configError(roomsKey, src(roomsKey), nil, policyReason("", err))
 	}
 	if c.Policy == nil {
 		return nil // fallbackPolicy carries them
 	}
 	if len(c.Policy.Rooms) > 0 {
 		if src(roomsKey) != "" {
-			return &ConfigError{Key: roomsKey, Source: src(roomsKey), Value: "(rules)", Reason: "the policy has a rooms section; write every room rule there (the rooms setting is deprecated)"}
+			return configError(roomsKey, src(roomsKey), nil, "the policy has a rooms section; write every room rule there (the rooms setting is deprecated)")
 		}
 		return nil
 	}
