@@ -352,7 +352,7 @@ func setRooms(c *Config, v string) error {
 		}
 		i := strings.LastIndex(rule, ":")
 		if i <= 0 {
-			return fmt.Errorf("rule %q: want PATTERN:FIELD=N,...", rule)
+			return fmt.Errorf("rule %q: want PATTERN:FIELD=N[,FIELD=N]", rule)
 		}
 		var r policy.Room
 		for _, kv := range splitList(rule[i+1:]) {
