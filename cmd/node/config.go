@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,30 +14,30 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/policy"
-	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 // Config is the node's resolved configuration. Every field is declared once,
 // as a setting in settings.go, which gives it its flag, environment variable,
-// YAML key and default.
+// YAML key and default: the comments here do not repeat the defaults, which
+// --help shows from that table.
 type Config struct {
 	// Listen is the public HTTP listen address (host:port): the chat page
-	// and its assets, /ws, /healthz and /readyz. Default ":8080".
+	// and its assets, /ws, /healthz and /readyz.
 	Listen string
 	// OpsListen is the operations HTTP listen address: /metrics, /stats,
 	// /dashboard, /dashboard/ws and /admin/*, besides /healthz and /readyz.
-	// Empty turns the operations endpoints off. Default "127.0.0.1:9000".
+	// Empty turns the operations endpoints off.
 	OpsListen string
 	// HTTP holds the timeouts and header limit of both listeners.
 	HTTP HTTPConfig
 	// NodeID is the node's ID, unique in the cluster; only letters, digits,
-	// '-' and '_'. Empty (the default) means ResolvedNodeID derives one from
+	// '-' and '_'. Empty means ResolvedNodeID derives one from
 	// the host name and the Listen port.
 	NodeID string
 	// DataDir is the directory of the embedded NATS server's JetStream
-	// data; each node stores under DataDir/<node ID>. Default "./data".
+	// data; each node stores under DataDir/<node ID>.
 	DataDir string
-	// ShutdownTimeout bounds a graceful shutdown. Default 10s.
+	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration
 
 	// NATS is how to reach an external NATS cluster; with no URLs the node
@@ -48,46 +49,46 @@ type Config struct {
 
 	// KVBucket is the JetStream KV bucket of the limiter's shared state;
 	// the room and ban buckets are named after it with "_rooms" and "_bans"
-	// appended. Default "ratethrottle".
+	// appended.
 	KVBucket string
-	// KVReplicas is the KV replica count. 0 (the default) means 1, or with
+	// KVReplicas is the KV replica count. 0 means 1, or with
 	// an embedded cluster one per server up to 3; see Replicas.
 	KVReplicas int
 
 	// Preset names the limiter preset the limits start from: "default",
-	// "strict", "moderate" (the default) or "generous".
+	// "strict", "moderate" or "generous".
 	Preset string
 	// LimitFields are the limit fields set explicitly, keyed by setting
 	// name without "limits." (such as "messages_per_minute"); they override
 	// the preset's values.
 	LimitFields map[string]int64
-	// MessageScope selects message and byte buckets per connection (the
-	// default, "connection") or per client ("client").
+	// MessageScope selects message and byte buckets per connection
+	// ("connection") or per client ("client").
 	MessageScope limiter.Scope
-	// Rooms are the room rules in the order given. The default is one "*"
-	// rule with member_messages_per_minute=30 and member_message_burst=10.
-	Rooms []RoomRule
+	// Rooms are the room rules of the deprecated rooms setting, by pattern.
+	// They become the rooms section of a Policy that has none (or of the
+	// node's own policy when none is configured).
+	Rooms map[string]policy.Room
 
 	// Consistency is the cluster consistency mode of the shared buckets
 	// when ConsistencyAuto is false.
 	Consistency kvstore.Mode
 	// ConsistencyConnections, when not nil, overrides the mode of the
-	// connection-rate buckets. Default nil: as Consistency.
+	// connection-rate buckets.
 	ConsistencyConnections *kvstore.Mode
 	// ConsistencyAuto makes Modes pick the mode: local for a lone embedded
-	// node, global otherwise. It is set by consistency "auto", the
-	// default.
+	// node, global otherwise. It is set by consistency "auto".
 	ConsistencyAuto bool
 	// FailMode is what the limiter does while NATS is unreachable: each
-	// node enforces the full limit ("open", the default), the limit divided
+	// node enforces the full limit ("open"), the limit divided
 	// by the live nodes ("share"), or denies ("closed").
 	FailMode kvstore.FailMode
 	// SyncInterval is how often global-mode consumption is flushed to the
-	// cluster. Default 50ms.
+	// cluster.
 	SyncInterval time.Duration
 
 	// EventPrefix is the NATS subject prefix of violation events, bans,
-	// room messages and stats requests. Default "ratethrottle".
+	// room messages and stats requests.
 	EventPrefix string
 	// Policy is the policy document of the YAML's policy section or of
 	// PolicyFile; nil when neither is set, and the node's limits apply
@@ -102,42 +103,42 @@ type Config struct {
 	// its configuration and exits instead of starting.
 	CheckConfig string
 	// AdminToken is the bearer token of the admin API (/admin/bans), at
-	// least MinAdminTokenLen bytes; empty (the default) disables the API.
+	// least MinAdminTokenLen bytes; empty disables the API.
 	// After loading it holds the token read from AdminTokenFile, if set.
 	AdminToken string
 	// AdminTokenFile is the path of a file holding AdminToken, so that the
 	// token need not appear on the command line; trailing line breaks are
-	// dropped. Default empty.
+	// dropped.
 	AdminTokenFile string
 
 	// AutoBanThreshold is the number of violations within AutoBanWindow
-	// that bans a client; 0 (the default) turns automatic bans off.
+	// that bans a client; 0 turns automatic bans off.
 	AutoBanThreshold int64
-	// AutoBanWindow is the window AutoBanThreshold counts over. Default 1m.
+	// AutoBanWindow is the window AutoBanThreshold counts over.
 	AutoBanWindow time.Duration
-	// AutoBanDuration is how long an automatic ban lasts. Default 10m.
+	// AutoBanDuration is how long an automatic ban lasts.
 	AutoBanDuration time.Duration
 
 	// RejectWithClose makes a refused connection upgrade and then close
 	// with 1008 and the reason instead of getting an HTTP status, for
-	// browsers that cannot read a 429. Default true.
+	// browsers that cannot read a 429.
 	RejectWithClose bool
 	// MaxDenials is the number of denials within a minute after which a
-	// connection is closed. 0 (the default) means 10; negative never
+	// connection is closed. 0 means 10; negative never
 	// closes.
 	MaxDenials int
 	// TrustedProxies are the networks whose X-Forwarded-For and X-Real-IP
-	// headers are believed when naming a request's client. Default none.
+	// headers are believed when naming a request's client.
 	TrustedProxies []netip.Prefix
 	// IPv6PrefixLen is the length in bits of the IPv6 prefix that names a
 	// client (wshandler.Config.IPv6PrefixLen): limits and bans apply to the
-	// whole prefix; 128 means per address. Default 64.
+	// whole prefix; 128 means per address.
 	IPv6PrefixLen int
 
-	// LogLevel is the log level: "debug", "info" (the default), "warn" or
+	// LogLevel is the log level: "debug", "info", "warn" or
 	// "error".
 	LogLevel string
-	// LogFormat is the log format: "text" (the default) or "json".
+	// LogFormat is the log format: "text" or "json".
 	LogFormat string
 }
 
@@ -145,42 +146,39 @@ type Config struct {
 // routes are exempt from ReadTimeout and WriteTimeout: a WebSocket lives as
 // long as its connection.
 type HTTPConfig struct {
-	// ReadHeaderTimeout bounds reading a request's headers. Default 5s.
+	// ReadHeaderTimeout bounds reading a request's headers.
 	ReadHeaderTimeout time.Duration
 	// ReadTimeout bounds reading a whole request, body included, on
-	// routes other than WebSockets. Default 10s; 0 means none.
+	// routes other than WebSockets; 0 means none.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds writing a response on routes other than
-	// WebSockets. Default 10s; 0 means none.
+	// WebSockets; 0 means none.
 	WriteTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection idle for this long.
-	// Default 60s.
 	IdleTimeout time.Duration
-	// MaxHeaderBytes caps a request's header block. Default 16384.
+	// MaxHeaderBytes caps a request's header block.
 	MaxHeaderBytes int
 }
 
 // NATSConfig is how the node reaches an external NATS cluster. With no URLs
 // the node starts its own embedded server.
 type NATSConfig struct {
-	// URLs are the external NATS server URLs; empty (the default) starts
+	// URLs are the external NATS server URLs; empty starts
 	// an embedded server.
 	URLs []string
 	// User and Password authenticate with a user name and password; a
-	// Password needs a User. Default empty.
+	// Password needs a User.
 	User     string
 	Password string
 	// Token is an authentication token, used instead of User and Password.
-	// Default empty.
 	Token string
-	// Creds is the path of a credentials file (JWT and NKey seed). Default
-	// empty.
+	// Creds is the path of a credentials file (JWT and NKey seed).
 	Creds string
 	// TLSCA is the path of the CA certificate file that signs the NATS
-	// servers' certificates. Default empty.
+	// servers' certificates.
 	TLSCA string
 	// TLSCert and TLSKey are the paths of the client certificate and key
-	// files for NATS TLS; set both or neither. Default empty.
+	// files for NATS TLS; set both or neither.
 	TLSCert string
 	TLSKey  string
 }
@@ -189,55 +187,33 @@ type NATSConfig struct {
 type EmbeddedConfig struct {
 	// Listen is the host:port of the embedded server's client listener;
 	// port 0 picks any free port and an empty host listens on every
-	// interface. Default "127.0.0.1:4222".
+	// interface.
 	Listen string
 	// ClusterName is the cluster name of the embedded servers, used when
-	// ClusterListen is set. Default "ratethrottle".
+	// ClusterListen is set.
 	ClusterName string
 	// ClusterListen is the host:port of the embedded server's route
-	// listener; setting it clusters the node. Default empty: no cluster.
+	// listener; setting it clusters the node.
 	ClusterListen string
 	// Routes are the route URLs (nats-route://host:port) of the other
 	// nodes' embedded servers; a route to ClusterListen itself is skipped.
-	// They need ClusterListen. Default none.
+	// They need ClusterListen.
 	Routes []string
 }
 
-// RoomRule gives the rooms named Pattern their limits. A Pattern of "*"
-// sets the limits of every room no other rule names.
-type RoomRule struct {
-	// Pattern is "*" for the default room limits, a pattern containing '*'
-	// for the rooms it matches, or otherwise an exact room name.
-	Pattern string
-	// Limits are the limits of the rooms Pattern names; fields the rule
-	// does not set are zero.
-	Limits wshandler.RoomLimits
-}
+// errInvalidConfig is what every configuration error of the node unwraps
+// to: a *limiter.FieldError (the module's one configuration error) whose
+// Field is the setting's YAML key (such as "limits.preset", "limits" for
+// the limits as a whole, "config" for the file, "arguments", or the name
+// of an unknown environment variable), whose Source says where the value
+// came from ("flag --listen", "env RATETHROTTLE_LISTEN", "yaml PATH"; empty
+// for a default or a combination) and whose Value is "(hidden)" for a
+// secret.
+var errInvalidConfig = errors.New("invalid configuration")
 
-// ConfigError reports an invalid setting: the setting's key, where its value
-// came from, the value and why it is rejected.
-type ConfigError struct {
-	// Key is the setting's YAML key (such as "limits.preset", or "limits"
-	// for the limits as a whole), or what else was wrong: "config" for the
-	// file, "arguments", or the name of an unknown environment variable.
-	Key string
-	// Source says where the value came from, such as "flag --listen",
-	// "env RATETHROTTLE_LISTEN" or "yaml PATH"; empty for a default value
-	// or an error not tied to one source.
-	Source string
-	// Value is the rejected value, "(hidden)" for a secret.
-	Value string
-	// Reason says why the value is rejected.
-	Reason string
-}
-
-// Error implements error.
-func (e *ConfigError) Error() string {
-	src := ""
-	if e.Source != "" {
-		src = " (" + e.Source + ")"
-	}
-	return fmt.Sprintf("invalid configuration: %s%s = %q: %s", e.Key, src, e.Value, e.Reason)
+// configError returns the node's error for the setting key.
+func configError(key, source string, value any, reason string) *limiter.FieldError {
+	return &limiter.FieldError{Field: key, Source: source, Value: value, Reason: reason, Err: errInvalidConfig}
 }
 
 // Limits returns the limits of the preset with the explicitly set fields
@@ -378,7 +354,7 @@ func sanitizeID(s string) string {
 // limits as a whole.
 func (c *Config) validate(src func(key string) string) error {
 	bad := func(key, value, reason string) error {
-		return &ConfigError{Key: key, Source: src(key), Value: value, Reason: reason}
+		return configError(key, src(key), value, reason)
 	}
 	if c.NodeID != "" && sanitizeID(c.NodeID) != c.NodeID {
 		return bad("node_id", c.NodeID, "use only letters, digits, '-' and '_'")
@@ -424,6 +400,9 @@ func (c *Config) validate(src func(key string) string) error {
 		return err
 	}
 	if err := c.resolvePolicy(bad); err != nil {
+		return err
+	}
+	if err := c.resolveRooms(src); err != nil {
 		return err
 	}
 	if err := c.Limits().Validate(); err != nil {

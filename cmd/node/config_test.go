@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
@@ -44,9 +46,9 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Replicas() != 1 || c.AdminToken != "" || !c.RejectWithClose || c.EventPrefix != "ratethrottle" || c.IPv6PrefixLen != wshandler.DefaultIPv6PrefixLen {
 		t.Errorf("replicas %d token %q reject %v prefix %q ipv6_prefix %d", c.Replicas(), c.AdminToken, c.RejectWithClose, c.EventPrefix, c.IPv6PrefixLen)
 	}
-	want := []RoomRule{{Pattern: "*", Limits: wshandler.RoomLimits{MemberMessagesPerMinute: 30, MemberMessageBurst: 10}}}
-	if len(c.Rooms) != 1 || c.Rooms[0] != want[0] {
-		t.Errorf("rooms %+v, want %+v", c.Rooms, want)
+	want := policy.Room{MemberMessagesPerMinute: 30, MemberMessageBurst: 10}
+	if len(c.Rooms) != 1 || !reflect.DeepEqual(c.Rooms["*"], want) {
+		t.Errorf("rooms %+v, want * %+v", c.Rooms, want)
 	}
 }
 
@@ -108,11 +110,7 @@ nats:
 	if def, _ := c.Modes(); def != kvstore.Strict {
 		t.Errorf("consistency = %v, want strict", def)
 	}
-	rooms := map[string]wshandler.RoomLimits{}
-	for _, r := range c.Rooms {
-		rooms[r.Pattern] = r.Limits
-	}
-	if rooms["lobby"].MaxMembers != 50 || rooms["lobby"].MessagesPerMinute != 600 || rooms["game-*"].MemberMessagesPerMinute != 20 {
+	if rooms := c.Rooms; rooms["lobby"].MaxMembers != 50 || rooms["lobby"].MessagesPerMinute != 600 || rooms["game-*"].MemberMessagesPerMinute != 20 {
 		t.Errorf("rooms = %+v", rooms)
 	}
 
@@ -157,7 +155,8 @@ func TestConfigDerived(t *testing.T) {
 	}
 }
 
-// TestConfigErrors covers every validation error: each names the setting,
+// TestConfigErrors covers every validation error: each is a
+// *limiter.FieldError whose Field is the first wanted text, and names the setting,
 // the value and where it came from.
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
@@ -234,9 +233,12 @@ func TestConfigErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("error %v is not a *ConfigError", err)
+			var fe *limiter.FieldError
+			if !errors.As(err, &fe) || !errors.Is(err, errInvalidConfig) {
+				t.Fatalf("error %v is not a *limiter.FieldError unwrapping to errInvalidConfig", err)
+			}
+			if fe.Field != tt.want[0] {
+				t.Errorf("Field = %q, want %q", fe.Field, tt.want[0])
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
@@ -346,4 +348,75 @@ func grouped(n int64) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// TestHelpShowsDefaultsAndTypes: --help names each flag's value by its type,
+// never the flag package's "value", and states each setting's default from
+// the settings table, its one statement.
+func TestHelpShowsDefaultsAndTypes(t *testing.T) {
+	t.Parallel()
+	var help strings.Builder
+	if _, err := loadConfig([]string{"--help"}, nil, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	out := help.String()
+	if strings.Contains(out, " value\n") {
+		t.Errorf("a flag shows its type as value:\n%s", out)
+	}
+	for _, s := range settings {
+		if s.typ == "" {
+			t.Errorf("setting %s has no type name", s.key)
+			continue
+		}
+		head := "  -" + s.Flag() + " " + s.typ + "\n"
+		i := strings.Index(out, head)
+		if i < 0 {
+			t.Errorf("--help lacks %q", head)
+			continue
+		}
+		entry := out[i+len(head):]
+		if j := strings.Index(entry, "\n  -"); j >= 0 {
+			entry = entry[:j]
+		}
+		if s.def != "" && !s.secret && !strings.Contains(entry, fmt.Sprintf("(default %q)", s.def)) {
+			t.Errorf("--help of --%s does not state the default %q:\n%s", s.Flag(), s.def, entry)
+		}
+		if !strings.Contains(entry, "env "+s.Env()) || !strings.Contains(entry, "yaml "+s.key) {
+			t.Errorf("--help of --%s does not name env %s and yaml %s", s.Flag(), s.Env(), s.key)
+		}
+	}
+}
+
+// TestReadmeDefaults: the README's configuration table states each
+// setting's default as the settings table does.
+func TestReadmeDefaults(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		cells := strings.Split(line, " | ")
+		if len(cells) < 4 || !strings.HasPrefix(cells[0], "| `") {
+			continue
+		}
+		key := strings.Trim(strings.TrimPrefix(cells[0], "| "), "`")
+		for _, s := range settings {
+			if s.key != key || s.secret {
+				continue
+			}
+			rows++
+			want := ""
+			if s.def != "" {
+				want = "`" + s.def + "`"
+			}
+			if got := strings.TrimSpace(cells[2]); got != want && s.def != "" {
+				t.Errorf("README.md states the default of %s as %s, the settings table as %q", key, got, s.def)
+			}
+		}
+	}
+	if rows < 20 {
+		t.Errorf("found %d settings in README.md's table, want most of them", rows)
+	}
 }

@@ -99,7 +99,7 @@ func (c *Config) newResolver(address func(*http.Request) string) (*identity.JWT,
 	case id.SecretFile != "":
 		b, err := os.ReadFile(id.SecretFile)
 		if err != nil {
-			return nil, nil, &ConfigError{Key: "identity.jwt_secret_file", Value: id.SecretFile, Reason: err.Error()}
+			return nil, nil, configError("identity.jwt_secret_file", "", id.SecretFile, err.Error())
 		}
 		jc.HMACSecret = []byte(strings.TrimRight(string(b), "\r\n"))
 	}
@@ -109,7 +109,7 @@ func (c *Config) newResolver(address func(*http.Request) string) (*identity.JWT,
 			jc.PublicKeys, err = identity.ParsePublicKeys(b)
 		}
 		if err != nil {
-			return nil, nil, &ConfigError{Key: "identity.jwt_public_key_file", Value: id.PublicKeyFile, Reason: err.Error()}
+			return nil, nil, configError("identity.jwt_public_key_file", "", id.PublicKeyFile, err.Error())
 		}
 	}
 	j, err := identity.NewJWT(jc)
@@ -121,7 +121,7 @@ func (c *Config) newResolver(address func(*http.Request) string) (*identity.JWT,
 		case id.JWKSFile != "":
 			key, val = "identity.jwks_file", id.JWKSFile
 		}
-		return nil, nil, &ConfigError{Key: key, Value: val, Reason: err.Error()}
+		return nil, nil, configError(key, "", val, err.Error())
 	}
 	return j, demo, nil
 }

@@ -3,30 +3,46 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/policy"
+	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
 )
 
 // policySection is the YAML key of the node's policy document.
 const policySection = "policy"
 
+// roomsKey is the YAML key of the deprecated room rules, and the key of the
+// policy's rooms section.
+const roomsKey = "rooms"
+
 // policyBucketSuffix names the KV bucket of the cluster's policy after the
 // node's kv.bucket.
 const policyBucketSuffix = "_policy"
 
-// loadPolicy reads the YAML's policy section.
-func (l *loader) loadPolicy(n *yaml.Node, source string) error {
-	doc, err := policy.ParseNode(n)
-	if err != nil {
-		return &ConfigError{Key: policySection, Source: source, Value: "(document)", Reason: policyReason(policySection+".", err)}
+// resolveRooms checks the deprecated room rules and gives them to a policy
+// without a rooms section. A policy that has one and rules set explicitly
+// at once are refused: the node would have to pick one silently.
+func (c *Config) resolveRooms(src func(key string) string) error {
+	if err := (&policy.Document{Rooms: c.Rooms}).Validate(); err != nil {
+		return configError(roomsKey, src(roomsKey), nil, policyReason("", err))
 	}
-	l.cfg.Policy = doc
-	l.source[policySection] = source
+	if c.Policy == nil {
+		return nil // fallbackPolicy carries them
+	}
+	if len(c.Policy.Rooms) > 0 {
+		if src(roomsKey) != "" {
+			return configError(roomsKey, src(roomsKey), nil, "the policy has a rooms section; write every room rule there (the rooms setting is deprecated)")
+		}
+		return nil
+	}
+	doc := *c.Policy
+	doc.Rooms = c.Rooms
+	c.Policy = &doc
 	return nil
 }
 
@@ -57,23 +73,15 @@ func policyReason(prefix string, err error) string {
 	s := make([]string, len(ve.Problems))
 	for i, p := range ve.Problems {
 		q := *p
-		q.Path = prefix + p.Path
-		s[i] = q.Error()
+		q.Field = prefix + p.Field
+		s[i] = policy.ProblemText(&q)
 	}
 	return strings.Join(s, "; ")
 }
 
-// policyLimits returns the base limits (the default tier's) and every
-// tier's limits of doc, each with the message scope scope: the scope is
+// tableLimits returns the base limits (the default tier's) and every
+// tier's limits of t, each with the message scope scope: the scope is
 // fixed at start-up.
-func policyLimits(doc *policy.Document, scope limiter.Scope) (limiter.Limits, map[string]limiter.Limits) {
-	t, err := policy.Compile(doc)
-	if err != nil {
-		return limiter.Limits{MessageScope: scope}, nil // validated before; unreachable
-	}
-	return tableLimits(t, scope)
-}
-
 func tableLimits(t *policy.Table, scope limiter.Scope) (limiter.Limits, map[string]limiter.Limits) {
 	base := t.Tier("").Limits
 	base.MessageScope = scope
@@ -117,13 +125,59 @@ func (c *Config) fallbackPolicy() *policy.Document {
 	if c.Policy != nil {
 		return c.Policy
 	}
-	return &policy.Document{Limits: policy.LimitsOf(c.Limits())}
+	return &policy.Document{Limits: policy.LimitsOf(c.Limits()), Rooms: c.Rooms}
+}
+
+// handlerRooms returns the room limits of t's room rules in the handler's
+// form: exact names, patterns in the order Table.Room tries them (the
+// handler takes the first match) and the "*" rule.
+func handlerRooms(t *policy.Table) (map[string]wshandler.RoomLimits, []wshandler.RoomPattern, wshandler.RoomLimits) {
+	exact := map[string]wshandler.RoomLimits{}
+	var patterns []wshandler.RoomPattern
+	var def wshandler.RoomLimits
+	for _, rr := range t.RoomRules() {
+		l := roomLimits(rr.Room)
+		switch {
+		case rr.Pattern == "*":
+			def = l
+		case strings.Contains(rr.Pattern, "*"):
+			patterns = append(patterns, wshandler.RoomPattern{Pattern: rr.Pattern, Limits: l})
+		default:
+			exact[rr.Pattern] = l
+		}
+	}
+	return exact, patterns, def
+}
+
+// roomLimits returns a room rule's limits as the handler's.
+func roomLimits(r policy.Room) wshandler.RoomLimits {
+	return wshandler.RoomLimits{
+		MaxMembers:              r.MaxMembers,
+		MessagesPerMinute:       r.MessagesPerMinute,
+		MessageBurst:            r.MessageBurst,
+		MemberMessagesPerMinute: r.MemberMessagesPerMinute,
+		MemberMessageBurst:      r.MemberMessageBurst,
+		MaxMessageSize:          r.MaxMessageSize,
+	}
+}
+
+// sameRoomLimits reports whether a and b give every room the same limits
+// (the per-class room buckets aside, which apply live).
+func sameRoomLimits(a, b *policy.Table) bool {
+	ea, pa, da := handlerRooms(a)
+	eb, pb, db := handlerRooms(b)
+	return maps.Equal(ea, eb) && slices.Equal(pa, pb) && da == db
 }
 
 // watchPolicy starts the Watcher of the cluster's policy, which applies
 // every new version to lim. The first node with a configured policy
 // publishes it when the cluster holds none.
-func (n *node) watchPolicy(lim *limiter.Limiter) (*policy.Watcher, error) {
+//
+// The handler's room limits are those of the version in force when it was
+// built (rooms): wshandler has no way to change them in a running handler,
+// so a version that changes them is applied in all else, and the node
+// says that its room limits take a restart.
+func (n *node) watchPolicy(lim *limiter.Limiter, rooms *policy.Table) (*policy.Watcher, error) {
 	cfg := n.cfg
 	return policy.NewWatcher(policy.WatcherConfig{
 		Store: policy.StoreConfig{
@@ -135,7 +189,12 @@ func (n *node) watchPolicy(lim *limiter.Limiter) (*policy.Watcher, error) {
 		},
 		Fallback: cfg.fallbackPolicy(),
 		Seed:     cfg.Policy != nil,
-		OnChange: func(v *policy.Version) { n.applyPolicy(lim, v) },
+		OnChange: func(v *policy.Version) {
+			n.applyPolicy(lim, v)
+			if !sameRoomLimits(rooms, v.Table) {
+				n.log.Warn("policy changes room limits, which take a restart of the node; its rooms keep the limits it started with (per-class room buckets apply now)", "revision", v.Revision)
+			}
+		},
 	})
 }
 

@@ -113,14 +113,14 @@ func (n *node) run(ctx context.Context, stdout io.Writer) error {
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return &ConfigError{Key: "listen", Value: cfg.Listen, Reason: err.Error()}
+		return configError("listen", "", cfg.Listen, err.Error())
 	}
 	defer ln.Close()
 	var opsLn net.Listener
 	var opsAddr net.Addr
 	if cfg.OpsListen != "" {
 		if opsLn, err = net.Listen("tcp", cfg.OpsListen); err != nil {
-			return &ConfigError{Key: "ops_listen", Value: cfg.OpsListen, Reason: err.Error() + " (each node on a machine needs its own ops_listen port; empty turns the operations endpoints off)"}
+			return configError("ops_listen", "", cfg.OpsListen, err.Error()+" (each node on a machine needs its own ops_listen port; empty turns the operations endpoints off)")
 		}
 		defer opsLn.Close()
 		opsAddr = opsLn.Addr()

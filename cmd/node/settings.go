@@ -2,20 +2,15 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/ratethrottle/ratethrottle/pkg/kvstore"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
-	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // envPrefix starts the name of every environment variable the node reads.
@@ -26,10 +21,14 @@ const envPrefix = "RATETHROTTLE_"
 // flag says otherwise, and the environment variable is envPrefix and the key
 // in upper case with dots turned into underscores.
 type setting struct {
-	key   string
-	flag  string
+	key  string
+	flag string
+	// def is the default, in the text form set parses: the one statement
+	// of each default, which --help shows.
 	def   string
 	usage string
+	// typ names the value's type in --help ("duration", "host:port").
+	typ string
 	// secret hides the value in error messages.
 	secret bool
 	set    func(c *Config, v string) error
@@ -61,41 +60,41 @@ func buildSettings() []setting {
 		dur("http.idle_timeout", "60s", "how long an idle keep-alive connection stays open", func(c *Config) *time.Duration { return &c.HTTP.IdleTimeout }),
 		num("http.max_header_bytes", "16384", "largest request header block in bytes", func(c *Config) *int { return &c.HTTP.MaxHeaderBytes }),
 		str("node_id", "", "node ID, unique in the cluster (default: host name and HTTP port)", func(c *Config) *string { return &c.NodeID }),
-		str("data_dir", "./data", "directory of the embedded NATS server's JetStream data (one subdirectory per node ID)", func(c *Config) *string { return &c.DataDir }),
+		typed("dir", str("data_dir", "./data", "directory of the embedded NATS server's JetStream data (one subdirectory per node ID)", func(c *Config) *string { return &c.DataDir })),
 		dur("shutdown_timeout", "10s", "how long a graceful shutdown may take", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 
 		list("nats.url", "", "external NATS server URLs, comma-separated; empty starts an embedded server", func(c *Config) *[]string { return &c.NATS.URLs }),
 		str("nats.user", "", "NATS user name", func(c *Config) *string { return &c.NATS.User }),
 		secret(str("nats.password", "", "NATS password", func(c *Config) *string { return &c.NATS.Password })),
 		secret(str("nats.token", "", "NATS authentication token", func(c *Config) *string { return &c.NATS.Token })),
-		str("nats.creds", "", "NATS credentials file (JWT and NKey seed)", func(c *Config) *string { return &c.NATS.Creds }),
-		str("nats.tls_ca", "", "CA certificate file that signs the NATS servers' certificates", func(c *Config) *string { return &c.NATS.TLSCA }),
-		str("nats.tls_cert", "", "client certificate file for NATS TLS", func(c *Config) *string { return &c.NATS.TLSCert }),
-		str("nats.tls_key", "", "client key file for NATS TLS", func(c *Config) *string { return &c.NATS.TLSKey }),
+		typed("file", str("nats.creds", "", "NATS credentials file (JWT and NKey seed)", func(c *Config) *string { return &c.NATS.Creds })),
+		typed("file", str("nats.tls_ca", "", "CA certificate file that signs the NATS servers' certificates", func(c *Config) *string { return &c.NATS.TLSCA })),
+		typed("file", str("nats.tls_cert", "", "client certificate file for NATS TLS", func(c *Config) *string { return &c.NATS.TLSCert })),
+		typed("file", str("nats.tls_key", "", "client key file for NATS TLS", func(c *Config) *string { return &c.NATS.TLSKey })),
 
 		hostPort("nats.listen", "127.0.0.1:4222", "client address of the embedded NATS server (port 0: any free port)", func(c *Config) *string { return &c.Embedded.Listen }),
 		str("cluster.name", "ratethrottle", "cluster name of the embedded NATS servers", func(c *Config) *string { return &c.Embedded.ClusterName }),
 		withFlag("cluster-listen", hostPort("cluster.listen", "", "route address of the embedded NATS server; set it to cluster nodes", func(c *Config) *string { return &c.Embedded.ClusterListen })),
 		withFlag("routes", list("cluster.routes", "", "routes to the other nodes' embedded servers, comma-separated (nats-route://host:port)", func(c *Config) *[]string { return &c.Embedded.Routes })),
 
-		str("identity.jwt_secret_file", "", "file holding the HMAC secret (at least 32 bytes) of users' JWTs (HS256/384/512); a connection with a valid token (Authorization: Bearer, or ?token=) is limited as user:<sub>, one without as its address, and a bad token is refused", func(c *Config) *string { return &c.Identity.SecretFile }),
-		str("identity.jwt_public_key_file", "", "PEM file of the RSA or ECDSA public keys of users' JWTs", func(c *Config) *string { return &c.Identity.PublicKeyFile }),
-		str("identity.jwks_file", "", "JSON Web Key Set file of users' JWTs", func(c *Config) *string { return &c.Identity.JWKSFile }),
+		typed("file", str("identity.jwt_secret_file", "", "file holding the HMAC secret (at least 32 bytes) of users' JWTs (HS256/384/512); a connection with a valid token (Authorization: Bearer, or ?token=) is limited as user:<sub>, one without as its address, and a bad token is refused", func(c *Config) *string { return &c.Identity.SecretFile })),
+		typed("file", str("identity.jwt_public_key_file", "", "PEM file of the RSA or ECDSA public keys of users' JWTs", func(c *Config) *string { return &c.Identity.PublicKeyFile })),
+		typed("file", str("identity.jwks_file", "", "JSON Web Key Set file of users' JWTs", func(c *Config) *string { return &c.Identity.JWKSFile })),
 		str("identity.tier_claim", "tier", "JWT claim naming the user's tier (a tier of the policy)", func(c *Config) *string { return &c.Identity.TierClaim }),
 		boolean("identity.demo_tokens", "false", "development only: serve /demo-token?user=NAME&tier=TIER on the public listener, signing with a secret made at start-up (anyone can sign in as anyone); refused unless listen is a loopback address", func(c *Config) *bool { return &c.Identity.DemoTokens }),
-		withFlag("policy", str("policy_file", "", "file holding the policy document (limits, classes, tiers, rooms; see docs/POLICY.md), instead of the YAML's policy section; the cluster's stored policy replaces it once read", func(c *Config) *string { return &c.PolicyFile })),
+		withFlag("policy", typed("file", str("policy_file", "", "file holding the policy document (limits, classes, tiers, rooms; see docs/POLICY.md), instead of the YAML's policy section; the cluster's stored policy replaces it once read", func(c *Config) *string { return &c.PolicyFile }))),
 
 		str("kv.bucket", "ratethrottle", "JetStream KV bucket of the limiter's shared state", func(c *Config) *string { return &c.KVBucket }),
 		num("kv.replicas", "0", "KV replicas (0: 1, or up to 3 with an embedded cluster)", func(c *Config) *int { return &c.KVReplicas }),
 
-		{key: "limits.preset", def: "moderate", usage: presetUsage(), set: func(c *Config, v string) error {
+		{key: "limits.preset", typ: "preset", def: "moderate", usage: presetUsage(), set: func(c *Config, v string) error {
 			if _, ok := limiter.Preset(v); !ok {
 				return errors.New("unknown preset (want " + strings.Join(presetNames, ", ") + ")")
 			}
 			c.Preset = v
 			return nil
 		}},
-		{key: "limits.message_scope", def: "connection", usage: "message and byte buckets per connection or per client", set: func(c *Config, v string) error {
+		{key: "limits.message_scope", typ: "scope", def: "connection", usage: "message and byte buckets per connection or per client", set: func(c *Config, v string) error {
 			switch v {
 			case "connection":
 				c.MessageScope = limiter.PerConnection
@@ -106,9 +105,9 @@ func buildSettings() []setting {
 			}
 			return nil
 		}},
-		{key: "rooms", def: "*:member_messages_per_minute=30,member_message_burst=10", usage: "room limits: PATTERN:FIELD=N,FIELD=N;PATTERN:... ('*' alone: every other room; fields: " + strings.Join(roomFieldNames(), ", ") + ")", set: setRooms},
+		{key: roomsKey, typ: "rules", def: "*:member_messages_per_minute=30,member_message_burst=10", usage: "deprecated: write room rules in the policy's rooms section (docs/POLICY.md); this setting gives them to a policy that has none. PATTERN:FIELD=N,FIELD=N;PATTERN:... ('*' alone: every other room; fields: " + strings.Join(roomFieldNames(), ", ") + "); in YAML also a mapping as in the policy", set: setRooms},
 
-		{key: "consistency", def: "auto", usage: "cluster consistency of shared buckets: auto, local, global or strict (auto: local for a lone embedded node, else global)", set: func(c *Config, v string) error {
+		{key: "consistency", typ: "mode", def: "auto", usage: "cluster consistency of shared buckets: auto, local, global or strict (auto: local for a lone embedded node, else global)", set: func(c *Config, v string) error {
 			if v == "auto" {
 				c.ConsistencyAuto = true
 				return nil
@@ -117,7 +116,7 @@ func buildSettings() []setting {
 			c.Consistency, c.ConsistencyAuto = m, false
 			return err
 		}},
-		{key: "consistency_connections", def: "", usage: "consistency of the connection-rate buckets: local, global or strict (empty: as consistency)", set: func(c *Config, v string) error {
+		{key: "consistency_connections", typ: "mode", def: "", usage: "consistency of the connection-rate buckets: local, global or strict (empty: as consistency)", set: func(c *Config, v string) error {
 			if v == "" {
 				c.ConsistencyConnections = nil
 				return nil
@@ -126,7 +125,7 @@ func buildSettings() []setting {
 			c.ConsistencyConnections = &m
 			return err
 		}},
-		{key: "fail_mode", def: "open", usage: "while NATS is unreachable: open (each node enforces the full limit), share (limit divided by live nodes) or closed (deny)", set: func(c *Config, v string) error {
+		{key: "fail_mode", typ: "mode", def: "open", usage: "while NATS is unreachable: open (each node enforces the full limit), share (limit divided by live nodes) or closed (deny)", set: func(c *Config, v string) error {
 			switch v {
 			case "open":
 				c.FailMode = kvstore.FailOpenLocal
@@ -143,14 +142,14 @@ func buildSettings() []setting {
 
 		str("events.prefix", "ratethrottle", "subject prefix of violation events, bans, room messages and stats requests", func(c *Config) *string { return &c.EventPrefix }),
 		secret(str("admin_token", "", "bearer token of the admin API (/admin/bans), at least 16 bytes; empty disables the API", func(c *Config) *string { return &c.AdminToken })),
-		str("admin_token_file", "", "file holding the admin API's bearer token (keeps it out of the process list); trailing newlines are ignored", func(c *Config) *string { return &c.AdminTokenFile }),
+		typed("file", str("admin_token_file", "", "file holding the admin API's bearer token (keeps it out of the process list); trailing newlines are ignored", func(c *Config) *string { return &c.AdminTokenFile })),
 
 		num64("autoban.threshold", "0", "violations within autoban.window that ban a client (0: no automatic bans)", func(c *Config) *int64 { return &c.AutoBanThreshold }),
 		dur("autoban.window", "1m", "window of autoban.threshold", func(c *Config) *time.Duration { return &c.AutoBanWindow }),
 		dur("autoban.duration", "10m", "how long an automatic ban lasts", func(c *Config) *time.Duration { return &c.AutoBanDuration }),
 
 		boolean("reject_with_close", "true", "refuse connections by upgrading and closing with 1008 and the reason (browsers cannot read a 429)", func(c *Config) *bool { return &c.RejectWithClose }),
-		{key: "max_denials", def: "0", usage: "denials within a minute after which a connection is closed (0: 10, negative: never)", set: func(c *Config, v string) error {
+		{key: "max_denials", typ: "int", def: "0", usage: "denials within a minute after which a connection is closed (0: 10, negative: never)", set: func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				return errors.New("not an integer")
@@ -158,7 +157,7 @@ func buildSettings() []setting {
 			c.MaxDenials = n
 			return nil
 		}},
-		{key: "trusted_proxies", def: "", usage: "networks (CIDR, comma-separated) whose X-Forwarded-For is believed", set: func(c *Config, v string) error {
+		{key: "trusted_proxies", typ: "cidrs", def: "", usage: "networks (CIDR, comma-separated) whose X-Forwarded-For is believed", set: func(c *Config, v string) error {
 			c.TrustedProxies = nil
 			for _, p := range splitList(v) {
 				pfx, err := netip.ParsePrefix(p)
@@ -169,7 +168,7 @@ func buildSettings() []setting {
 			}
 			return nil
 		}},
-		{key: "ipv6_prefix", def: "64", usage: "length in bits of the IPv6 prefix that names a client, for limits and bans (128: per address)", set: func(c *Config, v string) error {
+		{key: "ipv6_prefix", typ: "bits", def: "64", usage: "length in bits of the IPv6 prefix that names a client, for limits and bans (128: per address)", set: func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 128 {
 				return errors.New("want a prefix length from 1 to 128")
@@ -183,7 +182,7 @@ func buildSettings() []setting {
 	}
 	for _, lf := range limitFields {
 		name := lf.name
-		s = append(s, setting{key: "limits." + name, usage: lf.usage + " (default: the preset's)", set: func(c *Config, v string) error {
+		s = append(s, setting{key: "limits." + name, typ: "int", usage: lf.usage + " (default: the preset's)", set: func(c *Config, v string) error {
 			if v == "" {
 				delete(c.LimitFields, name)
 				return nil
@@ -203,15 +202,19 @@ func buildSettings() []setting {
 }
 
 func str(key, def, usage string, p func(*Config) *string) setting {
-	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error { *p(c) = v; return nil }}
+	return setting{key: key, def: def, usage: usage, typ: "string", set: func(c *Config, v string) error { *p(c) = v; return nil }}
 }
 
 func secret(s setting) setting { s.secret = true; return s }
 
 func withFlag(name string, s setting) setting { s.flag = name; return s }
 
+// typed gives s the type name typ, for a value more specific than its
+// constructor's (a file rather than a string).
+func typed(typ string, s setting) setting { s.typ = typ; return s }
+
 func enum(key, def, usage string, values []string, p func(*Config) *string) setting {
-	return setting{key: key, def: def, usage: usage + ": " + strings.Join(values, ", "), set: func(c *Config, v string) error {
+	return setting{key: key, def: def, usage: usage + ": " + strings.Join(values, ", "), typ: "name", set: func(c *Config, v string) error {
 		for _, ok := range values {
 			if v == ok {
 				*p(c) = v
@@ -223,7 +226,7 @@ func enum(key, def, usage string, values []string, p func(*Config) *string) sett
 }
 
 func hostPort(key, def, usage string, p func(*Config) *string) setting {
-	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+	return setting{key: key, def: def, usage: usage, typ: "host:port", set: func(c *Config, v string) error {
 		if v != "" {
 			if _, _, err := parseHostPort(v); err != nil {
 				return err
@@ -235,7 +238,7 @@ func hostPort(key, def, usage string, p func(*Config) *string) setting {
 }
 
 func num(key, def, usage string, p func(*Config) *int) setting {
-	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+	return setting{key: key, def: def, usage: usage, typ: "int", set: func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			return errors.New("not an integer")
@@ -249,7 +252,7 @@ func num(key, def, usage string, p func(*Config) *int) setting {
 }
 
 func num64(key, def, usage string, p func(*Config) *int64) setting {
-	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+	return setting{key: key, def: def, usage: usage, typ: "int", set: func(c *Config, v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return errors.New("not an integer")
@@ -263,7 +266,7 @@ func num64(key, def, usage string, p func(*Config) *int64) setting {
 }
 
 func dur(key, def, usage string, p func(*Config) *time.Duration) setting {
-	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+	return setting{key: key, def: def, usage: usage, typ: "duration", set: func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			return errors.New("not a duration (such as 500ms, 10s, 5m)")
@@ -277,7 +280,7 @@ func dur(key, def, usage string, p func(*Config) *time.Duration) setting {
 }
 
 func boolean(key, def, usage string, p func(*Config) *bool) setting {
-	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+	return setting{key: key, def: def, usage: usage, typ: "bool", set: func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			return errors.New("want true or false")
@@ -288,7 +291,7 @@ func boolean(key, def, usage string, p func(*Config) *bool) setting {
 }
 
 func list(key, def, usage string, p func(*Config) *[]string) setting {
-	return setting{key: key, def: def, usage: usage, set: func(c *Config, v string) error {
+	return setting{key: key, def: def, usage: usage, typ: "list", set: func(c *Config, v string) error {
 		*p(c) = splitList(v)
 		return nil
 	}}
@@ -316,17 +319,18 @@ func parseMode(v string) (kvstore.Mode, error) {
 	return 0, errors.New("want local, global or strict")
 }
 
-// roomFields are the fields of a room rule.
+// roomFields are the limit fields of a room rule, by their YAML keys (those
+// of the policy's rooms section).
 var roomFields = []struct {
 	name string
-	p    func(*wshandler.RoomLimits) *int64
+	p    func(*policy.Room) *int64
 }{
-	{"max_members", func(l *wshandler.RoomLimits) *int64 { return &l.MaxMembers }},
-	{"messages_per_minute", func(l *wshandler.RoomLimits) *int64 { return &l.MessagesPerMinute }},
-	{"message_burst", func(l *wshandler.RoomLimits) *int64 { return &l.MessageBurst }},
-	{"member_messages_per_minute", func(l *wshandler.RoomLimits) *int64 { return &l.MemberMessagesPerMinute }},
-	{"member_message_burst", func(l *wshandler.RoomLimits) *int64 { return &l.MemberMessageBurst }},
-	{"max_message_size", func(l *wshandler.RoomLimits) *int64 { return &l.MaxMessageSize }},
+	{"max_members", func(r *policy.Room) *int64 { return &r.MaxMembers }},
+	{"messages_per_minute", func(r *policy.Room) *int64 { return &r.MessagesPerMinute }},
+	{"message_burst", func(r *policy.Room) *int64 { return &r.MessageBurst }},
+	{"member_messages_per_minute", func(r *policy.Room) *int64 { return &r.MemberMessagesPerMinute }},
+	{"member_message_burst", func(r *policy.Room) *int64 { return &r.MemberMessageBurst }},
+	{"max_message_size", func(r *policy.Room) *int64 { return &r.MaxMessageSize }},
 }
 
 func roomFieldNames() []string {
@@ -337,7 +341,8 @@ func roomFieldNames() []string {
 	return names
 }
 
-// setRooms parses PATTERN:FIELD=N,FIELD=N;PATTERN:... into room rules.
+// setRooms parses the deprecated rooms setting's text form,
+// PATTERN:FIELD=N,FIELD=N;PATTERN:..., into room rules of the policy.
 func setRooms(c *Config, v string) error {
 	c.Rooms = nil
 	for _, rule := range strings.Split(v, ";") {
@@ -347,9 +352,9 @@ func setRooms(c *Config, v string) error {
 		}
 		i := strings.LastIndex(rule, ":")
 		if i <= 0 {
-			return fmt.Errorf("rule %q: want PATTERN:FIELD=N,...", rule)
+			return fmt.Errorf("rule %q: want PATTERN:FIELD=N[,FIELD=N]", rule)
 		}
-		r := RoomRule{Pattern: strings.TrimSpace(rule[:i])}
+		var r policy.Room
 		for _, kv := range splitList(rule[i+1:]) {
 			name, val, ok := strings.Cut(kv, "=")
 			if !ok {
@@ -358,7 +363,7 @@ func setRooms(c *Config, v string) error {
 			var p *int64
 			for _, f := range roomFields {
 				if f.name == strings.TrimSpace(name) {
-					p = f.p(&r.Limits)
+					p = f.p(&r)
 				}
 			}
 			if p == nil {
@@ -370,214 +375,10 @@ func setRooms(c *Config, v string) error {
 			}
 			*p = n
 		}
-		c.Rooms = append(c.Rooms, r)
+		if c.Rooms == nil {
+			c.Rooms = map[string]policy.Room{}
+		}
+		c.Rooms[strings.TrimSpace(rule[:i])] = r
 	}
 	return nil
-}
-
-// loader resolves the configuration from, in increasing precedence,
-// the defaults, a YAML file, the environment and the command line, and
-// remembers where each value came from.
-type loader struct {
-	cfg    Config
-	source map[string]string
-}
-
-// loadConfig returns the configuration of args and env (KEY=VALUE strings).
-// It returns flag.ErrHelp when help was asked for, after printing usage to
-// out.
-func loadConfig(args, env []string, out io.Writer) (*Config, error) {
-	l := &loader{cfg: Config{LimitFields: map[string]int64{}}, source: map[string]string{}}
-	byKey := map[string]setting{}
-	for _, s := range settings {
-		byKey[s.key] = s
-		if err := s.set(&l.cfg, s.def); err != nil {
-			panic(fmt.Sprintf("default of %s: %v", s.key, err))
-		}
-	}
-
-	// The command line is parsed first, to find --config, and applied last.
-	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	fs.SetOutput(out)
-	var configPath string
-	fs.StringVar(&configPath, "config", "", "YAML configuration file (env "+envPrefix+"CONFIG)")
-	var checkPath string
-	fs.StringVar(&checkPath, "check-config", "", "validate the YAML configuration file FILE, its policy included, and exit (0: valid) without starting")
-	type flagValue struct{ key, flag, value string }
-	var flagValues []flagValue
-	for _, s := range settings {
-		s := s
-		// The sources and the default end the usage's first line.
-		first, rest, _ := strings.Cut(s.usage, "\n")
-		usage := fmt.Sprintf("%s (env %s, yaml %s)", first, s.Env(), s.key)
-		if s.def != "" && !s.secret {
-			usage += fmt.Sprintf(" (default %q)", s.def)
-		}
-		if rest != "" {
-			usage += "\n" + rest
-		}
-		fs.Func(s.Flag(), usage, func(v string) error {
-			flagValues = append(flagValues, flagValue{s.key, s.Flag(), v})
-			return nil
-		})
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, &ConfigError{Key: "arguments", Value: strings.Join(fs.Args(), " "), Reason: "the node takes no positional arguments"}
-	}
-
-	envMap := map[string]string{}
-	for _, kv := range env {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, envPrefix) {
-			envMap[k] = v
-		}
-	}
-	if checkPath != "" {
-		if configPath != "" && configPath != checkPath {
-			return nil, &ConfigError{Key: "config", Value: configPath, Reason: "--check-config names the file to check; leave out --config"}
-		}
-		configPath = checkPath
-	}
-	if configPath == "" {
-		configPath = envMap[envPrefix+"CONFIG"]
-	}
-	if configPath != "" {
-		if err := l.loadYAML(configPath, byKey); err != nil {
-			return nil, err
-		}
-	}
-	for _, s := range settings {
-		if v, ok := envMap[s.Env()]; ok {
-			if err := l.apply(s, v, "env "+s.Env()); err != nil {
-				return nil, err
-			}
-		}
-	}
-	for k := range envMap {
-		if k == envPrefix+"CONFIG" {
-			continue
-		}
-		known := false
-		for _, s := range settings {
-			known = known || s.Env() == k
-		}
-		if !known {
-			return nil, &ConfigError{Key: k, Source: "env", Value: envMap[k], Reason: "unknown environment variable"}
-		}
-	}
-	for _, fv := range flagValues {
-		if err := l.apply(byKey[fv.key], fv.value, "flag --"+fv.flag); err != nil {
-			return nil, err
-		}
-	}
-	if err := l.cfg.validate(func(key string) string { return l.source[key] }); err != nil {
-		return nil, err
-	}
-	l.cfg.CheckConfig = checkPath
-	return &l.cfg, nil
-}
-
-func (l *loader) apply(s setting, v, source string) error {
-	if err := s.set(&l.cfg, v); err != nil {
-		shown := v
-		if s.secret {
-			shown = "(hidden)"
-		}
-		return &ConfigError{Key: s.key, Source: source, Value: shown, Reason: err.Error()}
-	}
-	l.source[s.key] = source
-	return nil
-}
-
-// loadYAML applies a YAML file. Mappings nest keys with dots; a sequence
-// of scalars is a comma-separated list; the rooms setting also takes a
-// mapping of patterns to mappings of fields.
-func (l *loader) loadYAML(path string, byKey map[string]setting) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return &ConfigError{Key: "config", Value: path, Reason: err.Error()}
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return &ConfigError{Key: "config", Value: path, Reason: err.Error()}
-	}
-	if len(doc.Content) == 0 {
-		return nil
-	}
-	source := "yaml " + path
-	var walk func(prefix string, n *yaml.Node) error
-	walk = func(prefix string, n *yaml.Node) error {
-		if n.Kind != yaml.MappingNode {
-			return &ConfigError{Key: strings.TrimSuffix(prefix, "."), Source: source, Value: n.Value, Reason: "want a mapping"}
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key := prefix + n.Content[i].Value
-			val := n.Content[i+1]
-			if key == policySection {
-				if err := l.loadPolicy(val, source); err != nil {
-					return err
-				}
-				continue
-			}
-			s, ok := byKey[key]
-			if !ok {
-				if val.Kind == yaml.MappingNode {
-					if err := walk(key+".", val); err != nil {
-						return err
-					}
-					continue
-				}
-				return &ConfigError{Key: key, Source: source, Value: val.Value, Reason: fmt.Sprintf("unknown setting (line %d)", n.Content[i].Line)}
-			}
-			text, err := yamlText(s, val)
-			if err != nil {
-				return &ConfigError{Key: key, Source: source, Value: val.Value, Reason: err.Error()}
-			}
-			if err := l.apply(s, text, source); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return walk("", doc.Content[0])
-}
-
-// yamlText turns a YAML value into the text form the setting parses.
-func yamlText(s setting, n *yaml.Node) (string, error) {
-	switch n.Kind {
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return "", nil
-		}
-		return n.Value, nil
-	case yaml.SequenceNode:
-		parts := make([]string, 0, len(n.Content))
-		for _, c := range n.Content {
-			if c.Kind != yaml.ScalarNode {
-				return "", errors.New("want a list of scalars")
-			}
-			parts = append(parts, c.Value)
-		}
-		return strings.Join(parts, ","), nil
-	case yaml.MappingNode:
-		if s.key != "rooms" {
-			return "", errors.New("want a scalar or a list")
-		}
-		var rules []string
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			fields := n.Content[i+1]
-			if fields.Kind != yaml.MappingNode {
-				return "", fmt.Errorf("room %q: want a mapping of fields", n.Content[i].Value)
-			}
-			var kv []string
-			for j := 0; j+1 < len(fields.Content); j += 2 {
-				kv = append(kv, fields.Content[j].Value+"="+fields.Content[j+1].Value)
-			}
-			rules = append(rules, n.Content[i].Value+":"+strings.Join(kv, ","))
-		}
-		return strings.Join(rules, ";"), nil
-	}
-	return "", errors.New("unsupported YAML value")
 }

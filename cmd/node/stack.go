@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -92,7 +91,11 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		sinks = append(sinks, s.autoban)
 	}
 	sink := events.Sinks(sinks...)
-	base, tiers := policyLimits(cfg.fallbackPolicy(), cfg.startScope())
+	start, err := policy.Compile(cfg.fallbackPolicy())
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err) // validated when loaded
+	}
+	base, tiers := tableLimits(start, cfg.startScope())
 	if s.lim, err = limiter.New(limiter.Config{
 		Limits: base,
 		Tiers:  tiers,
@@ -103,7 +106,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	if s.policy, err = n.watchPolicy(s.lim); err != nil {
+	if s.policy, err = n.watchPolicy(s.lim, start); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	broker, err := wshandler.NewNATSBroker(wshandler.NATSBrokerConfig{Conn: n.nc, Prefix: cfg.EventPrefix, NodeID: n.id})
@@ -121,8 +124,9 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		RoomSlots:       s.roomStore,
 		Broker:          broker,
 		NodeID:          n.id,
-		Rooms:           map[string]wshandler.RoomLimits{},
 	}
+	// The room limits of the policy the node starts with; see watchPolicy.
+	hc.Rooms, hc.RoomPatterns, hc.DefaultRoom = handlerRooms(start)
 	if n.ident != nil {
 		hc.KeyFunc = clientKey(n.addrKey)
 		hc.Metadata = connMetadata
@@ -131,16 +135,6 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		// The policy's message classes, live: a new version applies to
 		// the next frame.
 		hc.Policy = s.policy
-	}
-	for _, r := range cfg.Rooms {
-		switch {
-		case r.Pattern == "*":
-			hc.DefaultRoom = r.Limits
-		case strings.Contains(r.Pattern, "*"):
-			hc.RoomPatterns = append(hc.RoomPatterns, wshandler.RoomPattern{Pattern: r.Pattern, Limits: r.Limits})
-		default:
-			hc.Rooms[r.Pattern] = r.Limits
-		}
 	}
 	if s.handler, err = wshandler.New(hc); err != nil {
 		return nil, err

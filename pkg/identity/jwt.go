@@ -230,7 +230,7 @@ func (j *JWT) token(r *http.Request) (string, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-			return "", refuse(ErrMalformed, errors.New(`Authorization is not "Bearer <token>"`))
+			return "", refuse(ErrMalformed, errors.New(`the Authorization header is not "Bearer <token>"`))
 		}
 		return strings.TrimSpace(tok), nil
 	}

@@ -31,16 +31,16 @@ type Handler struct {
 	Who func(*http.Request) string
 }
 
-// problem is one entry of a 400 answer.
-type problem struct {
+// problemJSON is one entry of a 400 answer.
+type problemJSON struct {
 	Path   string `json:"path"`
 	Reason string `json:"reason"`
 }
 
 type errorBody struct {
-	Error    string    `json:"error"`
-	Revision uint64    `json:"revision,omitempty"`
-	Problems []problem `json:"problems,omitempty"`
+	Error    string        `json:"error"`
+	Revision uint64        `json:"revision,omitempty"`
+	Problems []problemJSON `json:"problems,omitempty"`
 }
 
 type historyEntry struct {
@@ -186,7 +186,7 @@ func writeError(w http.ResponseWriter, err error) {
 	var ve *ValidationError
 	if errors.As(err, &ve) {
 		for _, p := range ve.Problems {
-			body.Problems = append(body.Problems, problem{Path: p.Path, Reason: p.Error()})
+			body.Problems = append(body.Problems, problemJSON{Path: p.Field, Reason: ProblemText(p)})
 		}
 	}
 	var se *StaleError

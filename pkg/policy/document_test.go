@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +130,14 @@ func TestRooms(t *testing.T) {
 	require.Equal(t, "a*b*", tab2.Room("axxbyy").Pattern, "the longest pattern wins")
 	require.Equal(t, "a*", tab2.Room("axx").Pattern)
 	require.Nil(t, tab2.Room("b"))
+
+	tab3, err := Compile(&Document{Rooms: map[string]Room{"*": {}, "b": {}, "a*": {}, "a*b*": {}, "a": {}}})
+	require.NoError(t, err)
+	var order []string
+	for _, rr := range tab3.RoomRules() {
+		order = append(order, rr.Pattern)
+	}
+	require.Equal(t, []string{"a", "b", "a*b*", "a*", "*"}, order, "exact names, then patterns longest first, then *")
 }
 
 func TestMatch(t *testing.T) {
@@ -177,6 +186,10 @@ tiers: {free: {classes: {file: {rate: 6}}}}`, "tiers.free.classes.file.cost"},
 		{"room class per", `
 classes: {typing: {}}
 rooms: {lobby: {classes: {typing: {rate: 1, per: 48h}}}}`, "rooms.lobby.classes.typing.per"},
+		{"room burst without rate", `rooms: {"team-*": {member_message_burst: 5}}`, "rooms.team-*.member_message_burst"},
+		{"room pattern too long", `rooms: {"` + strings.Repeat("x", MaxRoomPatternLength+1) + `": {}}`, "rooms." + strings.Repeat("x", MaxRoomPatternLength+1)},
+		{"room pattern empty", `rooms: {"": {max_members: 1}}`, "rooms."},
+		{"room pattern control character", `rooms: {"a\tb": {}}`, "rooms.a\tb"},
 		{"version", `version: 2`, "version"},
 	}
 	for _, c := range cases {
@@ -187,6 +200,7 @@ rooms: {lobby: {classes: {typing: {rate: 1, per: 48h}}}}`, "rooms.lobby.classes.
 			require.True(t, errors.As(err, &ve), "%v", err)
 			require.Equal(t, []string{c.path}, ve.Paths(), "%v", err)
 			require.Contains(t, err.Error(), c.path)
+			require.ErrorIs(t, ve.Problems[0], ErrInvalid, "a problem is a *limiter.FieldError unwrapping to ErrInvalid")
 		})
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 var (
@@ -19,30 +21,40 @@ var (
 	ErrClosed = errors.New("policy: closed")
 )
 
-// PathError reports one invalid value: the dotted path of its key in the
-// document ("tiers.pro.classes.typing.rate"), the value and why it is
-// refused.
-type PathError struct {
-	Path   string
-	Value  any
-	Reason string
+// A problem with a document is a *limiter.FieldError whose Field is the
+// dotted path of its key ("tiers.pro.classes.typing.rate") and whose Err is
+// ErrInvalid; see problem.
+func problem(path string, value any, reason string) *limiter.FieldError {
+	return &limiter.FieldError{Field: path, Value: value, Reason: reason, Err: ErrInvalid}
 }
 
-// Error implements error.
-func (e *PathError) Error() string {
-	if e.Value == nil {
-		return fmt.Sprintf("%s: %s", e.Path, e.Reason)
+// ProblemText returns a problem without the sentinel's text: the path, the
+// value when there is one and the reason, as in
+// "tiers.pro.classes.typing.rate = -5: must not be negative".
+func ProblemText(p *limiter.FieldError) string {
+	var b strings.Builder
+	b.WriteString(p.Field)
+	if p.Source != "" {
+		b.WriteString(" (" + p.Source + ")")
 	}
-	return fmt.Sprintf("%s = %v: %s", e.Path, e.Value, e.Reason)
+	switch v := p.Value.(type) {
+	case nil:
+	case string:
+		fmt.Fprintf(&b, " = %q", v)
+	default:
+		fmt.Fprintf(&b, " = %v", v)
+	}
+	b.WriteString(": ")
+	b.WriteString(p.Reason)
+	return b.String()
 }
-
-// Unwrap returns ErrInvalid.
-func (e *PathError) Unwrap() error { return ErrInvalid }
 
 // ValidationError lists every problem Validate found, in a stable order
-// (paths sorted as they appear in the document, map keys sorted).
+// (paths sorted as they appear in the document, map keys sorted). Each
+// problem is a *limiter.FieldError whose Field is the path and whose Err is
+// ErrInvalid.
 type ValidationError struct {
-	Problems []*PathError
+	Problems []*limiter.FieldError
 }
 
 // Error implements error: "policy: invalid document: " and the problems,
@@ -50,7 +62,7 @@ type ValidationError struct {
 func (e *ValidationError) Error() string {
 	s := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
-		s[i] = p.Error()
+		s[i] = ProblemText(p)
 	}
 	return ErrInvalid.Error() + ": " + strings.Join(s, "; ")
 }
@@ -62,7 +74,7 @@ func (e *ValidationError) Unwrap() error { return ErrInvalid }
 func (e *ValidationError) Paths() []string {
 	p := make([]string, len(e.Problems))
 	for i, pe := range e.Problems {
-		p[i] = pe.Path
+		p[i] = pe.Field
 	}
 	return p
 }

@@ -268,6 +268,23 @@ func (t *Table) Room(name string) *RoomRule {
 	return t.star
 }
 
+// RoomRules returns the room rules in the order Room tries them: the exact
+// names (sorted), then the patterns (longest first), then the "*" rule.
+// A handler that tries exact names first and then patterns in order, first
+// match winning (as wshandler.Config's Rooms, RoomPatterns and DefaultRoom
+// do), applies the rules as Room does.
+func (t *Table) RoomRules() []*RoomRule {
+	rules := make([]*RoomRule, 0, len(t.exact)+len(t.globs)+1)
+	for _, name := range sorted(t.exact) {
+		rules = append(rules, t.exact[name])
+	}
+	rules = append(rules, t.globs...)
+	if t.star != nil {
+		rules = append(rules, t.star)
+	}
+	return rules
+}
+
 // Match reports whether name matches pattern, where '*' matches any run of
 // bytes (including none) and every other byte matches itself: the room
 // patterns of the document and of the WebSocket handler's RoomPatterns.

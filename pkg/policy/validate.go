@@ -5,13 +5,21 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 // MaxNameLength caps the name of a class or a tier, in bytes.
 const MaxNameLength = 64
+
+// MaxRoomPatternLength caps a room rule's pattern, in bytes: the
+// WebSocket handler's default cap on a room name, so that every exact name
+// of a policy is one a client can join.
+const MaxRoomPatternLength = 128
 
 // MaxPer caps a bucket's refill period.
 const MaxPer = 24 * time.Hour
@@ -80,10 +88,10 @@ func (d *Document) Validate() error {
 	return &ValidationError{Problems: v.probs}
 }
 
-type validator struct{ probs []*PathError }
+type validator struct{ probs []*limiter.FieldError }
 
 func (v *validator) add(path string, value any, reason string) {
-	v.probs = append(v.probs, &PathError{Path: path, Value: value, Reason: reason})
+	v.probs = append(v.probs, problem(path, value, reason))
 }
 
 func (v *validator) name(path, name string) {
@@ -168,8 +176,13 @@ func (v *validator) class(path string, c Class, baseCost int64) {
 }
 
 func (v *validator) room(path, pattern string, r Room, classes map[string]Class) {
-	if len(pattern) > 256 {
-		v.add(path, nil, "the pattern must be at most 256 bytes")
+	switch {
+	case pattern == "":
+		v.add(path, nil, "the pattern must not be empty")
+	case len(pattern) > MaxRoomPatternLength:
+		v.add(path, nil, fmt.Sprintf("the pattern must be at most %d bytes", MaxRoomPatternLength))
+	case !utf8.ValidString(pattern) || strings.ContainsFunc(pattern, unicode.IsControl):
+		v.add(path, nil, "the pattern must be UTF-8 without control characters")
 	}
 	for _, f := range []struct {
 		key string

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 // MaxDocumentSize caps the YAML that Parse reads, in bytes.
@@ -41,7 +43,7 @@ func ParseNode(n *yaml.Node) (*Document, error) { return parseNode(n, "") }
 // parseNode decodes and validates the document at n, whose keys are
 // reported under path.
 func parseNode(n *yaml.Node, path string) (*Document, error) {
-	var probs []*PathError
+	var probs []*limiter.FieldError
 	checkKeys(n, reflect.TypeFor[Document](), path, &probs)
 	if len(probs) > 0 {
 		return nil, &ValidationError{Problems: probs}
@@ -72,7 +74,7 @@ func Marshal(doc *Document) ([]byte, error) {
 
 // checkKeys walks a YAML node against the Go type it decodes into and
 // reports every mapping key the type does not have, with its path.
-func checkKeys(n *yaml.Node, t reflect.Type, path string, probs *[]*PathError) {
+func checkKeys(n *yaml.Node, t reflect.Type, path string, probs *[]*limiter.FieldError) {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
@@ -93,8 +95,8 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string, probs *[]*PathError) {
 			k := n.Content[i].Value
 			ft, ok := fields[k]
 			if !ok {
-				*probs = append(*probs, &PathError{Path: join(path, k),
-					Reason: fmt.Sprintf("unknown key (line %d); known keys: %s", n.Content[i].Line, known(fields))})
+				*probs = append(*probs, problem(join(path, k), nil,
+					fmt.Sprintf("unknown key (line %d); known keys: %s", n.Content[i].Line, known(fields))))
 				continue
 			}
 			checkKeys(n.Content[i+1], ft, join(path, k), probs)

@@ -168,16 +168,6 @@ func (c *wsClient) closeErr(timeout time.Duration) error {
 	return c.err
 }
 
-// closed reports whether the connection has ended.
-func (c *wsClient) closed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // close closes the connection and waits for the reader. It is idempotent.
 func (c *wsClient) close() {
 	c.wmu.Lock()
