@@ -108,4 +108,35 @@
 // the holder's demand share, so what the holder spends before it hears of
 // the joiner can exceed the bucket, by at most its allowance, once.
 // docs/ACCURACY.md has the measurements.
+//
+// # Live limit changes
+//
+// Store implements limiter.Rescaler and limiter.KeyRescaler, so that
+// Limiter.SetLimits and SetTierLimits, applied on every node, keep each
+// cluster bucket's level as a fraction of the new burst and never refill
+// it. Each node rescales only its own state, so the change is applied to
+// a bucket once, however many nodes apply it.
+//
+// In Global mode a node rescales its view of the bucket, its own
+// spending and its fail-mode bucket with limiter.RescaleBucket, scales its
+// allowance, the allowance it last published and the allowances it sets
+// aside for the others by the ratio of the bursts, renews at its next Take
+// and writes its counter at its next flush. The counters' cumulative
+// spending stays in tokens: a node applies the others' growth as before.
+// A counter applied on first sight, or kept and adopted when the node
+// first uses the bucket, counts under the node's Spec as the same fraction
+// of the burst it was written under.
+//
+// In Strict mode the KV entry records the Spec it was written under. The
+// first write under another Spec rescales the bucket and the leases in it
+// (rounded up); the writes after it find the new Spec recorded. Each node
+// converts its own lease once (tokens granted rounded down, spent rounded
+// up), so that what it settles is in the entry's tokens.
+//
+// A bucket held under a Spec other than the one a Take brings (a change
+// this node was not told of for that bucket, such as another tier's) is
+// rescaled from its own Spec at that Take. During a rollout a node still
+// on the previous Spec rescales back, keeping the fraction. The error
+// left: spending in flight between nodes at the change (one sync
+// interval in Global mode) counts in the tokens of the Spec it reaches.
 package kvstore

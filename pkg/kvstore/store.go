@@ -468,9 +468,9 @@ func (s *Store) Tokens(key limiter.Key, spec limiter.Spec, now time.Time) float6
 	case Local:
 		return s.local.Tokens(key, spec, now)
 	case Strict:
-		if _, full, ok := s.strict.get(strictKey(key)); ok {
+		if _, v, ok := s.strict.get(strictKey(key)); ok {
 			now = s.serverTime(now)
-			b := bucketAt(spec, full, now)
+			b, _, _ := v.bucketUnder(spec, now)
 			return b.TokensAt(spec, now)
 		}
 		return float64(spec.Capacity())

@@ -188,3 +188,39 @@ func TestTierLimits(t *testing.T) {
 	require.Equal(t, 0, count("free"))
 	require.ErrorIs(t, l.SetTierLimits(Limits{}, map[string]Limits{"pro": {MessageScope: PerClient}}), ErrScopeChange)
 }
+
+// When tiers change differently (base 10 → 20, pro 20 → 40), the
+// per-client buckets in the Store are told apart by their clients' tiers:
+// alice (base, 5 of 10 left) keeps half of 20, bob (pro, two connections,
+// 10 of 20 left) half of 40, rescaled once. Unscaled they would hold 15
+// and 30.
+func TestSetTierLimitsRescalesStoreBuckets(t *testing.T) {
+	t.Parallel()
+	base := Limits{MessagesPerMinute: 10, MessageScope: PerClient}
+	pro := Limits{MessagesPerMinute: 20, MessageScope: PerClient}
+	l, _ := newTestLimiter(t, base, nil)
+	require.NoError(t, l.SetTierLimits(base, map[string]Limits{"pro": pro}))
+	for id, client := range map[string]string{"a": "alice", "b1": "bob", "b2": "bob"} {
+		var meta map[string]string
+		if client == "bob" {
+			meta = map[string]string{MetaTier: "pro"}
+		}
+		d, err := l.Connect(ctx, id, client, meta)
+		require.NoError(t, err)
+		require.True(t, d.Allowed)
+	}
+	for range 5 {
+		require.True(t, l.CheckMessage(ctx, "a", 1).Allowed)
+	}
+	for range 10 {
+		require.True(t, l.CheckMessage(ctx, "b1", 1).Allowed)
+	}
+	base.MessagesPerMinute, pro.MessagesPerMinute = 20, 40
+	require.NoError(t, l.SetTierLimits(base, map[string]Limits{"pro": pro}))
+	for conn, left := range map[string]int{"a": 10, "b2": 20} {
+		for i := range left {
+			require.True(t, l.CheckMessage(ctx, conn, 1).Allowed, "%s: message %d of %d", conn, i+1, left)
+		}
+		require.False(t, l.CheckMessage(ctx, conn, 1).Allowed, "%s: the change refilled the bucket", conn)
+	}
+}

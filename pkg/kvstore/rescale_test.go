@@ -1,0 +1,147 @@
+package kvstore
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/stretchr/testify/require"
+)
+
+// rescaleLimits are per-client limits whose message bucket holds burst
+// tokens and refills one a minute: over the few seconds a test runs, the
+// refill stays under 0.2 tokens.
+func rescaleLimits(burst int64) limiter.Limits {
+	return limiter.Limits{MessagesPerMinute: 1, MessageBurst: burst, MessageScope: limiter.PerClient}
+}
+
+// rescaleCluster starts three nodes of mode on one embedded NATS server,
+// each with a Limiter over its Store under rescaleLimits(100).
+func rescaleCluster(t *testing.T, mode Mode) ([3]*Store, [3]*limiter.Limiter) {
+	t.Helper()
+	srv := startServer(t, ServerConfig{})
+	var nodes [3]*Store
+	var lims [3]*limiter.Limiter
+	for i := range nodes {
+		nodes[i] = newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("n%d", i), Storage: jetstream.MemoryStorage,
+			DefaultMode: mode})
+		l, err := limiter.New(limiter.Config{Limits: rescaleLimits(100), Store: nodes[i]})
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		lims[i] = l
+	}
+	for _, s := range nodes {
+		waitFor(t, 5*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
+	}
+	return nodes, lims
+}
+
+// setAll applies lim on every node, as a policy change does.
+func setAll(t *testing.T, lims [3]*limiter.Limiter, lim limiter.Limits) {
+	t.Helper()
+	for _, l := range lims {
+		require.NoError(t, l.SetLimits(lim))
+	}
+}
+
+// TestLiveChangeRescalesGlobal: three Global nodes share a client's
+// message bucket, drained to 49 of 100 by two of them; the third has never
+// used it (it holds only the others' counters). The same change applied on
+// all three (burst 100 → 200, then 200 → 50) leaves every node's view at
+// the same fraction of the new burst, within 1 token (the refill over the
+// test is under 0.2), and publishing the rescaled counters does not apply
+// the change a second time. Unscaled, the view would hold the tokens it
+// missed under the new burst: 149 of 200.
+func TestLiveChangeRescalesGlobal(t *testing.T) {
+	nodes, lims := rescaleCluster(t, Global)
+	key := limiter.Key{Kind: limiter.KindMessages, ID: "client"}
+	spec := func(burst int64) limiter.Spec { return rescaleLimits(burst).MessageSpec() }
+	level := func(s *Store, burst int64) float64 { return s.Tokens(key, spec(burst), s.now()) }
+	near := func(want float64, burst int64, ss ...*Store) func() bool {
+		return func() bool {
+			for _, s := range ss {
+				if math.Abs(level(s, burst)-want) > 1 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	require.True(t, take(t, nodes[0], key, spec(100), 50).OK)
+	require.True(t, take(t, nodes[1], key, spec(100), 1).OK)
+	for _, s := range nodes[:2] {
+		require.NoError(t, s.Flush(t.Context()))
+	}
+	waitFor(t, 5*time.Second, "both views at 49 of 100", near(49, 100, nodes[0], nodes[1]))
+	pending := func() bool {
+		nodes[2].index.mu.Lock()
+		defer nodes[2].index.mu.Unlock()
+		return len(nodes[2].index.pending[bucketKey(key)]) == 2
+	}
+	waitFor(t, 5*time.Second, "the third node keeps both counters", pending)
+
+	setAll(t, lims, rescaleLimits(200))
+	for i, s := range nodes[:2] {
+		require.InDelta(t, 98, level(s, 200), 1, "node %d right after the change: %s", i, s.describe(key))
+	}
+	// The rescaled counters go out and are applied: no second rescale.
+	before := [3]int64{}
+	for i, s := range nodes {
+		before[i] = s.Stats().RemoteUpdates
+	}
+	for _, s := range nodes[:2] {
+		require.NoError(t, s.Flush(t.Context()))
+	}
+	waitFor(t, 5*time.Second, "each node applied the other's rescaled counter", func() bool {
+		return nodes[0].Stats().RemoteUpdates > before[0] && nodes[1].Stats().RemoteUpdates > before[1]
+	})
+	for i, s := range nodes[:2] {
+		require.InDelta(t, 98, level(s, 200), 1, "node %d after the flush: %s", i, s.describe(key))
+	}
+	// The third node adopts the counters at its first Take, as the same
+	// fraction of the new burst, whichever Spec they were written under.
+	// Its Take may be denied (the others hold the bucket as allowances
+	// until they hear of its demand); its view is the check.
+	want := 98.0
+	if take(t, nodes[2], key, spec(200), 1).OK {
+		want--
+	}
+	require.InDelta(t, want, level(nodes[2], 200), 1, nodes[2].describe(key))
+	require.NoError(t, nodes[2].Flush(t.Context()))
+	waitFor(t, 5*time.Second, "every view at the same level", near(want, 200, nodes[:]...))
+
+	setAll(t, lims, rescaleLimits(50))
+	for i, s := range nodes {
+		require.InDelta(t, want/200*50, level(s, 50), 1, "node %d after 200 → 50: %s", i, s.describe(key))
+	}
+}
+
+// TestLiveChangeRescalesStrict: three Strict nodes share two buckets, each
+// drained to 40 of 100 through the leases of two nodes, whose spending is
+// not yet settled in the entry when the change comes. After the change
+// on all three (burst 100 → 200), the third node can take 79 of the first
+// bucket and a node can then not take 2 more: the bucket held 80 ± 1, the
+// same fraction, with no token refilled (unscaled it would hold 140). The
+// second bucket, untouched by that change, is rescaled from the Spec its
+// entry records at the next (200 → 50): it holds 20 ± 1.
+func TestLiveChangeRescalesStrict(t *testing.T) {
+	nodes, lims := rescaleCluster(t, Strict)
+	up := limiter.Key{Kind: limiter.KindMessages, ID: "up"}
+	down := limiter.Key{Kind: limiter.KindMessages, ID: "down"}
+	spec := func(burst int64) limiter.Spec { return rescaleLimits(burst).MessageSpec() }
+	for _, key := range []limiter.Key{up, down} {
+		require.True(t, take(t, nodes[0], key, spec(100), 50).OK)
+		require.True(t, take(t, nodes[1], key, spec(100), 10).OK)
+	}
+
+	setAll(t, lims, rescaleLimits(200))
+	require.True(t, take(t, nodes[2], up, spec(200), 79).OK, "at least 79 of 200 left")
+	require.False(t, take(t, nodes[1], up, spec(200), 2).OK, "fewer than 81 of 200 left")
+
+	setAll(t, lims, rescaleLimits(50))
+	require.True(t, take(t, nodes[2], down, spec(50), 19).OK, "at least 19 of 50 left")
+	require.False(t, take(t, nodes[1], down, spec(50), 2).OK, "fewer than 21 of 50 left")
+}
