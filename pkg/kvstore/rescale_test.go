@@ -145,3 +145,72 @@ func TestLiveChangeRescalesStrict(t *testing.T) {
 	require.True(t, take(t, nodes[2], down, spec(50), 19).OK, "at least 19 of 50 left")
 	require.False(t, take(t, nodes[1], down, spec(50), 2).OK, "fewer than 21 of 50 left")
 }
+
+// TestLiveTierChangeRescalesGlobal: with tiers that change differently
+// (base burst 100 → 200, pro 200 → 100), the Limiter cannot rescale every
+// bucket of the kind alike. Alice (base, connected to node 0, 40 of 100
+// left) and bob (pro, connected to node 1, 150 of 200 left) each keep
+// their bucket's fraction on all three nodes, 80 of 200 and 75 of 100
+// within 1 token: the node a client is connected to rescales its bucket
+// at once (limiter.KeyRescaler), the others from the Spec they hold it
+// under, at their next Take, once. Unscaled they would hold 140 and 50.
+func TestLiveTierChangeRescalesGlobal(t *testing.T) {
+	nodes, lims := rescaleCluster(t, Global)
+	base, pro := rescaleLimits(100), rescaleLimits(200)
+	setTiers := func() {
+		for _, l := range lims {
+			require.NoError(t, l.SetTierLimits(base, map[string]limiter.Limits{"pro": pro}))
+		}
+	}
+	setTiers()
+	_, err := lims[0].Connect(t.Context(), "a", "alice", nil)
+	require.NoError(t, err)
+	_, err = lims[1].Connect(t.Context(), "b", "bob", map[string]string{limiter.MetaTier: "pro"})
+	require.NoError(t, err)
+	alice := limiter.Key{Kind: limiter.KindMessages, ID: "alice"}
+	bob := limiter.Key{Kind: limiter.KindMessages, ID: "bob"}
+	require.True(t, take(t, nodes[0], alice, base.MessageSpec(), 60).OK)
+	require.True(t, take(t, nodes[1], bob, pro.MessageSpec(), 50).OK)
+	// Every node holds both buckets: a Take of nothing makes its entry.
+	touch := func() {
+		for _, s := range nodes {
+			take(t, s, alice, base.MessageSpec(), 0)
+			take(t, s, bob, pro.MessageSpec(), 0)
+			require.NoError(t, s.Flush(t.Context()))
+		}
+	}
+	views := func(aliceWant, bobWant float64) func() bool {
+		return func() bool {
+			for _, s := range nodes {
+				if math.Abs(s.Tokens(alice, base.MessageSpec(), s.now())-aliceWant) > 1 ||
+					math.Abs(s.Tokens(bob, pro.MessageSpec(), s.now())-bobWant) > 1 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	touch()
+	waitFor(t, 5*time.Second, "every view at 40 of 100 and 150 of 200", views(40, 150))
+
+	base, pro = rescaleLimits(200), rescaleLimits(100)
+	setTiers()
+	require.True(t, views(80, 75)(), "right after the change: %s / %s", nodes[2].describe(alice), nodes[2].describe(bob))
+	var before [3]int64
+	for i, s := range nodes {
+		before[i] = s.Stats().RemoteUpdates
+	}
+	touch() // each node rescales what it held under the old Specs, and flushes
+	waitFor(t, 5*time.Second, "each node applied the others' rescaled counters", func() bool {
+		for i, s := range nodes {
+			if s.Stats().RemoteUpdates < before[i]+4 {
+				return false
+			}
+		}
+		return true
+	})
+	for i, s := range nodes {
+		require.InDelta(t, 80, s.Tokens(alice, base.MessageSpec(), s.now()), 1, "node %d: %s", i, s.describe(alice))
+		require.InDelta(t, 75, s.Tokens(bob, pro.MessageSpec(), s.now()), 1, "node %d: %s", i, s.describe(bob))
+	}
+}
