@@ -121,11 +121,14 @@
 // spending and its fail-mode bucket with limiter.RescaleBucket, scales its
 // allowance, the allowance it last published and the allowances it sets
 // aside for the others by the ratio of the bursts, renews at its next Take
-// and writes its counter at its next flush. The counters' cumulative
-// spending stays in tokens: a node applies the others' growth as before.
-// A counter applied on first sight, or kept and adopted when the node
-// first uses the bucket, counts under the node's Spec as the same fraction
-// of the burst it was written under.
+// and writes its counter at its next flush. A counter carries the Spec it
+// was written under, and a reader counts what it applies of it (the
+// growth, or on first sight the writer's unrefilled spending, also for a
+// counter kept until the node first uses the bucket) as the same fraction
+// of its own Spec's burst; the writer's spending not yet published when it
+// rescales is converted to tokens of the new Spec (rounded up). So
+// spending in flight across the change, whichever node applied the change
+// first, counts as the same fraction on every node.
 //
 // In Strict mode the KV entry records the Spec it was written under. The
 // first write under another Spec rescales the bucket and the leases in it
@@ -136,7 +139,12 @@
 // A bucket held under a Spec other than the one a Take brings (a change
 // this node was not told of for that bucket, such as another tier's) is
 // rescaled from its own Spec at that Take. During a rollout a node still
-// on the previous Spec rescales back, keeping the fraction. The error
-// left: spending in flight between nodes at the change (one sync
-// interval in Global mode) counts in the tokens of the Spec it reaches.
+// on the previous Spec rescales back, keeping the fraction. What is left
+// is rounding, towards less: a node's unpublished spending in Global mode
+// and leases in Strict mode round up at each change, by less than one
+// token per node. Tests: TestLiveChangeRescalesGlobal,
+// TestLiveChangeRescalesStrict, TestLiveTierChangeRescalesGlobal and
+// TestLiveChangeRacesTakes (ten changes racing Takes on three nodes: the
+// fractions admitted add up to one bucket within 0.02 in Strict mode and
+// measured 1.006 at most in Global mode).
 package kvstore

@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"math"
 	"time"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
@@ -129,7 +130,11 @@ func (s *Store) rescaleStrict(kind limiter.Kind, old, new limiter.Spec, now time
 // last published and the allowances it sets aside for the other nodes are
 // scaled by the ratio of the bursts. The allowance is renewed at the next
 // Take and the counter is written at the next flush. The other nodes'
-// cumulative spending is applied as it grows, in tokens, as before.
+// cumulative spending is applied as it grows; this node's spending not yet
+// published is converted to tokens of spec, and a reader converts growth
+// published under another Spec than its own (applyRemote), so that
+// spending in flight across the change counts as the same fraction on
+// every node.
 // Requires the shard's mu held.
 func (s *Store) rescaleEntry(sh *gshard, e *gentry, spec limiter.Spec, now time.Time) {
 	old := e.spec
@@ -147,6 +152,11 @@ func (s *Store) rescaleEntry(sh *gshard, e *gentry, spec limiter.Spec, now time.
 	e.own = limiter.RescaleBucket(e.own, old, spec, now)
 	e.fail = limiter.RescaleBucket(e.fail, shareSpec(old, live), shareSpec(spec, live), now)
 	f := scaleFactor(old, spec)
+	if d := e.taken - e.flushed; d > 0 {
+		// Spending not yet published goes out in tokens of spec, as the
+		// readers count the counter's growth (rounded up).
+		e.taken = e.flushed + int64(math.Ceil(float64(d)*f))
+	}
 	e.allow *= f
 	e.pubHold *= f
 	for _, r := range e.remote {

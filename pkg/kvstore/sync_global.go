@@ -741,8 +741,12 @@ func (s *Store) applyRemote(sh *gshard, e *gentry, nodeTok string, c *counter, n
 		r.demand, r.reserved, r.alone, r.at = c.demand, c.reserved, c.alone, recv
 	case c.cum > r.cum || c.refunded > r.refunded:
 		contest = c.demand > 2*r.demand || (r.until < recv && c.demand > 0)
-		debit = float64(c.cum - r.cum)
-		refund = max(c.refunded-r.refunded, 0)
+		// Growth published under another Spec (the writer or this node
+		// has applied a live limit change the other has not yet) counts
+		// as the same fraction of this one's burst.
+		f := scaleFactor(c.spec, spec)
+		debit = float64(c.cum-r.cum) * f
+		refund = int64(math.Floor(float64(max(c.refunded-r.refunded, 0)) * f))
 		r.cum, r.refunded = max(c.cum, r.cum), max(c.refunded, r.refunded)
 		r.demand, r.reserved, r.alone, r.at = c.demand, c.reserved, c.alone, recv
 	case c.cum == r.cum && recv > r.at:
