@@ -314,3 +314,28 @@ func TestLiveChangeRacesTakes(t *testing.T) {
 		})
 	}
 }
+
+// TestStrictValueRecordsSpec: a Strict entry round-trips its Spec and
+// leases; an entry of version 1 (no Spec) is read with a zero Spec, which
+// takes the reader's; a truncated or invalid Spec is refused.
+func TestStrictValueRecordsSpec(t *testing.T) {
+	t.Parallel()
+	spec := limiter.Spec{Limit: 5, Per: time.Second, Burst: 20}
+	v := strictVal{full: 123456789, spec: spec, leases: []strictLease{{node: "n1", inc: 3, n: 7, exp: 99}}}
+	var got strictVal
+	require.True(t, got.unmarshal(v.marshal()))
+	require.Equal(t, v, got)
+	require.Equal(t, spec, got.specOr(limiter.PerMinute(1)))
+
+	v1 := v.marshal()
+	v1 = append([]byte{strictVersionV1}, append(v1[1:9], v1[9+24:]...)...)
+	require.True(t, got.unmarshal(v1))
+	require.Equal(t, limiter.Spec{}, got.spec)
+	require.Equal(t, limiter.PerMinute(1), got.specOr(limiter.PerMinute(1)))
+	require.Equal(t, v.leases, got.leases)
+
+	b := v.marshal()
+	require.False(t, got.unmarshal(b[:20]), "truncated Spec")
+	bad := strictVal{full: 1, spec: limiter.Spec{Limit: 1, Per: -time.Second}}
+	require.False(t, got.unmarshal(bad.marshal()), "invalid Spec")
+}
