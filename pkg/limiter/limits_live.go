@@ -70,7 +70,8 @@ var ErrScopeChange = errors.New("limiter: the message scope cannot change at run
 type Rescaler interface {
 	// Rescale rescales every bucket of kind (whatever its ID and scope)
 	// from old to new at now with RescaleBucket and returns how many it
-	// holds after the change.
+	// holds after the change. A Store that records the Spec of each
+	// bucket may leave those held under another Spec than old.
 	Rescale(kind Kind, old, new Spec, now time.Time) int
 }
 
