@@ -118,30 +118,36 @@ type Config struct {
 	// time.Now.
 	Now func() time.Time
 	// SweepInterval is the period of the sweep that drops the state of
-	// idle, full buckets. Zero means 30 s.
+	// idle, full buckets. Zero means 30 s; a negative value is refused.
 	SweepInterval time.Duration
 }
 
 var bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
-// withDefaults returns cfg with defaults filled in, or an error naming the
-// first invalid field.
+// invalid returns the error for the invalid value of field: a
+// *limiter.FieldError that unwraps to ErrInvalidConfig.
+func invalid(field string, value any, reason string) error {
+	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
+}
+
+// withDefaults returns cfg with defaults filled in, or a
+// *limiter.FieldError naming the first invalid field.
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Conn == nil {
-		return cfg, fmt.Errorf("%w: Conn is nil", ErrInvalidConfig)
+		return cfg, invalid("Conn", nil, "is required")
 	}
 	if cfg.Bucket == "" {
 		cfg.Bucket = "ratethrottle"
 	}
 	if !bucketName.MatchString(cfg.Bucket) {
-		return cfg, fmt.Errorf("%w: Bucket %q must match %s", ErrInvalidConfig, cfg.Bucket, bucketName)
+		return cfg, invalid("Bucket", cfg.Bucket, "must match "+bucketName.String())
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = "node-" + randomToken()
 	}
 	def := func(d *time.Duration, name string, v time.Duration) error {
 		if *d < 0 {
-			return fmt.Errorf("%w: %s %v is negative", ErrInvalidConfig, name, *d)
+			return invalid(name, *d, "must not be negative")
 		}
 		if *d == 0 {
 			*d = v
@@ -164,21 +170,23 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case cfg.DeadAfter < 0:
-		return cfg, fmt.Errorf("%w: DeadAfter %d is negative", ErrInvalidConfig, cfg.DeadAfter)
+		return cfg, invalid("DeadAfter", cfg.DeadAfter, "must not be negative")
 	case cfg.Replicas < 0 || cfg.Replicas > 5:
-		return cfg, fmt.Errorf("%w: Replicas %d must be 0 to 5", ErrInvalidConfig, cfg.Replicas)
+		return cfg, invalid("Replicas", cfg.Replicas, "must be 0 to 5")
 	case cfg.MaxRetries < 0:
-		return cfg, fmt.Errorf("%w: MaxRetries %d is negative", ErrInvalidConfig, cfg.MaxRetries)
+		return cfg, invalid("MaxRetries", cfg.MaxRetries, "must not be negative")
 	case cfg.FailMode < FailOpenLocal || cfg.FailMode > FailClosed:
-		return cfg, fmt.Errorf("%w: FailMode %d is unknown", ErrInvalidConfig, int(cfg.FailMode))
+		return cfg, invalid("FailMode", int(cfg.FailMode), "is not a FailMode")
 	case cfg.DefaultMode < Global || cfg.DefaultMode > Strict:
-		return cfg, fmt.Errorf("%w: DefaultMode %d is unknown", ErrInvalidConfig, int(cfg.DefaultMode))
+		return cfg, invalid("DefaultMode", int(cfg.DefaultMode), "is not a Mode")
 	case cfg.Storage != jetstream.FileStorage && cfg.Storage != jetstream.MemoryStorage:
-		return cfg, fmt.Errorf("%w: Storage %d is unknown", ErrInvalidConfig, int(cfg.Storage))
+		return cfg, invalid("Storage", int(cfg.Storage), "is not a jetstream.StorageType")
+	case cfg.SweepInterval < 0:
+		return cfg, invalid("SweepInterval", cfg.SweepInterval, "must not be negative")
 	}
 	for k, m := range cfg.Modes {
 		if m < Global || m > Strict {
-			return cfg, fmt.Errorf("%w: Modes[%q] %d is unknown", ErrInvalidConfig, k, int(m))
+			return cfg, invalid(fmt.Sprintf("Modes[%q]", k), int(m), "is not a Mode")
 		}
 	}
 	if cfg.DeadAfter == 0 {
@@ -193,7 +201,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.SweepInterval <= 0 {
+	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 30 * time.Second
 	}
 	return cfg, nil

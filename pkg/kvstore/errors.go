@@ -2,8 +2,9 @@ package kvstore
 
 import "errors"
 
-// ErrInvalidConfig is wrapped by errors about an invalid configuration; the
-// message names the field.
+// ErrInvalidConfig is the sentinel of an invalid configuration: New returns
+// a *limiter.FieldError naming the field, its value and the reason, which
+// unwraps to it.
 var ErrInvalidConfig = errors.New("kvstore: invalid config")
 
 // ErrJetStreamDisabled is returned by New when the NATS server has no

@@ -44,7 +44,8 @@ const cacheLine = 64
 // the counts of a node silent for DeadAfter heartbeats stop counting and
 // are purged by the live nodes.
 //
-// A Store runs two goroutines (the sync loop and the KV watch). It is safe
+// A Store runs three goroutines (the sync loop, the KV watch and the
+// Strict lease loop) and the sweeper of its local MemoryStore. It is safe
 // for concurrent use; Close flushes, removes this node's entries and stops
 // them, and is idempotent.
 type Store struct {
@@ -55,8 +56,7 @@ type Store struct {
 	nodeTok string
 	epoch   uint64
 	now     func() time.Time
-	local   *limiter.MemoryStore // Local mode, and Strict while NATS is down
-	started time.Time
+	local   *limiter.MemoryStore // Local mode, and Strict while NATS is down; sweeps itself
 
 	seed   maphash.Seed
 	gsh    [shards]gshard
@@ -105,15 +105,14 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		nodeTok:  token(cfg.NodeID),
 		epoch:    rand.Uint64() | 1,
 		now:      cfg.Now,
-		local:    limiter.NewMemoryStore(limiter.MemoryStoreConfig{Now: cfg.Now}),
+		local:    limiter.NewMemoryStore(limiter.MemoryStoreConfig{Now: cfg.Now, SweepInterval: cfg.SweepInterval}),
 		seed:     maphash.MakeSeed(),
 		liveness: make(map[string]*nodeInfo),
 		kick:     make(chan struct{}, 1),
 		rewatch:  make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
-	s.started = s.now()
-	s.echoAt.Store(s.started.UnixNano())
+	s.echoAt.Store(s.now().UnixNano())
 	s.live.Store(1)
 	s.index.init()
 	s.strict.m = make(map[string]*strictState)
@@ -309,9 +308,7 @@ func (s *Store) syncLoop() {
 			}
 			continue
 		case <-sweep.C:
-			now := s.now()
-			s.sweep(now)
-			s.local.Sweep(now)
+			s.sweep(s.now())
 			continue
 		}
 		last = time.Now()
@@ -462,15 +459,16 @@ func (s *Store) Stats() Stats {
 
 // Tokens returns the tokens this node sees in the bucket key at now,
 // negative in debt; a bucket it does not hold is full. For Strict buckets
-// it is the last state this node wrote or read.
+// it is the last state this node wrote or read. A bucket held under
+// another Spec is seen rescaled to spec, as its next Take will rescale it.
 func (s *Store) Tokens(key limiter.Key, spec limiter.Spec, now time.Time) float64 {
 	switch s.Mode(key.Kind) {
 	case Local:
 		return s.local.Tokens(key, spec, now)
 	case Strict:
-		if _, full, ok := s.strict.get(strictKey(key)); ok {
+		if _, v, ok := s.strict.get(strictKey(key)); ok {
 			now = s.serverTime(now)
-			b := bucketAt(spec, full, now)
+			b, _, _ := v.bucketUnder(spec, now)
 			return b.TokensAt(spec, now)
 		}
 		return float64(spec.Capacity())
@@ -479,6 +477,11 @@ func (s *Store) Tokens(key limiter.Key, spec limiter.Spec, now time.Time) float6
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if e := sh.m[key]; e != nil {
+		if e.spec != spec && !spec.Unlimited() {
+			// Held under another Spec: its next Take rescales it.
+			b := limiter.RescaleBucket(e.b, e.spec, spec, now)
+			return b.TokensAt(spec, now)
+		}
 		return e.b.TokensAt(spec, now)
 	}
 	return float64(spec.Capacity())

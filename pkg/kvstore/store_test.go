@@ -49,23 +49,42 @@ func newNode(t *testing.T, url string, cfg Config) *Store {
 	return s
 }
 
+// TestConfigInvalid: every invalid field is refused with a
+// *limiter.FieldError naming it, with its value, that unwraps to
+// ErrInvalidConfig (and not to the limiter's sentinel).
 func TestConfigInvalid(t *testing.T) {
 	ctx := context.Background()
-	_, err := New(ctx, Config{})
-	require.ErrorIs(t, err, ErrInvalidConfig)
-	require.Contains(t, err.Error(), "Conn")
 	srv := startServer(t, embedded.Config{})
 	nc := dial(t, srv.ClientURL())
-	for field, cfg := range map[string]Config{
-		"Bucket":       {Conn: nc, Bucket: "a.b"},
-		"SyncInterval": {Conn: nc, SyncInterval: -1},
-		"Replicas":     {Conn: nc, Replicas: 7},
-		"FailMode":     {Conn: nc, FailMode: 9},
-		"Modes":        {Conn: nc, Modes: map[limiter.Kind]Mode{limiter.KindBytes: 5}},
+	for _, tc := range []struct {
+		field string
+		value any
+		cfg   Config
+	}{
+		{"Conn", nil, Config{}},
+		{"Bucket", "a.b", Config{Conn: nc, Bucket: "a.b"}},
+		{"SyncInterval", time.Duration(-1), Config{Conn: nc, SyncInterval: -1}},
+		{"HeartbeatInterval", -time.Second, Config{Conn: nc, HeartbeatInterval: -time.Second}},
+		{"TTL", time.Duration(-1), Config{Conn: nc, TTL: -1}},
+		{"Timeout", time.Duration(-1), Config{Conn: nc, Timeout: -1}},
+		{"SweepInterval", time.Duration(-1), Config{Conn: nc, SweepInterval: -1}},
+		{"DeadAfter", -1, Config{Conn: nc, DeadAfter: -1}},
+		{"Replicas", 7, Config{Conn: nc, Replicas: 7}},
+		{"MaxRetries", -2, Config{Conn: nc, MaxRetries: -2}},
+		{"FailMode", 9, Config{Conn: nc, FailMode: 9}},
+		{"DefaultMode", 4, Config{Conn: nc, DefaultMode: 4}},
+		{"Storage", 3, Config{Conn: nc, Storage: 3}},
+		{`Modes["byte"]`, 5, Config{Conn: nc, Modes: map[limiter.Kind]Mode{limiter.KindBytes: 5}}},
 	} {
-		_, err := New(ctx, cfg)
-		require.ErrorIs(t, err, ErrInvalidConfig, field)
-		require.Contains(t, err.Error(), field)
+		_, err := New(ctx, tc.cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig, tc.field)
+		require.NotErrorIs(t, err, limiter.ErrInvalidLimits, tc.field)
+		var fe *limiter.FieldError
+		require.ErrorAs(t, err, &fe, tc.field)
+		require.Equal(t, tc.field, fe.Field)
+		require.Equal(t, tc.value, fe.Value, tc.field)
+		require.NotEmpty(t, fe.Reason, tc.field)
+		require.Contains(t, err.Error(), tc.field)
 	}
 }
 

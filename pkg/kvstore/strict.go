@@ -55,9 +55,14 @@ const maxRenewWaits = 8
 
 var errConflict = fmt.Errorf("%w: %w", limiter.ErrUnavailable, ErrConflict)
 
-// strictVersion is the first byte of a Strict entry. An entry of the
-// earlier form (marshalInt of the full time, no leases) is read too.
-const strictVersion = 1
+// strictVersion is the first byte of a Strict entry, which records the
+// Spec it was written under. Entries of the earlier forms (version 1, with
+// no Spec, and marshalInt of the full time, with no leases) are read too;
+// their bucket is taken to have the Spec of the node that reads it.
+const (
+	strictVersion   = 2
+	strictVersionV1 = 1
+)
 
 // maxLeases bounds the leases decoded from one entry.
 const maxLeases = 4096
@@ -72,12 +77,49 @@ type strictLease struct {
 
 // strictVal is a Strict bucket's entry.
 type strictVal struct {
-	full   int64 // UnixNano at which the bucket, leases included, is full
+	full   int64        // UnixNano at which the bucket, leases included, is full
+	spec   limiter.Spec // the Spec it was written under; zero when not recorded
 	leases []strictLease
+}
+
+// specOr returns the Spec the entry was written under, or spec for an
+// entry that records none.
+func (v *strictVal) specOr(spec limiter.Spec) limiter.Spec {
+	if v.spec.Unlimited() {
+		return spec
+	}
+	return v.spec
+}
+
+// bucketUnder returns the entry's bucket at now, shaped by spec, and its
+// leases in tokens of spec. An entry written under another Spec (before a
+// live limit change, or by a node still deciding under the previous one)
+// is rescaled, bucket and leases alike, to hold the same fraction of
+// spec's burst (limiter.RescaleBucket; a lease rounded up), and bucketUnder
+// reports that it was. The first write under a new Spec records it, and
+// the writes after it find it recorded: a change applied on every node
+// rescales the entry once. Each node converts its own lease once
+// (strictState.respec), so what it settles is in the entry's tokens.
+func (v *strictVal) bucketUnder(spec limiter.Spec, now time.Time) (limiter.Bucket, []strictLease, bool) {
+	es := v.specOr(spec)
+	b := bucketAt(es, v.full, now)
+	if es == spec {
+		return b, v.leases, false
+	}
+	f := scaleFactor(es, spec)
+	leases := make([]strictLease, len(v.leases))
+	for i, l := range v.leases {
+		l.n = int64(math.Ceil(float64(l.n) * f))
+		leases[i] = l
+	}
+	return limiter.RescaleBucket(b, es, spec, now), leases, true
 }
 
 func (v *strictVal) marshal() []byte {
 	b := binary.LittleEndian.AppendUint64([]byte{strictVersion}, uint64(v.full))
+	b = binary.LittleEndian.AppendUint64(b, uint64(v.spec.Limit))
+	b = binary.LittleEndian.AppendUint64(b, uint64(v.spec.Per))
+	b = binary.LittleEndian.AppendUint64(b, uint64(v.spec.Burst))
 	b = binary.AppendUvarint(b, uint64(len(v.leases)))
 	for _, l := range v.leases {
 		b = binary.AppendUvarint(b, uint64(len(l.node)))
@@ -95,11 +137,23 @@ func (v *strictVal) unmarshal(b []byte) bool {
 		v.full = full
 		return true
 	}
-	if len(b) < 9 || b[0] != strictVersion {
+	if len(b) < 9 || (b[0] != strictVersion && b[0] != strictVersionV1) {
 		return false
 	}
 	v.full = int64(binary.LittleEndian.Uint64(b[1:]))
+	version := b[0]
 	b = b[9:]
+	if version == strictVersion {
+		if len(b) < 24 {
+			return false
+		}
+		u := func(i int) int64 { return int64(binary.LittleEndian.Uint64(b[8*i:])) }
+		v.spec = limiter.Spec{Limit: u(0), Per: time.Duration(u(1)), Burst: u(2)}
+		if v.spec.Validate() != nil {
+			return false
+		}
+		b = b[24:]
+	}
 	cnt, k := binary.Uvarint(b)
 	if k <= 0 || cnt > maxLeases {
 		return false
@@ -157,6 +211,23 @@ type strictState struct {
 	owed     int64         // tokens consumed while NATS was down, not yet written
 }
 
+// respec converts this node's lease of st, counted in tokens of st.spec,
+// to tokens of spec, as the entry is rescaled (bucketUnder): the tokens
+// granted rounded down, those spent rounded up. A cached denial goes.
+// Requires st.mu held.
+func (st *strictState) respec(spec limiter.Spec) {
+	if st.spec == spec {
+		return
+	}
+	if f := scaleFactor(st.spec, spec); f != 1 {
+		st.granted = int64(math.Floor(float64(st.granted) * f))
+		st.used = int64(math.Ceil(float64(st.used) * f))
+		st.settle = int64(math.Ceil(float64(st.settle) * f))
+	}
+	st.spec = spec
+	st.wait, st.retry = 0, 0
+}
+
 // strictCache holds this node's Strict states, by KV key and by bucket key
 // (so that a decision builds no string).
 type strictCache struct {
@@ -211,17 +282,17 @@ func (c *strictCache) state(key limiter.Key, spec limiter.Spec) *strictState {
 	return st
 }
 
-// get returns the last known revision and full time of k.
-func (c *strictCache) get(k string) (rev uint64, full int64, ok bool) {
+// get returns the last known revision and entry of k.
+func (c *strictCache) get(k string) (rev uint64, val strictVal, ok bool) {
 	c.mu.Lock()
 	st := c.m[k]
 	c.mu.Unlock()
 	if st == nil {
-		return 0, 0, false
+		return 0, strictVal{}, false
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.rev, st.val.full, st.rev != 0
+	return st.rev, st.val, st.rev != 0
 }
 
 // snapshot returns the states, for the outage flush.
@@ -276,7 +347,7 @@ func (s *Store) strictTake(ctx context.Context, key limiter.Key, spec limiter.Sp
 	t := now.UnixNano()
 	for round := 0; ; round++ {
 		st.mu.Lock()
-		st.spec = spec
+		st.respec(spec)
 		if round == 0 {
 			st.asked += n
 		}
@@ -350,11 +421,10 @@ func (s *Store) renewLease(ctx context.Context, k string, st *strictState, spec 
 	var res limiter.Result
 	var grant int64
 	err := s.casStrict(ctx, k, st, func(v strictVal) (strictVal, bool) {
-		b := bucketAt(spec, v.full, srv)
-		var out strictVal
+		b, leases, changed := v.bucketUnder(spec, srv)
+		out := strictVal{spec: spec}
 		var others int64
-		changed := false
-		for _, l := range v.leases {
+		for _, l := range leases {
 			switch {
 			case l.node == s.nodeTok && l.inc == s.inc && l.exp >= ts:
 				b.DebitAt(spec, srv, float64(spent)) // what this node spent of it
@@ -450,10 +520,10 @@ func (s *Store) returnLease(ctx context.Context, k string, st *strictState, now 
 		close(ch)
 	}()
 	err := s.casStrict(ctx, k, st, func(v strictVal) (strictVal, bool) {
-		b := bucketAt(spec, v.full, srv)
-		out := strictVal{}
+		b, leases, _ := v.bucketUnder(spec, srv)
+		out := strictVal{spec: spec}
 		found := false
-		for _, l := range v.leases {
+		for _, l := range leases {
 			if l.node == s.nodeTok && l.inc == s.inc {
 				b.DebitAt(spec, srv, float64(min(spent, l.n)))
 				if l.exp < ts {
@@ -546,9 +616,9 @@ func (s *Store) strictRefund(ctx context.Context, key limiter.Key, spec limiter.
 	st.mu.Unlock()
 	srv := s.serverTime(now)
 	return s.casStrict(ctx, k, st, func(v strictVal) (strictVal, bool) {
-		b := bucketAt(spec, v.full, srv)
+		b, leases, _ := v.bucketUnder(spec, srv)
 		b.RefundAt(spec, srv, n)
-		v.full = b.FullAt(spec).UnixNano()
+		v.full, v.spec, v.leases = b.FullAt(spec).UnixNano(), spec, leases
 		return v, true
 	})
 }
@@ -656,9 +726,9 @@ func (s *Store) flushStrictDebt(ctx context.Context) {
 			continue
 		}
 		err := s.casStrict(ctx, k, st, func(v strictVal) (strictVal, bool) {
-			b := bucketAt(spec, v.full, now)
+			b, leases, _ := v.bucketUnder(spec, now)
 			b.DebitAt(spec, now, float64(owed))
-			v.full = b.FullAt(spec).UnixNano()
+			v.full, v.spec, v.leases = b.FullAt(spec).UnixNano(), spec, leases
 			return v, true
 		})
 		if err != nil {

@@ -133,7 +133,13 @@ func (s *Store) newEntry(sh *gshard, key limiter.Key, spec limiter.Spec, now tim
 		level := capacity
 		for node, pc := range p {
 			s.applyRemote(sh, e, node, &pc.c, now, pc.recv)
-			level = min(level, pc.c.level+rate(spec)*float64(now.UnixNano()-pc.c.at))
+			// A level written under another Spec counts as the same
+			// fraction of this one's burst.
+			l := pc.c.level + rate(pc.c.spec)*float64(now.UnixNano()-pc.c.at)
+			if pc.c.spec != spec {
+				l = limiter.RescaleLevel(l, pc.c.spec.Capacity(), spec.Capacity())
+			}
+			level = min(level, l)
 		}
 		if short := e.b.TokensAt(spec, now) - level; short > 0 {
 			e.b.DebitAt(spec, now, short)
@@ -160,7 +166,12 @@ func (s *Store) globalTake(key limiter.Key, spec limiter.Spec, now time.Time, n 
 		e = s.newEntry(sh, key, spec, now)
 	}
 	t := now.UnixNano()
-	e.spec = spec
+	if e.spec != spec {
+		// Held under another Spec (a live limit change this node has not
+		// rescaled it for, or another tier's): keep its level as a
+		// fraction of the burst.
+		s.rescaleEntry(sh, e, spec, now)
+	}
 	e.touched = t
 	e.demand += float64(n)
 	var r limiter.Result
@@ -719,7 +730,9 @@ func (s *Store) applyRemote(sh *gshard, e *gentry, nodeTok string, c *counter, n
 		// First sight of this incarnation: its cumulative total started
 		// at zero, so only the writer's own consumption not yet refilled
 		// (net of its refunds) says what it spent.
-		debit = c.unrefilled - rate(c.spec)*float64(now.UnixNano()-c.at)
+		// A counter written under another Spec (before or after a live
+		// limit change) spent the same fraction of this one's burst.
+		debit = (c.unrefilled - rate(c.spec)*float64(now.UnixNano()-c.at)) * scaleFactor(c.spec, spec)
 		if e.share == 1 && c.demand > 0 {
 			e.gen-- // another node spends too: renew at the next Take
 		}
@@ -728,8 +741,12 @@ func (s *Store) applyRemote(sh *gshard, e *gentry, nodeTok string, c *counter, n
 		r.demand, r.reserved, r.alone, r.at = c.demand, c.reserved, c.alone, recv
 	case c.cum > r.cum || c.refunded > r.refunded:
 		contest = c.demand > 2*r.demand || (r.until < recv && c.demand > 0)
-		debit = float64(c.cum - r.cum)
-		refund = max(c.refunded-r.refunded, 0)
+		// Growth published under another Spec (the writer or this node
+		// has applied a live limit change the other has not yet) counts
+		// as the same fraction of this one's burst.
+		f := scaleFactor(c.spec, spec)
+		debit = float64(c.cum-r.cum) * f
+		refund = int64(math.Floor(float64(max(c.refunded-r.refunded, 0)) * f))
 		r.cum, r.refunded = max(c.cum, r.cum), max(c.refunded, r.refunded)
 		r.demand, r.reserved, r.alone, r.at = c.demand, c.reserved, c.alone, recv
 	case c.cum == r.cum && recv > r.at:

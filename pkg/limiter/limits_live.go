@@ -3,6 +3,7 @@ package limiter
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -64,12 +65,94 @@ func newTieredLimits(base Limits, tiers map[string]Limits) (*liveLimits, error) 
 var ErrScopeChange = errors.New("limiter: the message scope cannot change at run time")
 
 // Rescaler is implemented by a Store that can rescale the buckets it holds
-// when their Spec changes. MemoryStore implements it.
+// when their Spec changes. MemoryStore and the cluster store (pkg/kvstore)
+// implement it.
 type Rescaler interface {
 	// Rescale rescales every bucket of kind (whatever its ID and scope)
 	// from old to new at now with RescaleBucket and returns how many it
-	// holds after the change.
+	// holds after the change. A Store that records the Spec of each
+	// bucket may leave those held under another Spec than old.
 	Rescale(kind Kind, old, new Spec, now time.Time) int
+}
+
+// KeyRescaler is implemented by a Store that can rescale one bucket when
+// its Spec changes. SetTierLimits uses it when the buckets of one kind
+// change differently by tier, so that Rescaler, which rescales every
+// bucket of a kind alike, cannot be used. MemoryStore implements it.
+type KeyRescaler interface {
+	// RescaleKey rescales the bucket key from old to new at now with
+	// RescaleBucket and reports whether the Store held it.
+	RescaleKey(key Key, old, new Spec, now time.Time) bool
+}
+
+// spec returns the Spec of the Store buckets of kind under lv.
+func (lv *liveLimits) spec(kind Kind) Spec {
+	switch kind {
+	case KindConnectionRate:
+		return lv.connSpec
+	case KindMessages:
+		return lv.msgSpec
+	}
+	return lv.byteSpec
+}
+
+// tierNames returns "" (the base limits) and the names of the tiers of a
+// and b, sorted.
+func tierNames(a, b *liveLimits) []string {
+	names := []string{""}
+	for name := range a.tiers {
+		names = append(names, name)
+	}
+	for name := range b.tiers {
+		if a.tiers[name] == nil {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names[1:])
+	return names
+}
+
+// rescaleStore rescales the Store's buckets from the limits of old to
+// those of nl at now (see SetTierLimits).
+func (l *Limiter) rescaleStore(old, nl *liveLimits, now time.Time) {
+	kinds := []Kind{KindConnectionRate}
+	if nl.limits.MessageScope == PerClient {
+		kinds = append(kinds, KindMessages, KindBytes)
+	}
+	groups := tierNames(old, nl)
+	for _, kind := range kinds {
+		o, n := old.spec(kind), nl.spec(kind)
+		uniform := true
+		for _, g := range groups[1:] {
+			if old.of(g).spec(kind) != o || nl.of(g).spec(kind) != n {
+				uniform = false
+				break
+			}
+		}
+		if uniform {
+			if r, ok := l.store.(Rescaler); ok && o != n {
+				r.Rescale(kind, o, n, now)
+			}
+			continue
+		}
+		// The tiers change differently and the Store's buckets of kind
+		// do not say whose tier shaped them: rescale those of the clients
+		// connected here, each once, with its tier's Specs.
+		kr, ok := l.store.(KeyRescaler)
+		if !ok {
+			continue
+		}
+		done := make(map[string]struct{})
+		l.reg.each(func(c *conn) {
+			if _, seen := done[c.client]; seen {
+				return
+			}
+			done[c.client] = struct{}{}
+			if o, n := old.of(c.tier).spec(kind), nl.of(c.tier).spec(kind); o != n {
+				kr.RescaleKey(Key{Kind: kind, ID: c.client}, o, n, now)
+			}
+		})
+	}
 }
 
 // SetLimits replaces the limits in force, for every decision from its
@@ -87,13 +170,25 @@ func (l *Limiter) SetLimits(lim Limits) error { return l.SetTierLimits(lim, nil)
 // RescaleBucket, so it holds the same fraction of the new burst as it held
 // of the old one and is never refilled by the change. That covers the
 // buckets of the open connections (PerConnection scope, each with its
-// tier's old and new limits) and, when the Store implements Rescaler
-// (MemoryStore does) and neither the old nor the new limits have tiers,
-// the connection-rate and PerClient buckets in the Store. Otherwise the
-// Store keeps the state it holds and applies the new Spec to it at the
-// next Take: a Bucket keeps the tokens it misses, so a larger burst adds
-// the difference and a smaller one may leave the bucket empty or in debt,
-// which refills at the new rate.
+// tier's old and new limits) and the connection-rate and PerClient buckets
+// in the Store:
+//
+//   - of a kind whose Spec changes alike in the base limits and every tier
+//     (always so without tiers), every bucket of the kind, when the Store
+//     implements Rescaler;
+//   - of a kind whose Spec changes differently by tier, the buckets of the
+//     clients with a connection open on this Limiter, each once, with its
+//     tier's old and new Spec, when the Store implements KeyRescaler (a
+//     client connected with two tiers is rescaled by one of them).
+//
+// MemoryStore and the cluster store (pkg/kvstore) implement both. Other
+// buckets (a disconnected client's, in the second case, or every bucket of
+// a Store implementing neither) keep the state they hold and get the new
+// Spec at their next Take: a Bucket keeps the tokens it misses, so a
+// larger burst adds the difference and a smaller one may leave the bucket
+// empty or in debt, which refills at the new rate. The cluster store
+// records the Spec of each bucket it holds and rescales such a bucket from
+// it at that Take instead.
 //
 // A new MaxConcurrentConnections applies to the next Connect; connections
 // open beyond a lowered cap stay open. A new MaxMessageSize applies to the
@@ -113,18 +208,7 @@ func (l *Limiter) SetTierLimits(base Limits, tiers map[string]Limits) error {
 	}
 	l.live.Store(nl)
 	now := l.now()
-	if r, ok := l.store.(Rescaler); ok && old.tiers == nil && nl.tiers == nil {
-		rescale := func(kind Kind, o, n Spec) {
-			if o != n {
-				r.Rescale(kind, o, n, now)
-			}
-		}
-		rescale(KindConnectionRate, old.connSpec, nl.connSpec)
-		if base.MessageScope == PerClient {
-			rescale(KindMessages, old.msgSpec, nl.msgSpec)
-			rescale(KindBytes, old.byteSpec, nl.byteSpec)
-		}
-	}
+	l.rescaleStore(old, nl, now)
 	if base.MessageScope == PerConnection {
 		l.reg.each(func(c *conn) {
 			o, n := old.of(c.tier), nl.of(c.tier)

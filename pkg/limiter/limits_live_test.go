@@ -156,6 +156,31 @@ func TestMemoryStoreRescale(t *testing.T) {
 	require.InDelta(t, 9.5, s.Tokens(Key{Kind: KindMessages, ID: "k7"}, old, t0), 1e-9)
 }
 
+// RescaleKey rescales one bucket, scoped or not, and leaves the others;
+// it drops a bucket that the change leaves full, and every bucket that
+// becomes unlimited; a bucket the store does not hold is reported so.
+func TestMemoryStoreRescaleKey(t *testing.T) {
+	t.Parallel()
+	s := NewMemoryStore(MemoryStoreConfig{SweepInterval: -1})
+	defer s.Close()
+	old, nw := PerMinute(10), PerMinute(20)
+	a, b := Key{Kind: KindMessages, ID: "a"}, Key{Kind: "room", Scope: "lobby", ID: "a"}
+	for _, k := range []Key{a, b} {
+		require.True(t, s.TakeAt(k, old, t0, 6).OK)
+	}
+	require.True(t, s.RescaleKey(b, old, nw, t0))
+	require.InDelta(t, 8, s.Tokens(b, nw, t0), 1e-9)
+	require.InDelta(t, 4, s.Tokens(a, old, t0), 1e-9, "another key untouched")
+	require.False(t, s.RescaleKey(Key{Kind: KindMessages, ID: "none"}, old, nw, t0))
+	require.True(t, s.RescaleKey(a, old, Spec{}, t0))
+	n, _ := s.Len()
+	require.Equal(t, 1, n, "unlimited drops the bucket")
+	// Refilled to full by the time of the change: dropped.
+	require.True(t, s.RescaleKey(b, nw, old, t0.Add(time.Minute)))
+	n, _ = s.Len()
+	require.Equal(t, 0, n)
+}
+
 // A connection whose metadata names a tier gets the tier's limits; an
 // unknown tier gets the base limits; a change keeps each tier's level.
 func TestTierLimits(t *testing.T) {
@@ -187,4 +212,66 @@ func TestTierLimits(t *testing.T) {
 	require.Equal(t, 6, count("pro"))
 	require.Equal(t, 0, count("free"))
 	require.ErrorIs(t, l.SetTierLimits(Limits{}, map[string]Limits{"pro": {MessageScope: PerClient}}), ErrScopeChange)
+}
+
+// When tiers change differently (base 10 → 20, pro 20 → 40), the
+// per-client buckets in the Store are told apart by their clients' tiers:
+// alice (base, 5 of 10 left) keeps half of 20, bob (pro, two connections,
+// 10 of 20 left) half of 40, rescaled once. Unscaled they would hold 15
+// and 30.
+func TestSetTierLimitsRescalesStoreBuckets(t *testing.T) {
+	t.Parallel()
+	base := Limits{MessagesPerMinute: 10, MessageScope: PerClient}
+	pro := Limits{MessagesPerMinute: 20, MessageScope: PerClient}
+	l, _ := newTestLimiter(t, base, nil)
+	require.NoError(t, l.SetTierLimits(base, map[string]Limits{"pro": pro}))
+	for id, client := range map[string]string{"a": "alice", "b1": "bob", "b2": "bob"} {
+		var meta map[string]string
+		if client == "bob" {
+			meta = map[string]string{MetaTier: "pro"}
+		}
+		d, err := l.Connect(ctx, id, client, meta)
+		require.NoError(t, err)
+		require.True(t, d.Allowed)
+	}
+	for range 5 {
+		require.True(t, l.CheckMessage(ctx, "a", 1).Allowed)
+	}
+	for range 10 {
+		require.True(t, l.CheckMessage(ctx, "b1", 1).Allowed)
+	}
+	base.MessagesPerMinute, pro.MessagesPerMinute = 20, 40
+	require.NoError(t, l.SetTierLimits(base, map[string]Limits{"pro": pro}))
+	for conn, left := range map[string]int{"a": 10, "b2": 20} {
+		for i := range left {
+			require.True(t, l.CheckMessage(ctx, conn, 1).Allowed, "%s: message %d of %d", conn, i+1, left)
+		}
+		require.False(t, l.CheckMessage(ctx, conn, 1).Allowed, "%s: the change refilled the bucket", conn)
+	}
+}
+
+// When the message spec changes alike in the base limits and every tier,
+// every message bucket in the Store is rescaled, a disconnected client's
+// too: alice, gone with 5 of 10 left, comes back to 10 of 20, not 15.
+func TestSetTierLimitsUniformRescalesEveryBucket(t *testing.T) {
+	t.Parallel()
+	base := Limits{ConnectionsPerMinute: 60, MessagesPerMinute: 10, MessageScope: PerClient}
+	pro := base
+	pro.ConnectionsPerMinute = 120
+	l, _ := newTestLimiter(t, base, nil)
+	require.NoError(t, l.SetTierLimits(base, map[string]Limits{"pro": pro}))
+	_, err := l.Connect(ctx, "a", "alice", nil)
+	require.NoError(t, err)
+	for range 5 {
+		require.True(t, l.CheckMessage(ctx, "a", 1).Allowed)
+	}
+	require.NoError(t, l.UnregisterConnection(ctx, "a"))
+	base.MessagesPerMinute, pro.MessagesPerMinute = 20, 20
+	require.NoError(t, l.SetTierLimits(base, map[string]Limits{"pro": pro}))
+	_, err = l.Connect(ctx, "a2", "alice", nil)
+	require.NoError(t, err)
+	for i := range 10 {
+		require.True(t, l.CheckMessage(ctx, "a2", 1).Allowed, "message %d of 10", i+1)
+	}
+	require.False(t, l.CheckMessage(ctx, "a2", 1).Allowed, "the change refilled the bucket")
 }

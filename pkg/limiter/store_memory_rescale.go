@@ -50,3 +50,30 @@ func restHasKind(rest string, scoped bool, kind Kind) bool {
 	n, m := binary.Uvarint([]byte(rest))
 	return m > 0 && n == uint64(len(kind)) && len(rest) >= m+len(kind) && rest[m:m+len(kind)] == string(kind)
 }
+
+// RescaleKey implements KeyRescaler: the bucket key, if the store holds
+// it, is rescaled from old to new at now with RescaleBucket, and dropped
+// if that leaves it full. It reports whether the store held it. Called
+// twice it rescales twice: the store does not record a bucket's Spec.
+func (s *MemoryStore) RescaleKey(key Key, old, new Spec, now time.Time) bool {
+	if old == new || old.Unlimited() {
+		return false
+	}
+	sh, h := s.hash(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, found := sh.t.find(h, key)
+	if !found {
+		return false
+	}
+	if new.Unlimited() {
+		sh.t.remove(i)
+		return true
+	}
+	e := &sh.t.slots[i]
+	e.b = RescaleBucket(e.b, old, new, now)
+	if e.fullAt = e.b.fullAt(new.shape()); e.fullAt <= now.UnixNano() {
+		sh.t.remove(i)
+	}
+	return true
+}
