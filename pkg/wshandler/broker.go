@@ -161,16 +161,16 @@ var _ Flusher = (*NATSBroker)(nil)
 // NewNATSBroker returns a NATSBroker for cfg.
 func NewNATSBroker(cfg NATSBrokerConfig) (*NATSBroker, error) {
 	if cfg.Conn == nil {
-		return nil, &FieldError{Field: "Conn", Value: nil, Reason: "is required"}
+		return nil, invalid("Conn", nil, "is required")
 	}
 	if cfg.NodeID == "" {
-		return nil, &FieldError{Field: "NodeID", Value: `""`, Reason: "is required"}
+		return nil, invalid("NodeID", nil, "is required")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultSubjectPrefix
 	}
 	if cfg.SubscribeTimeout < 0 {
-		return nil, &FieldError{Field: "SubscribeTimeout", Value: cfg.SubscribeTimeout, Reason: "must not be negative"}
+		return nil, invalid("SubscribeTimeout", cfg.SubscribeTimeout, "must not be negative")
 	}
 	if cfg.SubscribeTimeout == 0 {
 		cfg.SubscribeTimeout = 5 * time.Second

@@ -499,7 +499,7 @@ func (c *Conn) handle(mt int, data []byte) {
 // error frame (for room and the frame's id ref, if any) and its connection
 // is closed.
 func (c *Conn) gate(room, ref string) bool {
-	g := c.h.cfg.Gate
+	g := c.h.gate
 	if g == nil {
 		return true
 	}

@@ -12,6 +12,15 @@
 //     Config.OnClose and the Conn they receive, which it can Send to and
 //     Close.
 //
+// # Wiring
+//
+// The Handler takes the ban gate and the violation sink from its
+// Config.Limiter (limiter.Config.Gate and limiter.Config.Sink): they are
+// set once, there. The Limiter's Gate is consulted on every message too,
+// and the handler's own violations (rooms, classes, protocol) reach the
+// Limiter's Sink through Limiter.Report, counted in its Statistics like
+// its own.
+//
 // # Identity and admission
 //
 // Config.KeyFunc names the client of a request; the default is the peer IP,

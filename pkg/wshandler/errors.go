@@ -2,12 +2,14 @@ package wshandler
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 var (
-	// ErrInvalidConfig is wrapped by every error New returns for a bad
-	// Config.
+	// ErrInvalidConfig is wrapped by every error New and NewNATSBroker
+	// return for a bad Config: a *limiter.FieldError naming the field,
+	// whose Err it is.
 	ErrInvalidConfig = errors.New("wshandler: invalid config")
 
 	// ErrClosed is returned by Conn.Send on a connection that is closing or
@@ -23,18 +25,8 @@ var (
 	ErrNoIdentity = errors.New("wshandler: no client identity")
 )
 
-// FieldError reports an invalid Config value. It names the field and unwraps
-// to ErrInvalidConfig.
-type FieldError struct {
-	Field  string // the field's name, for example "SendQueueSize"
-	Value  any    // the rejected value
-	Reason string // why it is rejected
+// invalid returns the error of an invalid Config field: the module's
+// limiter.FieldError, unwrapping to ErrInvalidConfig.
+func invalid(field string, value any, reason string) error {
+	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
 }
-
-// Error implements error.
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("wshandler: invalid %s %v: %s", e.Field, e.Value, e.Reason)
-}
-
-// Unwrap returns ErrInvalidConfig.
-func (e *FieldError) Unwrap() error { return ErrInvalidConfig }

@@ -22,6 +22,7 @@ import (
 type Handler struct {
 	cfg    Config
 	lim    *limiter.Limiter
+	gate   limiter.Gate // lim's, consulted on every message
 	ownLim bool
 	up     *websocket.Upgrader
 
@@ -40,7 +41,6 @@ type Handler struct {
 	overflows     atomic.Int64
 	denials       atomic.Int64
 	rejected      atomic.Int64
-	sinkPanics    atomic.Int64
 	publishErrors atomic.Int64
 	remoteDropped atomic.Int64
 	shutdownMu    sync.Mutex
@@ -67,6 +67,7 @@ func New(cfg Config) (*Handler, error) {
 		}
 		h.ownLim = true
 	}
+	h.gate = h.lim.Gate()
 	if h.up == nil {
 		// Buffers for writes come from a pool shared by every connection
 		// and go back after each message, so an idle connection holds no
@@ -295,20 +296,10 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// violate counts a violation of the handler's own layers in the Limiter's
-// statistics and reports it to the configured sink.
-func (h *Handler) violate(v limiter.Violation) {
-	h.lim.CountDenial(v.Reason)
-	if h.cfg.Sink == nil {
-		return
-	}
-	defer func() {
-		if recover() != nil {
-			h.sinkPanics.Add(1)
-		}
-	}()
-	h.cfg.Sink.HandleViolation(v)
-}
+// violate reports a violation of the handler's own layers through the
+// Limiter (Limiter.Report): counted in its Statistics.Denied and delivered
+// to its Sink, a panic there counted in its Statistics.ViolationPanics.
+func (h *Handler) violate(v limiter.Violation) { h.lim.Report(v) }
 
 // Stats are a Handler's counters.
 type Stats struct {
