@@ -25,12 +25,25 @@ const MetaUser = "user"
 // layer.
 const CodeClassRateExceeded ErrorCode = "class_rate_exceeded"
 
+// serverType reports whether typ is the type of a frame only the server
+// makes (joined, left, error). A client frame of such a type is never a
+// class, whatever the policy names its classes: it is refused as
+// unknown_type, so that no client makes its members receive what looks
+// like a server's frame, or picks the class of one.
+func serverType(typ FrameType) bool {
+	switch typ {
+	case TypeJoined, TypeLeft, TypeError:
+		return true
+	}
+	return false
+}
+
 // policyClass returns the table in force and the class of a frame of type
 // typ: a message frame's class is "message" (or the default class), any
 // other type's is the class of exactly that name. It reports NoClass when
 // no policy is set or the type names no class.
 func (h *Handler) policyClass(typ FrameType) (*policy.Table, policy.ClassID) {
-	if h.cfg.Policy == nil {
+	if h.cfg.Policy == nil || serverType(typ) {
 		return nil, policy.NoClass
 	}
 	t := h.cfg.Policy.Current().Table
@@ -41,30 +54,37 @@ func (h *Handler) policyClass(typ FrameType) (*policy.Table, policy.ClassID) {
 	return t, id
 }
 
-// takeClass takes the cost of a frame of class id to room r from the class
-// buckets. On a denial it has taken nothing and returns the error frame.
-func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, r *room, e errorInfo, now time.Time) (errorInfo, bool) {
+// takeClass takes the cost of a message of class id to room (empty outside
+// a room: the room layer does not apply) from the class buckets. On a
+// denial it has taken nothing and returns the error frame e completed.
+func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, room string, e errorInfo, now time.Time) (errorInfo, bool) {
 	h := c.h
 	res := t.Tier(c.meta[limiter.MetaTier])
-	if res.Class(id) == nil {
+	cl := res.Class(id)
+	if cl == nil {
 		return e, true
 	}
-	sub := policy.Subject{Connection: c.id, User: c.meta[MetaUser], Address: c.client, Room: r.name}
+	var rule *policy.RoomRule
+	if room != "" {
+		rule = t.Room(room)
+	}
+	sub := policy.Subject{Connection: c.id, User: c.meta[MetaUser], Address: c.client, Room: room}
 	ch := policy.Checker{Shared: h.lim.Store()}
-	d, ok, err := ch.Take(c.ctx(), res, t.Room(r.name), id, sub, now)
+	d, ok, err := ch.Take(c.ctx(), res, rule, id, sub, now)
 	if ok {
 		return e, true
 	}
 	if err != nil {
 		e.code = ErrorCode(limiter.ReasonStoreUnavailable)
 		h.violate(limiter.Violation{Type: limiter.ViolationStoreUnavailable, Reason: limiter.ReasonStoreUnavailable,
-			Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Metadata: c.meta})
+			Time: now, ClientID: c.client, ConnectionID: c.id, Room: room, Metadata: c.meta})
 		return e, false
 	}
 	e.code, e.retry, e.limit = CodeClassRateExceeded, d.RetryAfter, d.Limit
 	e.class, e.layer = d.Class, d.Layer.String()
 	h.violate(limiter.Violation{Type: limiter.ViolationClassRate, Reason: limiter.ReasonClassRateExceeded,
-		Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Limit: d.Limit,
-		Remaining: d.Remaining, RetryAfter: d.RetryAfter, Metadata: c.meta})
+		Time: now, ClientID: c.client, ConnectionID: c.id, Room: room, Limit: d.Limit,
+		Current: max(d.Limit-d.Remaining, 0) + cl.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter,
+		Metadata: c.meta, Class: e.class, Layer: e.layer})
 	return e, false
 }

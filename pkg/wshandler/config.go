@@ -74,6 +74,18 @@ type Config struct {
 	// the connection's goroutine, and replaces the built-in room protocol.
 	// data is valid only until OnMessage returns.
 	OnMessage func(c *Conn, messageType int, data []byte)
+	// Classify, if set with OnMessage and Policy, names the class of a
+	// message that passed the Limiter's checks, before OnMessage sees it.
+	// The class's cost is taken from its buckets per connection, user and
+	// address (not room: OnMessage has no rooms), as for the room
+	// protocol's classes; a denied message gets an error frame naming the
+	// class and the layer (class_rate_exceeded), is reported as a
+	// class_rate violation, consumes nothing and never reaches OnMessage.
+	// A name the policy does not define (including "") counts as its
+	// default class, or, without one, takes no class tokens. data is
+	// valid only until Classify returns; it runs on the connection's
+	// goroutine and must be quick.
+	Classify func(c *Conn, messageType int, data []byte) string
 	// OnClose, if set, is called once the connection has ended and left its
 	// rooms, with the error that ended it (a *websocket.CloseError when the
 	// client closed).
@@ -141,7 +153,10 @@ type Config struct {
 	// protocol (a *policy.Watcher satisfies it): a message frame, or a
 	// frame whose type names a class of the policy, takes its class's cost
 	// from the class buckets per connection, user, address and room (see
-	// docs/POLICY.md), in the Limiter's Store. Nil charges no classes.
+	// docs/POLICY.md), in the Limiter's Store. A frame of a type only the
+	// server sends (joined, left, error) is never a class: it is refused
+	// as unknown_type. With OnMessage, Classify names the classes. Nil
+	// charges no classes.
 	Policy PolicySource
 
 	// NodeID prefixes the IDs of this node's connections. Empty means a

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // outFrame is one queued message. data is never modified once queued, so
@@ -63,6 +64,8 @@ type Conn struct {
 	spare []outFrame // guarded by wmu: the last batch's array, for reuse
 
 	// Owned by the read goroutine.
+	limit    int64           // the read limit in force (readLimit); 0 means none
+	pv       *policy.Version // the policy version limit was taken from
 	denials  limiter.Bucket
 	controls limiter.Bucket // pings and pongs from the client
 	rooms    map[string]membership
@@ -341,8 +344,8 @@ func (c *Conn) flushAfterRead() {
 // serve runs the connection on the calling goroutine until it ends.
 func (c *Conn) serve() {
 	h := c.h
-	if max := h.lim.Limits().MaxMessageSize; max > 0 {
-		c.ws.SetReadLimit(max)
+	if c.limit > 0 {
+		c.ws.SetReadLimit(c.limit)
 	}
 	pi := h.cfg.PingInterval
 	if pi > 0 {
@@ -386,6 +389,7 @@ func (c *Conn) serve() {
 // close handshake ends. It returns the error that ended it.
 func (c *Conn) readLoop() error {
 	for {
+		c.followPolicy()
 		mt, r, err := c.ws.NextReader()
 		if err == nil {
 			c.rbuf.Reset()
@@ -413,6 +417,27 @@ func (c *Conn) readLoop() error {
 	}
 }
 
+// followPolicy sets the read limit again when the policy version has
+// changed since it was set, so that a new max_message_size applies from
+// the connection's next message. It costs one atomic load when nothing
+// changed.
+func (c *Conn) followPolicy() {
+	p := c.h.cfg.Policy
+	if p == nil {
+		return
+	}
+	v := p.Current()
+	if v == c.pv {
+		return
+	}
+	c.pv = v
+	c.limit = c.h.readLimit(c.id, c.meta, v)
+	if c.sc != nil {
+		c.sc.scan.limit = c.limit
+	}
+	c.ws.SetReadLimit(c.limit) // 0 means none to gorilla too
+}
+
 // refuseOversized reports a message over MaxMessageSize, which gorilla
 // has refused from its header with a 1009 close frame, and then drains the
 // connection: it reads and discards what the client still sends, until
@@ -428,7 +453,7 @@ func (c *Conn) refuseOversized() {
 	now := h.cfg.Now()
 	c.Close(websocket.CloseMessageTooBig, "") // no more sends; the frame is out already
 	c.drain()
-	max := h.lim.Limits().MaxMessageSize
+	max := c.limit
 	size := c.sc.scan.oversize
 	if size == 0 {
 		size = max + 1 // not seen by the scanner: a length that overflowed
@@ -491,6 +516,16 @@ func (c *Conn) handle(mt int, data []byte) {
 	if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
 		c.deny(errorFromDecision(d))
 		return
+	}
+	if h.cfg.Classify != nil && h.cfg.Policy != nil {
+		t := h.cfg.Policy.Current().Table
+		if id := t.Class(h.cfg.Classify(c, mt, data)); id != policy.NoClass {
+			if e, ok := c.takeClass(t, id, "", errorInfo{}, h.cfg.Now()); !ok {
+				h.lim.RefundMessage(h.ctx, c.id, len(data))
+				c.deny(e)
+				return
+			}
+		}
 	}
 	h.cfg.OnMessage(c, mt, data)
 }

@@ -21,8 +21,17 @@ var (
 	ErrQueueFull = errors.New("wshandler: send queue full")
 
 	// ErrNoIdentity is returned by a KeyFunc that cannot name the client of
-	// a request.
+	// a request. The Handler refuses the request with HTTP 400.
 	ErrNoIdentity = errors.New("wshandler: no client identity")
+
+	// ErrUnauthenticated is wrapped by a KeyFunc's error when the request
+	// lacks valid credentials (a missing, expired or badly signed token).
+	// The Handler refuses such a request with HTTP 401 and a
+	// "WWW-Authenticate: Bearer" challenge, or, with
+	// Config.RejectWithClose, an upgrade, an unauthenticated error frame
+	// and a 1008 close with the reason "unauthenticated". The error's text
+	// is not sent to the client.
+	ErrUnauthenticated = errors.New("wshandler: unauthenticated")
 )
 
 // invalid returns the error of an invalid Config field: the module's

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // Handler is the WebSocket endpoint: an http.Handler that admits, upgrades
@@ -81,12 +82,6 @@ func New(cfg Config) (*Handler, error) {
 // Limiter returns the Limiter the Handler applies.
 func (h *Handler) Limiter() *limiter.Limiter { return h.lim }
 
-// rejectBody is the JSON body of a refused upgrade.
-func rejectBody(d limiter.Decision) []byte {
-	e := errorFromDecision(d)
-	return append(appendErrorFrame(nil, e), '\n')
-}
-
 // ServeHTTP admits and upgrades one WebSocket connection, then returns: the
 // connection is served on a goroutine of its own until it ends, and
 // Shutdown waits for it. Returning frees what net/http holds for the
@@ -109,6 +104,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = checkClientID(client)
 	}
 	if err != nil {
+		if errors.Is(err, ErrUnauthenticated) {
+			h.rejected.Add(1)
+			h.refuse(w, r, http.StatusUnauthorized, errorInfo{code: CodeUnauthenticated})
+			return
+		}
 		http.Error(w, "cannot identify client", http.StatusBadRequest)
 		return
 	}
@@ -127,7 +127,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, d)
 		return
 	}
-	sw := &scanWriter{ResponseWriter: w, limit: h.lim.Limits().MaxMessageSize}
+	var pv *policy.Version
+	if h.cfg.Policy != nil {
+		pv = h.cfg.Policy.Current()
+	}
+	limit := h.readLimit(id, meta, pv)
+	sw := &scanWriter{ResponseWriter: w, limit: limit}
 	ws, err := h.up.Upgrade(sw, r, nil)
 	if err != nil {
 		// The upgrader has answered the request.
@@ -136,7 +141,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &Conn{
 		h: h, ws: ws, sc: sw.conn, id: id, client: client, meta: meta,
-		idJSON:  appendJSONString(nil, id),
+		idJSON: appendJSONString(nil, id),
+		limit:  limit, pv: pv,
 		closing: make(chan struct{}),
 		dead:    make(chan struct{}),
 		rooms:   make(map[string]membership),
@@ -152,25 +158,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.serve()
 }
 
-// reject answers a refused connection: 403 for a ban, 503 when the store is
-// unavailable, 429 with Retry-After otherwise; or, with RejectWithClose, an
-// upgrade, the error frame (with retry_after_ms, which a close reason has no
-// room for) and a 1008 close carrying the reason.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d limiter.Decision) {
-	if h.cfg.RejectWithClose {
-		ws, err := h.up.Upgrade(w, r, nil)
-		if err != nil {
-			return
+// readLimit returns the read limit of connection id: the max_message_size
+// of its tier (meta's limiter.MetaTier) in the policy version pv when that
+// sets one, else the MaxMessageSize the Limiter applies to it (its tier's,
+// when the Limiter has tiers). Zero means none.
+func (h *Handler) readLimit(id string, meta map[string]string, pv *policy.Version) int64 {
+	if pv != nil && pv.Table != nil {
+		if m := pv.Table.Tier(meta[limiter.MetaTier]).Limits.MaxMessageSize; m > 0 {
+			return m
 		}
-		deadline := time.Now().Add(h.cfg.WriteTimeout)
-		_ = ws.SetWriteDeadline(deadline)
-		_ = ws.WriteMessage(websocket.TextMessage, rejectBody(d))
-		_ = ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.ClosePolicyViolation, string(d.Reason)),
-			deadline)
-		_ = ws.Close()
-		return
 	}
+	if l, ok := h.lim.ConnectionLimits(id); ok {
+		return l.MaxMessageSize
+	}
+	return h.lim.Limits().MaxMessageSize
+}
+
+// reject answers a connection refused by the Limiter: 403 for a ban, 503
+// when the store is unavailable, 429 with Retry-After otherwise (see
+// refuse).
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d limiter.Decision) {
 	status := http.StatusTooManyRequests
 	switch d.Reason {
 	case limiter.ReasonBanned:
@@ -178,14 +185,40 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d limiter.Decis
 	case limiter.ReasonStoreUnavailable:
 		status = http.StatusServiceUnavailable
 	}
+	h.refuse(w, r, status, errorFromDecision(d))
+}
+
+// refuse answers a refused request with status and the JSON error frame of
+// e as the body (with Retry-After when e has a wait); or, with
+// RejectWithClose, an upgrade, the error frame (with retry_after_ms, which
+// a close reason has no room for) and a 1008 close carrying the code.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, e errorInfo) {
+	body := append(appendErrorFrame(nil, e), '\n')
+	if h.cfg.RejectWithClose {
+		ws, err := h.up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		deadline := time.Now().Add(h.cfg.WriteTimeout)
+		_ = ws.SetWriteDeadline(deadline)
+		_ = ws.WriteMessage(websocket.TextMessage, body)
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.ClosePolicyViolation, string(e.code)),
+			deadline)
+		_ = ws.Close()
+		return
+	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Cache-Control", "no-store")
-	if s := retrySeconds(d.RetryAfter); s > 0 {
+	if s := retrySeconds(e.retry); s > 0 {
 		hdr.Set("Retry-After", strconv.FormatInt(s, 10))
 	}
+	if status == http.StatusUnauthorized {
+		hdr.Set("WWW-Authenticate", "Bearer")
+	}
 	w.WriteHeader(status)
-	_, _ = w.Write(rejectBody(d))
+	_, _ = w.Write(body)
 }
 
 // retrySeconds rounds d up to whole seconds; 0 when d is unknown or Never.

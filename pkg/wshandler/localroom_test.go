@@ -40,7 +40,7 @@ func (b *NATSBroker) isLocal(room string) bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	p := b.rooms[room]
-	return p != nil && p.local.Load()
+	return p != nil && p.local.Load() && p.epoch.Load() == b.epoch.Load()
 }
 
 // TestLocalRoomPublishesNothing: a room with members on one node only

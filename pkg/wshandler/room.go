@@ -308,7 +308,7 @@ func (c *Conn) roomMessage(r *room, size int, ref string, t *policy.Table, id po
 	}
 	// 6. The message's class, per connection, user, address and room.
 	if id != policy.NoClass {
-		if ce, ok := c.takeClass(t, id, r, e, now); !ok {
+		if ce, ok := c.takeClass(t, id, r.name, e, now); !ok {
 			if !r.total.Unlimited() {
 				_ = store.Refund(c.ctx(), limiter.Key{Kind: KindRoom, Scope: r.name}, r.total, now, 1)
 			}
