@@ -31,6 +31,14 @@ type Conn struct {
 	id     string
 	client string
 	meta   map[string]string
+	user   string // meta[MetaUser]
+
+	// The policy's classes, owned by the read goroutine; next to the
+	// fields above, which a message reads anyway.
+	resTab  *policy.Table    // the table res was resolved in
+	res     *policy.Resolved // the class limits of the connection's tier in resTab
+	classes connBuckets      // the per-connection class buckets
+
 	idJSON []byte
 
 	closing   chan struct{} // closed when a close is requested
@@ -513,21 +521,33 @@ func (c *Conn) handle(mt int, data []byte) {
 	if !c.gate("", "") {
 		return
 	}
-	if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
-		c.deny(errorFromDecision(d))
+	if e, ok := c.checkMessage(mt, data); !ok {
+		c.deny(e)
 		return
 	}
-	if h.cfg.Classify != nil && h.cfg.Policy != nil {
-		t := h.cfg.Policy.Current().Table
-		if id := t.Class(h.cfg.Classify(c, mt, data)); id != policy.NoClass {
-			if e, ok := c.takeClass(t, id, "", errorInfo{}, h.cfg.Now()); !ok {
-				h.lim.RefundMessage(h.ctx, c.id, len(data))
-				c.deny(e)
-				return
-			}
+	h.cfg.OnMessage(c, mt, data)
+}
+
+// checkMessage runs a message for OnMessage through the Limiter's checks
+// and, with Classify and a Policy, its class's buckets. On a denial nothing
+// stays taken and it returns the error frame. It allocates nothing
+// (BenchmarkMessagePath) unless Classify or a Store does.
+func (c *Conn) checkMessage(mt int, data []byte) (errorInfo, bool) {
+	h := c.h
+	if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
+		return errorFromDecision(d), false
+	}
+	if h.cfg.Classify == nil || h.cfg.Policy == nil {
+		return errorInfo{}, true
+	}
+	t := h.cfg.Policy.Current().Table
+	if id := t.Class(h.cfg.Classify(c, mt, data)); id != policy.NoClass {
+		if e, ok := c.takeClass(t, id, "", errorInfo{}, h.cfg.Now()); !ok {
+			h.lim.RefundMessage(h.ctx, c.id, len(data))
+			return e, false
 		}
 	}
-	h.cfg.OnMessage(c, mt, data)
+	return errorInfo{}, true
 }
 
 // gate reports whether the client may still send; a banned client gets an

@@ -140,7 +140,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &Conn{
-		h: h, ws: ws, sc: sw.conn, id: id, client: client, meta: meta,
+		h: h, ws: ws, sc: sw.conn, id: id, client: client, meta: meta, user: meta[MetaUser],
 		idJSON: appendJSONString(nil, id),
 		limit:  limit, pv: pv,
 		closing: make(chan struct{}),
