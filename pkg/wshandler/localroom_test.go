@@ -288,6 +288,9 @@ func TestLocalRoomHelloAfterReconnect(t *testing.T) {
 
 	s.Stop()
 	waitFor(t, ioTimeout, "the outage to be noticed", func() bool { return !nc.IsConnected() })
+	// The watcher has seen the disconnection: the local rooms publish
+	// again (into the client's reconnect buffer), checked without a lock.
+	waitFor(t, ioTimeout, "the rooms to stop being local", func() bool { return !b.isLocal("silent") && !b.isLocal("talking") })
 	if err := s.Restart(); err != nil {
 		t.Fatal(err)
 	}
