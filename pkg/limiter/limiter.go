@@ -280,8 +280,23 @@ func (l *Limiter) UnregisterConnection(ctx context.Context, connID string) error
 // CheckMessage decides whether connection connID may send a message of
 // size bytes, checking in order: the connection is known, the size, the
 // message rate, the bandwidth. An allowed message is counted; a denied one
-// consumes nothing. It allocates nothing.
+// consumes nothing. It allocates nothing. It is CheckMessageAt at the
+// Limiter's clock's now.
 func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Decision {
+	return l.CheckMessageAt(ctx, connID, size, l.now())
+}
+
+// Now returns the current time of the Limiter's clock (Config.Now), for a
+// layer above the Limiter that decides at the same time as the Limiter's
+// own checks.
+func (l *Limiter) Now() time.Time { return l.now() }
+
+// CheckMessageAt is CheckMessage at now, for a caller that has read the
+// clock already and checks further layers of the same message at the same
+// time (the WebSocket handler's rooms and classes): one clock read for
+// them all. now should come from the Limiter's clock (Now): a time behind
+// the buckets' last one takes from them as if at their last time.
+func (l *Limiter) CheckMessageAt(ctx context.Context, connID string, size int, now time.Time) Decision {
 	if l.closed.Load() {
 		l.count(ReasonStoreUnavailable)
 		return Decision{Reason: ReasonStoreUnavailable}
@@ -292,7 +307,6 @@ func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Dec
 		return Decision{Reason: ReasonConnectionNotFound}
 	}
 	n := int64(size)
-	now := l.now()
 	lv := l.live.Load().of(c.tier)
 	if max := lv.limits.MaxMessageSize; max > 0 && n > max {
 		l.violate(Violation{Type: ViolationMessageSize, Reason: ReasonMessageTooLarge, Time: now, ClientID: c.client,

@@ -561,3 +561,31 @@ func TestCheckMessageAfterClose(t *testing.T) {
 	require.Equal(t, ReasonStoreUnavailable, l.CheckConnection(ctx, "kim").Reason)
 	require.ErrorIs(t, l.RegisterConnection(ctx, "c2", "kim", nil), ErrClosed)
 }
+
+// CheckMessageAt decides at the time it is given, not the Limiter's clock,
+// which Now reads.
+func TestCheckMessageAt(t *testing.T) {
+	t.Parallel()
+	l, clk := newTestLimiter(t, Limits{MessagesPerMinute: 1}, nil)
+	require.Equal(t, clk.Now(), l.Now())
+	_, err := l.Connect(ctx, "c1", "ivy", nil)
+	require.NoError(t, err)
+	t0 := clk.Now()
+	steps := []struct {
+		at        time.Duration
+		wantOK    bool
+		wantRetry time.Duration
+	}{
+		{0, true, 0},
+		{0, false, time.Minute},
+		{30 * time.Second, false, 30 * time.Second},
+		{time.Minute, true, 0},
+		{30 * time.Second, false, time.Minute}, // behind the bucket's last time: nothing refills
+	}
+	for i, s := range steps {
+		d := l.CheckMessageAt(ctx, "c1", 1, t0.Add(s.at))
+		require.Equal(t, s.wantOK, d.Allowed, "step %d", i)
+		require.Equal(t, s.wantRetry, d.RetryAfter, "step %d", i)
+	}
+	require.Equal(t, t0, clk.Now(), "the clock was not read forward")
+}

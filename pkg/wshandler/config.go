@@ -162,7 +162,10 @@ type Config struct {
 	// NodeID prefixes the IDs of this node's connections. Empty means a
 	// random ID.
 	NodeID string
-	// Now returns the current time. Nil means time.Now.
+	// Now returns the current time. Nil means the Limiter's clock
+	// (Limiter.Now). The message checks the handler asks of the Limiter
+	// are made at this time (Limiter.CheckMessageAt), so that one clock
+	// read serves a message's every layer.
 	Now func() time.Time
 }
 
@@ -312,9 +315,6 @@ func (c Config) withDefaults() (Config, error) {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
 		c.NodeID = hex.EncodeToString(b[:])
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 	return c, nil
 }

@@ -534,7 +534,8 @@ func (c *Conn) handle(mt int, data []byte) {
 // (BenchmarkMessagePath) unless Classify or a Store does.
 func (c *Conn) checkMessage(mt int, data []byte) (errorInfo, bool) {
 	h := c.h
-	if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
+	now := h.cfg.Now()
+	if d := h.lim.CheckMessageAt(h.ctx, c.id, len(data), now); !d.Allowed {
 		return errorFromDecision(d), false
 	}
 	if h.cfg.Classify == nil || h.cfg.Policy == nil {
@@ -542,7 +543,7 @@ func (c *Conn) checkMessage(mt int, data []byte) (errorInfo, bool) {
 	}
 	t := h.cfg.Policy.Current().Table
 	if id := t.Class(h.cfg.Classify(c, mt, data)); id != policy.NoClass {
-		if e, ok := c.takeClass(t, id, "", errorInfo{}, h.cfg.Now()); !ok {
+		if e, ok := c.takeClass(t, id, "", errorInfo{}, now); !ok {
 			h.lim.RefundMessage(h.ctx, c.id, len(data))
 			return e, false
 		}

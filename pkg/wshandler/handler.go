@@ -69,6 +69,9 @@ func New(cfg Config) (*Handler, error) {
 		h.ownLim = true
 	}
 	h.gate = h.lim.Gate()
+	if h.cfg.Now == nil {
+		h.cfg.Now = h.lim.Now
+	}
 	if h.up == nil {
 		// Buffers for writes come from a pool shared by every connection
 		// and go back after each message, so an idle connection holds no
