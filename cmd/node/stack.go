@@ -117,8 +117,6 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		Limiter:         s.lim,
 		TrustedProxies:  cfg.TrustedProxies,
 		IPv6PrefixLen:   cfg.IPv6PrefixLen,
-		Gate:            s.bans,
-		Sink:            sink,
 		RejectWithClose: cfg.RejectWithClose,
 		MaxDenials:      cfg.MaxDenials,
 		RoomSlots:       s.roomStore,

@@ -53,8 +53,8 @@ func (t Type) IsViolation() bool { return t != TypeBan && t != TypeUnban }
 // Event is one event, in the JSON form every subscriber reads. It never
 // carries a message body.
 //
-// Every field below is always present in the JSON except "until", which is
-// present only when it is set. "retry_after_ms" is -1 when no wait can
+// Every field below is always present in the JSON except "until",
+// "class" and "layer", which are present only when they are set. "retry_after_ms" is -1 when no wait can
 // help; "observed" is the value that broke the limit (see docs/EVENTS.md
 // for its meaning per type).
 type Event struct {
@@ -90,6 +90,12 @@ type Event struct {
 	// Metadata is the connection's metadata, or details of a ban. Empty
 	// maps encode as {}.
 	Metadata map[string]string `json:"metadata"`
+	// Class is the message class that refused the message, for
+	// class_rate events.
+	Class string `json:"class,omitempty"`
+	// Layer is whose bucket of the class refused it ("connection",
+	// "user", "address" or "room"), for class_rate events.
+	Layer string `json:"layer,omitempty"`
 }
 
 // FromViolation returns the event that reports v. It does not set ID or
@@ -107,6 +113,8 @@ func FromViolation(v limiter.Violation) Event {
 		Limit:      v.Limit,
 		Observed:   observed(v),
 		Metadata:   v.Metadata,
+		Class:      v.Class,
+		Layer:      v.Layer,
 	}
 	e.RetryAfterMS = retryMS(v.RetryAfter)
 	if v.Type == limiter.ViolationBanned && v.RetryAfter > 0 && v.RetryAfter != limiter.Never {

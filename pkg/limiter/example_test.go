@@ -20,13 +20,13 @@ func Example() {
 			MaxConcurrentConnections: 5,
 			MaxMessageSize:           64 << 10,
 		},
-		OnViolation: func(v limiter.Violation) {
+		Sink: limiter.ViolationFunc(func(v limiter.Violation) {
 			if v.RetryAfter == limiter.Never {
 				fmt.Printf("violation: %s by %s, no wait helps\n", v.Type, v.ClientID)
 				return
 			}
 			fmt.Printf("violation: %s by %s, retry after %v\n", v.Type, v.ClientID, v.RetryAfter)
-		},
+		}),
 		Now: func() time.Time { return now },
 	})
 	if err != nil {

@@ -18,12 +18,14 @@ type Config struct {
 	// Slots counts concurrent connections per client. Nil means Store if it
 	// implements Slots, else the Limiter's own MemoryStore.
 	Slots Slots
-	// Gate, if set, is consulted before every connection (bans).
+	// Gate, if set, is consulted before every connection (bans). Layers
+	// above the Limiter (pkg/wshandler) take it from Gate, so that it is
+	// configured once.
 	Gate Gate
-	// OnViolation, if set, is called with every violation on the deciding
-	// goroutine. A panic in it is recovered and counted.
-	OnViolation func(Violation)
-	// Sink, if set, also receives every violation, after OnViolation.
+	// Sink, if set, receives every violation on the deciding goroutine:
+	// the Limiter's own and those the layers above it deliver through
+	// Report. A panic in it is recovered and counted
+	// (Statistics.ViolationPanics). ViolationFunc adapts a function.
 	Sink ViolationSink
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
@@ -44,7 +46,6 @@ type Limiter struct {
 	store   Store
 	slots   Slots
 	gate    Gate
-	onViol  func(Violation)
 	sink    ViolationSink
 	now     func() time.Time
 	own     *MemoryStore // closed by Close, nil if the caller gave both stores
@@ -63,13 +64,12 @@ func New(cfg Config) (*Limiter, error) {
 		return nil, err
 	}
 	l := &Limiter{
-		store:  cfg.Store,
-		slots:  cfg.Slots,
-		gate:   cfg.Gate,
-		onViol: cfg.OnViolation,
-		sink:   cfg.Sink,
-		now:    cfg.Now,
-		reg:    newRegistry(),
+		store: cfg.Store,
+		slots: cfg.Slots,
+		gate:  cfg.Gate,
+		sink:  cfg.Sink,
+		now:   cfg.Now,
+		reg:   newRegistry(),
 	}
 	l.live.Store(lv)
 	if l.now == nil {
@@ -99,6 +99,11 @@ func (l *Limiter) Limits() Limits { return l.live.Load().limits }
 // Store returns the Store the Limiter uses, so that other layers (rooms)
 // can keep their buckets in the same place.
 func (l *Limiter) Store() Store { return l.store }
+
+// Gate returns the Gate of the Limiter's Config, or nil: the ban list that
+// layers above the Limiter consult on every message, as the Limiter does
+// on every connection.
+func (l *Limiter) Gate() Gate { return l.gate }
 
 // Close releases the Limiter's own store. It is idempotent. After Close,
 // CheckConnection, Connect and CheckMessage deny with store_unavailable
@@ -275,8 +280,23 @@ func (l *Limiter) UnregisterConnection(ctx context.Context, connID string) error
 // CheckMessage decides whether connection connID may send a message of
 // size bytes, checking in order: the connection is known, the size, the
 // message rate, the bandwidth. An allowed message is counted; a denied one
-// consumes nothing. It allocates nothing.
+// consumes nothing. It allocates nothing. It is CheckMessageAt at the
+// Limiter's clock's now.
 func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Decision {
+	return l.CheckMessageAt(ctx, connID, size, l.now())
+}
+
+// Now returns the current time of the Limiter's clock (Config.Now), for a
+// layer above the Limiter that decides at the same time as the Limiter's
+// own checks.
+func (l *Limiter) Now() time.Time { return l.now() }
+
+// CheckMessageAt is CheckMessage at now, for a caller that has read the
+// clock already and checks further layers of the same message at the same
+// time (the WebSocket handler's rooms and classes): one clock read for
+// them all. now should come from the Limiter's clock (Now): a time behind
+// the buckets' last one takes from them as if at their last time.
+func (l *Limiter) CheckMessageAt(ctx context.Context, connID string, size int, now time.Time) Decision {
 	if l.closed.Load() {
 		l.count(ReasonStoreUnavailable)
 		return Decision{Reason: ReasonStoreUnavailable}
@@ -287,7 +307,6 @@ func (l *Limiter) CheckMessage(ctx context.Context, connID string, size int) Dec
 		return Decision{Reason: ReasonConnectionNotFound}
 	}
 	n := int64(size)
-	now := l.now()
 	lv := l.live.Load().of(c.tier)
 	if max := lv.limits.MaxMessageSize; max > 0 && n > max {
 		l.violate(Violation{Type: ViolationMessageSize, Reason: ReasonMessageTooLarge, Time: now, ClientID: c.client,
@@ -403,16 +422,20 @@ func (l *Limiter) RefundMessage(ctx context.Context, connID string, size int) {
 // violate counts the denial v describes and reports v.
 func (l *Limiter) violate(v Violation) {
 	l.count(v.Reason)
-	if l.onViol != nil {
-		report(ViolationFunc(l.onViol), v, &l.panics)
-	}
 	report(l.sink, v, &l.panics)
 }
 
-// CountDenial counts a denial with reason r that a layer above the Limiter
-// decided (a room limit, a protocol check), so that Statistics.Denied
-// covers every layer. It reports nothing to the sinks: the layer reports
-// its own violation.
+// Report counts and delivers a violation that a layer above the Limiter
+// decided (a room limit, a message class, a protocol check) exactly as the
+// Limiter's own: v.Reason is counted in Statistics.Denied and v goes to
+// the Config's Sink on the calling goroutine, a panic in it recovered and
+// counted in Statistics.ViolationPanics. It allocates nothing beyond what
+// the Sink does.
+func (l *Limiter) Report(v Violation) { l.violate(v) }
+
+// CountDenial counts a denial with reason r in Statistics.Denied without
+// reporting a violation, for a layer above the Limiter that refuses a
+// request without one. Use Report for a denial that is a violation.
 func (l *Limiter) CountDenial(r Reason) { l.count(r) }
 
 func (l *Limiter) count(r Reason) {

@@ -126,7 +126,7 @@ func TestMessageTooLarge(t *testing.T) {
 	t.Parallel()
 	var got []Violation
 	l, _ := newTestLimiter(t, Limits{MaxMessageSize: 100, MessagesPerMinute: 1}, func(c *Config) {
-		c.OnViolation = func(v Violation) { got = append(got, v) }
+		c.Sink = ViolationFunc(func(v Violation) { got = append(got, v) })
 	})
 	_, err := l.Connect(ctx, "c1", "erin", map[string]string{"user": "erin"})
 	require.NoError(t, err)
@@ -187,19 +187,17 @@ func TestStatisticsAndConnectionInfo(t *testing.T) {
 
 func TestViolationCallbackGetsConnectionRate(t *testing.T) {
 	t.Parallel()
-	var got []Violation
 	sink := &recordSink{}
 	l, _ := newTestLimiter(t, Limits{ConnectionsPerMinute: 1}, func(c *Config) {
-		c.OnViolation = func(v Violation) { got = append(got, v) }
 		c.Sink = sink
 	})
 	require.True(t, l.CheckConnection(ctx, "frank").Allowed)
 	require.False(t, l.CheckConnection(ctx, "frank").Allowed)
+	got := sink.all()
 	require.Len(t, got, 1)
 	require.Equal(t, ViolationConnectionRate, got[0].Type)
 	require.Equal(t, "frank", got[0].ClientID)
 	require.Equal(t, time.Minute, got[0].RetryAfter)
-	require.Equal(t, got, sink.all())
 }
 
 type recordSink struct {
@@ -224,7 +222,6 @@ func (s *recordSink) all() []Violation {
 func TestPanickingCallbackIsRecovered(t *testing.T) {
 	t.Parallel()
 	l, _ := newTestLimiter(t, Limits{MessagesPerMinute: 1}, func(c *Config) {
-		c.OnViolation = func(Violation) { panic("boom") }
 		c.Sink = ViolationFunc(func(Violation) { panic("bang") })
 	})
 	_, err := l.Connect(ctx, "c1", "gina", nil)
@@ -232,7 +229,31 @@ func TestPanickingCallbackIsRecovered(t *testing.T) {
 	require.True(t, l.CheckMessage(ctx, "c1", 1).Allowed)
 	d := l.CheckMessage(ctx, "c1", 1)
 	require.Equal(t, ReasonRateLimitExceeded, d.Reason)
+	require.Equal(t, int64(1), l.Statistics().ViolationPanics)
+	// A layer above the Limiter reports through it: same sink, same count.
+	l.Report(Violation{Type: ViolationRoomRate, Reason: ReasonRoomRateExceeded, ClientID: "gina"})
 	require.Equal(t, int64(2), l.Statistics().ViolationPanics)
+}
+
+// Report delivers a layer's violation to the Limiter's Sink and counts its
+// reason; Gate returns the Config's gate, so a layer above needs neither.
+func TestReportAndGate(t *testing.T) {
+	t.Parallel()
+	sink := &recordSink{}
+	g := banGate{}
+	l, _ := newTestLimiter(t, Limits{}, func(c *Config) {
+		c.Sink = sink
+		c.Gate = g
+	})
+	require.NotNil(t, l.Gate())
+	v := Violation{Type: ViolationClassRate, Reason: ReasonClassRateExceeded, ClientID: "hal", Class: "typing", Layer: "user"}
+	l.Report(v)
+	require.Equal(t, []Violation{v}, sink.all())
+	require.Equal(t, int64(1), l.Statistics().Denied[ReasonClassRateExceeded])
+	l2, _ := newTestLimiter(t, Limits{}, nil)
+	require.Nil(t, l2.Gate())
+	l2.Report(v) // no sink: counted only
+	require.Equal(t, int64(1), l2.Statistics().Denied[ReasonClassRateExceeded])
 }
 
 func TestClientsAreIndependent(t *testing.T) {
@@ -539,4 +560,32 @@ func TestCheckMessageAfterClose(t *testing.T) {
 	require.Equal(t, int64(1), l.Statistics().Denied[ReasonStoreUnavailable])
 	require.Equal(t, ReasonStoreUnavailable, l.CheckConnection(ctx, "kim").Reason)
 	require.ErrorIs(t, l.RegisterConnection(ctx, "c2", "kim", nil), ErrClosed)
+}
+
+// CheckMessageAt decides at the time it is given, not the Limiter's clock,
+// which Now reads.
+func TestCheckMessageAt(t *testing.T) {
+	t.Parallel()
+	l, clk := newTestLimiter(t, Limits{MessagesPerMinute: 1}, nil)
+	require.Equal(t, clk.Now(), l.Now())
+	_, err := l.Connect(ctx, "c1", "ivy", nil)
+	require.NoError(t, err)
+	t0 := clk.Now()
+	steps := []struct {
+		at        time.Duration
+		wantOK    bool
+		wantRetry time.Duration
+	}{
+		{0, true, 0},
+		{0, false, time.Minute},
+		{30 * time.Second, false, 30 * time.Second},
+		{time.Minute, true, 0},
+		{30 * time.Second, false, time.Minute}, // behind the bucket's last time: nothing refills
+	}
+	for i, s := range steps {
+		d := l.CheckMessageAt(ctx, "c1", 1, t0.Add(s.at))
+		require.Equal(t, s.wantOK, d.Allowed, "step %d", i)
+		require.Equal(t, s.wantRetry, d.RetryAfter, "step %d", i)
+	}
+	require.Equal(t, t0, clk.Now(), "the clock was not read forward")
 }

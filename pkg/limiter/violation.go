@@ -57,7 +57,9 @@ type Violation struct {
 	// Limit is the limit that was exceeded.
 	Limit int64
 	// Current is the observed value: open connections for
-	// concurrent_connections, the message size for message_size.
+	// concurrent_connections, the message size for message_size; for
+	// class_rate, the tokens the message would have brought its class
+	// bucket to (the limit less what remained, plus the class's cost).
 	Current int64
 	// Remaining is what was left of the limit: tokens, or bytes for
 	// bandwidth.
@@ -68,6 +70,12 @@ type Violation struct {
 	// Metadata is the connection's metadata, when it has any. Receivers
 	// must not modify it.
 	Metadata map[string]string
+	// Class is the message class whose bucket refused the message, for
+	// class_rate; empty otherwise.
+	Class string
+	// Layer is whose bucket of Class refused it ("connection", "user",
+	// "address" or "room"), for class_rate; empty otherwise.
+	Layer string
 }
 
 // ViolationSink receives violations. HandleViolation is called on the

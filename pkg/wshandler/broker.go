@@ -129,9 +129,15 @@ type NATSBroker struct {
 	localAfter time.Duration
 	hdr        nats.Header // read-only after New
 
-	mu       sync.RWMutex
-	rooms    map[string]*roomPresence // guarded by mu
-	watching bool                     // the reconnect watch is armed; guarded by mu
+	// epoch counts the changes of the connection's status (disconnected,
+	// reconnecting, connected, closed) that the watcher has seen: a local
+	// room whose epoch is still the broker's has been connected all along
+	// since it went local, which Publish checks without a lock.
+	epoch atomic.Uint64
+
+	mu    sync.RWMutex
+	rooms map[string]*roomPresence // guarded by mu
+	stop  chan struct{}            // stops the running watcher; nil when none runs; guarded by mu
 }
 
 // roomPresence is what a node knows of a room's other nodes.
@@ -139,13 +145,13 @@ type roomPresence struct {
 	room    string
 	subject string
 	// local is set while no other node is known to have the room: its
-	// messages are not published. reconnects is the connection's
-	// reconnect count when local was set.
-	local      atomic.Bool
-	reconnects atomic.Uint64
-	heard      atomic.Bool // another node has answered or announced itself
-	gen        atomic.Uint64
-	closed     atomic.Bool
+	// messages are not published. epoch is the broker's epoch when local
+	// was set.
+	local  atomic.Bool
+	epoch  atomic.Uint64
+	heard  atomic.Bool // another node has answered or announced itself
+	gen    atomic.Uint64
+	closed atomic.Bool
 	// mu orders going local against hearing another node: a room never
 	// goes local after another node was heard (Publish reads local alone).
 	mu sync.Mutex
@@ -157,16 +163,16 @@ var _ Flusher = (*NATSBroker)(nil)
 // NewNATSBroker returns a NATSBroker for cfg.
 func NewNATSBroker(cfg NATSBrokerConfig) (*NATSBroker, error) {
 	if cfg.Conn == nil {
-		return nil, &FieldError{Field: "Conn", Value: nil, Reason: "is required"}
+		return nil, invalid("Conn", nil, "is required")
 	}
 	if cfg.NodeID == "" {
-		return nil, &FieldError{Field: "NodeID", Value: `""`, Reason: "is required"}
+		return nil, invalid("NodeID", nil, "is required")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultSubjectPrefix
 	}
 	if cfg.SubscribeTimeout < 0 {
-		return nil, &FieldError{Field: "SubscribeTimeout", Value: cfg.SubscribeTimeout, Reason: "must not be negative"}
+		return nil, invalid("SubscribeTimeout", cfg.SubscribeTimeout, "must not be negative")
 	}
 	if cfg.SubscribeTimeout == 0 {
 		cfg.SubscribeTimeout = 5 * time.Second
@@ -192,16 +198,13 @@ func (b *NATSBroker) Publish(_ context.Context, room string, frame []byte) error
 	b.mu.RUnlock()
 	subject := ""
 	if p != nil {
-		if p.local.Load() {
-			switch {
-			case !b.nc.IsConnected():
-				// Into the NATS client's reconnect buffer; the room
-				// stays local unless the reconnect says otherwise.
-			case b.nc.Stats().Reconnects == p.reconnects.Load():
-				return nil
-			default:
-				b.toRemote(p, true)
-			}
+		// Two atomic loads and no lock on the shared connection: a local
+		// room whose connection has not changed status since it went
+		// local publishes nothing. After a change it publishes (into the
+		// client's reconnect buffer while NATS is away) until the
+		// watcher, on the reconnection, makes it say hello again.
+		if p.local.Load() && p.epoch.Load() == b.epoch.Load() {
+			return nil
 		}
 		subject = p.subject
 	} else {
@@ -210,38 +213,28 @@ func (b *NATSBroker) Publish(_ context.Context, room string, frame []byte) error
 	return b.nc.PublishMsg(&nats.Msg{Subject: subject, Header: b.hdr, Data: frame})
 }
 
-// toRemote makes p's messages published again; with hello, and if still
-// subscribed, it announces the node again and may go local after
-// LocalAfter.
-func (b *NATSBroker) toRemote(p *roomPresence, hello bool) {
-	if !p.local.Swap(false) || !hello || p.closed.Load() {
-		return
-	}
-	b.hello(p)
-}
-
 // hello announces the node in p's room and, unless another node answers
-// or the connection changes within LocalAfter, makes the room local.
+// or the connection changes status within LocalAfter, makes the room
+// local. The watcher is running (Subscribe starts it first), so the epoch
+// read before the hello goes out changes with any later change of status.
 func (b *NATSBroker) hello(p *roomPresence) {
-	if p.heard.Load() || !b.nc.IsConnected() {
+	if p.heard.Load() || p.closed.Load() || !b.nc.IsConnected() {
 		return
 	}
-	reconnects := b.nc.Stats().Reconnects
+	epoch := b.epoch.Load()
 	gen := p.gen.Add(1)
 	if err := b.presence(PresenceSubject(b.prefix, p.room), PresenceHello); err != nil {
 		return
 	}
 	time.AfterFunc(b.localAfter, func() {
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		if p.gen.Load() != gen || p.heard.Load() || p.closed.Load() ||
-			!b.nc.IsConnected() || b.nc.Stats().Reconnects != reconnects {
-			p.mu.Unlock()
+			b.epoch.Load() != epoch || !b.nc.IsConnected() {
 			return
 		}
-		p.reconnects.Store(reconnects)
+		p.epoch.Store(epoch)
 		p.local.Store(true)
-		p.mu.Unlock()
-		b.watch()
 	})
 }
 
@@ -251,46 +244,61 @@ func (b *NATSBroker) presence(subject, kind string) error {
 		Header: nats.Header{HeaderOrigin: []string{b.node}, HeaderPresence: []string{kind}}})
 }
 
-// watch arms, once, a check every LocalAfter that sends the local rooms'
-// hellos again once the connection has reconnected, so that two nodes
-// that each went local while apart find each other. It stops when the
-// broker has no room.
-func (b *NATSBroker) watch() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.watching {
+// watchLocked starts the watcher unless it runs; requires b.mu held. The
+// watcher runs while the broker has rooms: it counts the connection's
+// status changes in epoch and, on every reconnection, makes the rooms no
+// other node is known to have publish and say hello again, so that two
+// nodes that each went local while apart find each other.
+func (b *NATSBroker) watchLocked() {
+	if b.stop != nil {
 		return
 	}
-	b.watching = true
-	seen := b.nc.Stats().Reconnects
-	var check func()
-	check = func() {
-		now := b.nc.Stats().Reconnects
-		changed := now != seen && b.nc.IsConnected()
-		if changed {
-			seen = now
-		}
-		b.mu.Lock()
-		if len(b.rooms) == 0 {
-			b.watching = false
-			b.mu.Unlock()
+	stop := make(chan struct{})
+	b.stop = stop
+	ch := b.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	go b.runWatch(ch, stop)
+}
+
+// runWatch is the watcher's loop; it ends when stop is closed (the last
+// room is gone) or the connection is closed.
+func (b *NATSBroker) runWatch(ch chan nats.Status, stop chan struct{}) {
+	defer b.nc.RemoveStatusListener(ch)
+	for {
+		select {
+		case <-stop:
 			return
-		}
-		var local []*roomPresence
-		if changed {
-			for _, p := range b.rooms {
-				if p.local.Load() {
-					local = append(local, p)
+		case s, ok := <-ch:
+			b.epoch.Add(1)
+			switch {
+			case !ok || s == nats.CLOSED:
+				b.mu.Lock()
+				if b.stop == stop {
+					b.stop = nil
 				}
+				b.mu.Unlock()
+				return
+			case s == nats.CONNECTED:
+				b.reconnected()
 			}
 		}
-		b.mu.Unlock()
-		for _, p := range local {
-			b.toRemote(p, true)
-		}
-		time.AfterFunc(b.localAfter, check)
 	}
-	time.AfterFunc(b.localAfter, check)
+}
+
+// reconnected makes every room that no other node is known to have
+// publish again and say hello.
+func (b *NATSBroker) reconnected() {
+	b.mu.RLock()
+	rooms := make([]*roomPresence, 0, len(b.rooms))
+	for _, p := range b.rooms {
+		if !p.heard.Load() {
+			rooms = append(rooms, p)
+		}
+	}
+	b.mu.RUnlock()
+	for _, p := range rooms {
+		p.local.Store(false)
+		b.hello(p)
+	}
 }
 
 // onPresence handles a presence message about p's room from another node.
@@ -374,6 +382,7 @@ func (b *NATSBroker) Subscribe(ctx context.Context, room string, deliver func([]
 	}
 	b.mu.Lock()
 	b.rooms[room] = p
+	b.watchLocked()
 	b.mu.Unlock()
 	// The hello goes out after the presence subscription, on the same
 	// connection, so the server has the subscription first: of two nodes
@@ -384,6 +393,10 @@ func (b *NATSBroker) Subscribe(ctx context.Context, room string, deliver func([]
 		b.mu.Lock()
 		if b.rooms[room] == p {
 			delete(b.rooms, room)
+		}
+		if len(b.rooms) == 0 && b.stop != nil {
+			close(b.stop)
+			b.stop = nil
 		}
 		b.mu.Unlock()
 		err := unsubRoom()

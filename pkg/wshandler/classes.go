@@ -1,6 +1,7 @@
 package wshandler
 
 import (
+	"context"
 	"time"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
@@ -25,12 +26,25 @@ const MetaUser = "user"
 // layer.
 const CodeClassRateExceeded ErrorCode = "class_rate_exceeded"
 
+// serverType reports whether typ is the type of a frame only the server
+// makes (joined, left, error). A client frame of such a type is never a
+// class, whatever the policy names its classes: it is refused as
+// unknown_type, so that no client makes its members receive what looks
+// like a server's frame, or picks the class of one.
+func serverType(typ FrameType) bool {
+	switch typ {
+	case TypeJoined, TypeLeft, TypeError:
+		return true
+	}
+	return false
+}
+
 // policyClass returns the table in force and the class of a frame of type
 // typ: a message frame's class is "message" (or the default class), any
 // other type's is the class of exactly that name. It reports NoClass when
 // no policy is set or the type names no class.
 func (h *Handler) policyClass(typ FrameType) (*policy.Table, policy.ClassID) {
-	if h.cfg.Policy == nil {
+	if h.cfg.Policy == nil || serverType(typ) {
 		return nil, policy.NoClass
 	}
 	t := h.cfg.Policy.Current().Table
@@ -41,30 +55,91 @@ func (h *Handler) policyClass(typ FrameType) (*policy.Table, policy.ClassID) {
 	return t, id
 }
 
-// takeClass takes the cost of a frame of class id to room r from the class
-// buckets. On a denial it has taken nothing and returns the error frame.
-func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, r *room, e errorInfo, now time.Time) (errorInfo, bool) {
+// takeClass takes the cost of a message of class id to room (empty outside
+// a room: the room layer does not apply) from the class buckets. On a
+// denial it has taken nothing and returns the error frame e completed.
+func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, room string, e errorInfo, now time.Time) (errorInfo, bool) {
 	h := c.h
-	res := t.Tier(c.meta[limiter.MetaTier])
-	if res.Class(id) == nil {
+	if c.resTab != t { // a new policy version: look the tier up once
+		c.resTab, c.res = t, t.Tier(c.meta[limiter.MetaTier])
+	}
+	res := c.res
+	cl := res.Class(id)
+	if cl == nil {
 		return e, true
 	}
-	sub := policy.Subject{Connection: c.id, User: c.meta[MetaUser], Address: c.client, Room: r.name}
-	ch := policy.Checker{Shared: h.lim.Store()}
-	d, ok, err := ch.Take(c.ctx(), res, t.Room(r.name), id, sub, now)
+	var rule *policy.RoomRule
+	if room != "" {
+		rule = t.Room(room)
+	}
+	sub := policy.Subject{Connection: c.id, User: c.user, Address: c.client, Room: room}
+	ch := policy.Checker{Local: &c.classes, Shared: h.lim.Store()}
+	d, ok, err := ch.Take(c.ctx(), res, rule, id, sub, now)
 	if ok {
 		return e, true
 	}
 	if err != nil {
 		e.code = ErrorCode(limiter.ReasonStoreUnavailable)
 		h.violate(limiter.Violation{Type: limiter.ViolationStoreUnavailable, Reason: limiter.ReasonStoreUnavailable,
-			Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Metadata: c.meta})
+			Time: now, ClientID: c.client, ConnectionID: c.id, Room: room, Metadata: c.meta})
 		return e, false
 	}
 	e.code, e.retry, e.limit = CodeClassRateExceeded, d.RetryAfter, d.Limit
 	e.class, e.layer = d.Class, d.Layer.String()
 	h.violate(limiter.Violation{Type: limiter.ViolationClassRate, Reason: limiter.ReasonClassRateExceeded,
-		Time: now, ClientID: c.client, ConnectionID: c.id, Room: r.name, Limit: d.Limit,
-		Remaining: d.Remaining, RetryAfter: d.RetryAfter, Metadata: c.meta})
+		Time: now, ClientID: c.client, ConnectionID: c.id, Room: room, Limit: d.Limit,
+		Current: max(d.Limit-d.Remaining, 0) + cl.Cost, Remaining: d.Remaining, RetryAfter: d.RetryAfter,
+		Metadata: c.meta, Class: e.class, Layer: e.layer})
 	return e, false
+}
+
+// connBuckets are a connection's own class buckets, the policy's
+// connection layer, by class name: the Checker's Local store of the
+// connection's class checks. They live with the connection, as the
+// Limiter's per-connection buckets do, so that they never reach a cluster
+// store; the connection's read goroutine alone uses them, so they need no
+// lock. A connection has a bucket for each class it has sent; those of
+// its first two classes are in the connection itself, which a message
+// reads anyway, so that they cost no further cache miss.
+type connBuckets struct {
+	first [2]connBucket
+	more  []connBucket
+}
+
+type connBucket struct {
+	class string // empty for an unused slot of first (class names are not)
+	b     limiter.Bucket
+}
+
+var _ limiter.Store = (*connBuckets)(nil)
+
+// bucket returns the bucket of class, adding it on first use.
+func (s *connBuckets) bucket(class string) *limiter.Bucket {
+	for i := range s.first {
+		cb := &s.first[i]
+		if cb.class == "" {
+			cb.class = class
+		}
+		if cb.class == class {
+			return &cb.b
+		}
+	}
+	for i := range s.more {
+		if s.more[i].class == class {
+			return &s.more[i].b
+		}
+	}
+	s.more = append(s.more, connBucket{class: class})
+	return &s.more[len(s.more)-1].b
+}
+
+// Take implements limiter.Store for the bucket of key.Scope (the class).
+func (s *connBuckets) Take(_ context.Context, key limiter.Key, spec limiter.Spec, now time.Time, n int64) (limiter.Result, error) {
+	return s.bucket(key.Scope).TakeAt(spec, now, n), nil
+}
+
+// Refund implements limiter.Store.
+func (s *connBuckets) Refund(_ context.Context, key limiter.Key, spec limiter.Spec, now time.Time, n int64) error {
+	s.bucket(key.Scope).RefundAt(spec, now, n)
+	return nil
 }

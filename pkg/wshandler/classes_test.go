@@ -30,7 +30,6 @@ func newStaticPolicy(t testing.TB, doc *policy.Document) staticPolicy {
 func classNode(t testing.TB, cfg Config, lim limiter.Limits, doc *policy.Document) (*node, *sink) {
 	t.Helper()
 	s := &sink{}
-	cfg.Sink = s
 	cfg.Policy = newStaticPolicy(t, doc)
 	cfg.Metadata = func(r *http.Request) map[string]string {
 		q := r.URL.Query()
@@ -40,7 +39,7 @@ func classNode(t testing.TB, cfg Config, lim limiter.Limits, doc *policy.Documen
 		}
 		return map[string]string{MetaUser: user, limiter.MetaTier: q.Get("tier")}
 	}
-	n, _ := roomNode(t, cfg, lim)
+	n, _ := roomNodeWith(t, cfg, limiter.Config{Limits: lim, Sink: s})
 	return n, s
 }
 

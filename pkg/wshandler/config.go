@@ -33,7 +33,13 @@ const (
 type Config struct {
 	// Limiter admits connections and checks messages. Nil means a Limiter
 	// with limiter.DefaultLimits and an in-memory store, which Shutdown
-	// closes.
+	// closes. The Handler takes the rest of its wiring from it: its Gate
+	// (limiter.Config.Gate) is consulted on every message as well, so a
+	// banned client's message closes its connection with 1008 "banned";
+	// the violations of the handler's own layers (room_rate, room_full,
+	// class_rate, invalid_utf8, message_size for a room's cap or the read
+	// limit, message_rate for control frames) go through Limiter.Report
+	// to its Sink (limiter.Config.Sink), counted like the Limiter's own.
 	Limiter *limiter.Limiter
 	// KeyFunc names the client of a request. Nil means PeerIPPrefix with
 	// IPv6PrefixLen and TrustedProxies. Whatever KeyFunc returns, an ID
@@ -51,15 +57,6 @@ type Config struct {
 	// Metadata, if set, returns the metadata registered with a connection
 	// (it appears in violations). It must not keep the request.
 	Metadata func(r *http.Request) map[string]string
-	// Gate, if set, is consulted on every message as well (the Limiter
-	// consults its own gate on connect): a banned client's message closes
-	// its connection with 1008 "banned".
-	Gate limiter.Gate
-	// Sink, if set, receives the violations of the room layers (room_rate,
-	// room_full, and message_size for a room's size cap) and message_size
-	// for frames refused by the read limit. Violations of the Limiter's own
-	// checks go to the Limiter's sinks.
-	Sink limiter.ViolationSink
 	// Upgrader upgrades admitted requests. Nil means a websocket.Upgrader
 	// with its defaults (which refuse cross-origin requests) and a shared
 	// write buffer pool, so that idle connections hold no write buffer.
@@ -77,6 +74,18 @@ type Config struct {
 	// the connection's goroutine, and replaces the built-in room protocol.
 	// data is valid only until OnMessage returns.
 	OnMessage func(c *Conn, messageType int, data []byte)
+	// Classify, if set with OnMessage and Policy, names the class of a
+	// message that passed the Limiter's checks, before OnMessage sees it.
+	// The class's cost is taken from its buckets per connection, user and
+	// address (not room: OnMessage has no rooms), as for the room
+	// protocol's classes; a denied message gets an error frame naming the
+	// class and the layer (class_rate_exceeded), is reported as a
+	// class_rate violation, consumes nothing and never reaches OnMessage.
+	// A name the policy does not define (including "") counts as its
+	// default class, or, without one, takes no class tokens. data is
+	// valid only until Classify returns; it runs on the connection's
+	// goroutine and must be quick.
+	Classify func(c *Conn, messageType int, data []byte) string
 	// OnClose, if set, is called once the connection has ended and left its
 	// rooms, with the error that ended it (a *websocket.CloseError when the
 	// client closed).
@@ -144,13 +153,19 @@ type Config struct {
 	// protocol (a *policy.Watcher satisfies it): a message frame, or a
 	// frame whose type names a class of the policy, takes its class's cost
 	// from the class buckets per connection, user, address and room (see
-	// docs/POLICY.md), in the Limiter's Store. Nil charges no classes.
+	// docs/POLICY.md), in the Limiter's Store. A frame of a type only the
+	// server sends (joined, left, error) is never a class: it is refused
+	// as unknown_type. With OnMessage, Classify names the classes. Nil
+	// charges no classes.
 	Policy PolicySource
 
 	// NodeID prefixes the IDs of this node's connections. Empty means a
 	// random ID.
 	NodeID string
-	// Now returns the current time. Nil means time.Now.
+	// Now returns the current time. Nil means the Limiter's clock
+	// (Limiter.Now). The message checks the handler asks of the Limiter
+	// are made at this time (Limiter.CheckMessageAt), so that one clock
+	// read serves a message's every layer.
 	Now func() time.Time
 }
 
@@ -202,14 +217,14 @@ func (rl RoomLimits) validate(field string) error {
 	}
 	for _, c := range checks {
 		if c.v < 0 {
-			return &FieldError{Field: field + "." + c.name, Value: c.v, Reason: "must not be negative (0 means unlimited)"}
+			return invalid(field+"."+c.name, c.v, "must not be negative (0 means unlimited)")
 		}
 	}
 	if rl.MessagesPerMinute == 0 && rl.MessageBurst != 0 {
-		return &FieldError{Field: field + ".MessageBurst", Value: rl.MessageBurst, Reason: "is set but MessagesPerMinute is 0 (unlimited)"}
+		return invalid(field+".MessageBurst", rl.MessageBurst, "is set but MessagesPerMinute is 0 (unlimited)")
 	}
 	if rl.MemberMessagesPerMinute == 0 && rl.MemberMessageBurst != 0 {
-		return &FieldError{Field: field + ".MemberMessageBurst", Value: rl.MemberMessageBurst, Reason: "is set but MemberMessagesPerMinute is 0 (unlimited)"}
+		return invalid(field+".MemberMessageBurst", rl.MemberMessageBurst, "is set but MemberMessagesPerMinute is 0 (unlimited)")
 	}
 	return nil
 }
@@ -228,7 +243,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"MaxRoomNameLength", &c.MaxRoomNameLength, DefaultMaxRoomNameLength},
 	} {
 		if *f.p < 0 {
-			return c, &FieldError{Field: f.name, Value: *f.p, Reason: "must not be negative (0 means the default)"}
+			return c, invalid(f.name, *f.p, "must not be negative (0 means the default)")
 		}
 		if *f.p == 0 {
 			*f.p = f.def
@@ -251,7 +266,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"CloseTimeout", &c.CloseTimeout, DefaultCloseTimeout},
 	} {
 		if *f.p < 0 {
-			return c, &FieldError{Field: f.name, Value: *f.p, Reason: "must not be negative (0 means the default)"}
+			return c, invalid(f.name, *f.p, "must not be negative (0 means the default)")
 		}
 		if *f.p == 0 {
 			*f.p = f.def
@@ -264,12 +279,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.PingInterval = DefaultPingInterval
 	}
 	if c.MaxRoomNameLength > 1024 {
-		return c, &FieldError{Field: "MaxRoomNameLength", Value: c.MaxRoomNameLength, Reason: "must be at most 1024"}
+		return c, invalid("MaxRoomNameLength", c.MaxRoomNameLength, "must be at most 1024")
 	}
 	for name, rl := range c.Rooms {
 		field := fmt.Sprintf("Rooms[%q]", name)
 		if err := checkRoomName(name, c.MaxRoomNameLength); err != nil {
-			return c, &FieldError{Field: field, Value: name, Reason: err.Error()}
+			return c, invalid(field, name, err.Error())
 		}
 		if err := rl.validate(field); err != nil {
 			return c, err
@@ -278,7 +293,7 @@ func (c Config) withDefaults() (Config, error) {
 	for i, p := range c.RoomPatterns {
 		field := fmt.Sprintf("RoomPatterns[%d]", i)
 		if p.Pattern == "" || !utf8.ValidString(p.Pattern) {
-			return c, &FieldError{Field: field + ".Pattern", Value: p.Pattern, Reason: "must be non-empty UTF-8"}
+			return c, invalid(field+".Pattern", p.Pattern, "must be non-empty UTF-8")
 		}
 		if err := p.Limits.validate(field + ".Limits"); err != nil {
 			return c, err
@@ -291,7 +306,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.IPv6PrefixLen = DefaultIPv6PrefixLen
 	}
 	if c.IPv6PrefixLen < 1 || c.IPv6PrefixLen > 128 {
-		return c, &FieldError{Field: "IPv6PrefixLen", Value: c.IPv6PrefixLen, Reason: "must be 1 to 128 (0 means the default, 64)"}
+		return c, invalid("IPv6PrefixLen", c.IPv6PrefixLen, "must be 1 to 128 (0 means the default, 64)")
 	}
 	if c.KeyFunc == nil {
 		c.KeyFunc = PeerIPPrefix(c.IPv6PrefixLen, c.TrustedProxies...)
@@ -300,9 +315,6 @@ func (c Config) withDefaults() (Config, error) {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
 		c.NodeID = hex.EncodeToString(b[:])
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 	return c, nil
 }

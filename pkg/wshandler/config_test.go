@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 func TestConfigErrorsNameTheField(t *testing.T) {
@@ -28,13 +30,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	for _, tc := range cases {
 		_, err := New(tc.cfg)
-		var fe *FieldError
-		if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, ErrInvalidConfig) {
+		var fe *limiter.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, ErrInvalidConfig) || errors.Is(err, limiter.ErrInvalidLimits) {
 			t.Errorf("%+v: got %v, want a FieldError for %s", tc.cfg, err, tc.field)
 		}
 	}
-	if _, err := NewNATSBroker(NATSBrokerConfig{}); err == nil {
-		t.Error("NewNATSBroker without a connection")
+	_, err := NewNATSBroker(NATSBrokerConfig{})
+	var fe *limiter.FieldError
+	if !errors.As(err, &fe) || fe.Field != "Conn" || !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("NewNATSBroker without a connection: %v", err)
 	}
 }
 

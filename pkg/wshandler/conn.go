@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // outFrame is one queued message. data is never modified once queued, so
@@ -30,6 +31,14 @@ type Conn struct {
 	id     string
 	client string
 	meta   map[string]string
+	user   string // meta[MetaUser]
+
+	// The policy's classes, owned by the read goroutine; next to the
+	// fields above, which a message reads anyway.
+	resTab  *policy.Table    // the table res was resolved in
+	res     *policy.Resolved // the class limits of the connection's tier in resTab
+	classes connBuckets      // the per-connection class buckets
+
 	idJSON []byte
 
 	closing   chan struct{} // closed when a close is requested
@@ -63,6 +72,8 @@ type Conn struct {
 	spare []outFrame // guarded by wmu: the last batch's array, for reuse
 
 	// Owned by the read goroutine.
+	limit    int64           // the read limit in force (readLimit); 0 means none
+	pv       *policy.Version // the policy version limit was taken from
 	denials  limiter.Bucket
 	controls limiter.Bucket // pings and pongs from the client
 	rooms    map[string]membership
@@ -341,8 +352,8 @@ func (c *Conn) flushAfterRead() {
 // serve runs the connection on the calling goroutine until it ends.
 func (c *Conn) serve() {
 	h := c.h
-	if max := h.lim.Limits().MaxMessageSize; max > 0 {
-		c.ws.SetReadLimit(max)
+	if c.limit > 0 {
+		c.ws.SetReadLimit(c.limit)
 	}
 	pi := h.cfg.PingInterval
 	if pi > 0 {
@@ -386,6 +397,7 @@ func (c *Conn) serve() {
 // close handshake ends. It returns the error that ended it.
 func (c *Conn) readLoop() error {
 	for {
+		c.followPolicy()
 		mt, r, err := c.ws.NextReader()
 		if err == nil {
 			c.rbuf.Reset()
@@ -413,6 +425,27 @@ func (c *Conn) readLoop() error {
 	}
 }
 
+// followPolicy sets the read limit again when the policy version has
+// changed since it was set, so that a new max_message_size applies from
+// the connection's next message. It costs one atomic load when nothing
+// changed.
+func (c *Conn) followPolicy() {
+	p := c.h.cfg.Policy
+	if p == nil {
+		return
+	}
+	v := p.Current()
+	if v == c.pv {
+		return
+	}
+	c.pv = v
+	c.limit = c.h.readLimit(c.id, c.meta, v)
+	if c.sc != nil {
+		c.sc.scan.limit = c.limit
+	}
+	c.ws.SetReadLimit(c.limit) // 0 means none to gorilla too
+}
+
 // refuseOversized reports a message over MaxMessageSize, which gorilla
 // has refused from its header with a 1009 close frame, and then drains the
 // connection: it reads and discards what the client still sends, until
@@ -428,7 +461,7 @@ func (c *Conn) refuseOversized() {
 	now := h.cfg.Now()
 	c.Close(websocket.CloseMessageTooBig, "") // no more sends; the frame is out already
 	c.drain()
-	max := h.lim.Limits().MaxMessageSize
+	max := c.limit
 	size := c.sc.scan.oversize
 	if size == 0 {
 		size = max + 1 // not seen by the scanner: a length that overflowed
@@ -488,18 +521,41 @@ func (c *Conn) handle(mt int, data []byte) {
 	if !c.gate("", "") {
 		return
 	}
-	if d := h.lim.CheckMessage(h.ctx, c.id, len(data)); !d.Allowed {
-		c.deny(errorFromDecision(d))
+	if e, ok := c.checkMessage(mt, data); !ok {
+		c.deny(e)
 		return
 	}
 	h.cfg.OnMessage(c, mt, data)
+}
+
+// checkMessage runs a message for OnMessage through the Limiter's checks
+// and, with Classify and a Policy, its class's buckets. On a denial nothing
+// stays taken and it returns the error frame. It allocates nothing
+// (BenchmarkMessagePath) unless Classify or a Store does.
+func (c *Conn) checkMessage(mt int, data []byte) (errorInfo, bool) {
+	h := c.h
+	now := h.cfg.Now()
+	if d := h.lim.CheckMessageAt(h.ctx, c.id, len(data), now); !d.Allowed {
+		return errorFromDecision(d), false
+	}
+	if h.cfg.Classify == nil || h.cfg.Policy == nil {
+		return errorInfo{}, true
+	}
+	t := h.cfg.Policy.Current().Table
+	if id := t.Class(h.cfg.Classify(c, mt, data)); id != policy.NoClass {
+		if e, ok := c.takeClass(t, id, "", errorInfo{}, now); !ok {
+			h.lim.RefundMessage(h.ctx, c.id, len(data))
+			return e, false
+		}
+	}
+	return errorInfo{}, true
 }
 
 // gate reports whether the client may still send; a banned client gets an
 // error frame (for room and the frame's id ref, if any) and its connection
 // is closed.
 func (c *Conn) gate(room, ref string) bool {
-	g := c.h.cfg.Gate
+	g := c.h.gate
 	if g == nil {
 		return true
 	}

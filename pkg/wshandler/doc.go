@@ -12,6 +12,15 @@
 //     Config.OnClose and the Conn they receive, which it can Send to and
 //     Close.
 //
+// # Wiring
+//
+// The Handler takes the ban gate and the violation sink from its
+// Config.Limiter (limiter.Config.Gate and limiter.Config.Sink): they are
+// set once, there. The Limiter's Gate is consulted on every message too,
+// and the handler's own violations (rooms, classes, protocol) reach the
+// Limiter's Sink through Limiter.Report, counted in its Statistics like
+// its own.
+//
 // # Identity and admission
 //
 // Config.KeyFunc names the client of a request; the default is the peer IP,
@@ -19,7 +28,8 @@
 // and an IPv6 client named by its network of Config.IPv6PrefixLen bits (a
 // /64 by default). PeerIP, PeerIPPrefix, QueryParam and Header build other
 // KeyFuncs; whatever the KeyFunc, a client ID over MaxClientIDLength bytes
-// or not UTF-8 is refused with HTTP 400. Every connection is
+// or not UTF-8 is refused with HTTP 400, and a KeyFunc error that wraps
+// ErrUnauthenticated with HTTP 401 (1008 with Config.RejectWithClose). Every connection is
 // admitted by Limiter.Connect before the upgrade: a denied one gets HTTP 429
 // with Retry-After (whole seconds, rounded up) and a JSON body, 403 if the
 // client is banned, or, with Config.RejectWithClose, an upgrade followed by a
@@ -29,14 +39,22 @@
 //
 // A text frame that is not valid UTF-8 fails the connection with close code
 // 1007 and is never relayed; the room protocol refuses a binary frame that
-// is not UTF-8 as malformed. The
-// limiter's MaxMessageSize is the read limit: an oversized message is
+// is not UTF-8 as malformed. A connection's read limit is its tier's
+// max_message_size in Config.Policy, else the MaxMessageSize the Limiter
+// applies to it; it follows a new policy version from the next message. An
+// oversized message is
 // refused with close code 1009 from its header, before its payload is read,
 // and the connection is drained for a bounded time so that the client
 // receives the close frame. A client's pings and pongs are bounded by
 // Config.ControlFramesPerMinute. Every message is checked against the message rate and bandwidth; a denial
 // gets a JSON error frame with retry_after_ms, and a connection denied more
 // than Config.MaxDenials times within Config.DenialWindow is closed with 1008.
+//
+// With Config.Policy, a message also takes its class's cost from the class
+// buckets per connection, user, address and room: in the room protocol the
+// class is the frame's type (never one of the server's own frame types),
+// with OnMessage the one Config.Classify names. A denial names the class
+// and the layer in the error frame and in the class_rate violation.
 //
 // # Rooms
 //

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
+	"github.com/ratethrottle/ratethrottle/pkg/policy"
 )
 
 // Handler is the WebSocket endpoint: an http.Handler that admits, upgrades
@@ -22,6 +23,7 @@ import (
 type Handler struct {
 	cfg    Config
 	lim    *limiter.Limiter
+	gate   limiter.Gate // lim's, consulted on every message
 	ownLim bool
 	up     *websocket.Upgrader
 
@@ -40,7 +42,6 @@ type Handler struct {
 	overflows     atomic.Int64
 	denials       atomic.Int64
 	rejected      atomic.Int64
-	sinkPanics    atomic.Int64
 	publishErrors atomic.Int64
 	remoteDropped atomic.Int64
 	shutdownMu    sync.Mutex
@@ -67,6 +68,10 @@ func New(cfg Config) (*Handler, error) {
 		}
 		h.ownLim = true
 	}
+	h.gate = h.lim.Gate()
+	if h.cfg.Now == nil {
+		h.cfg.Now = h.lim.Now
+	}
 	if h.up == nil {
 		// Buffers for writes come from a pool shared by every connection
 		// and go back after each message, so an idle connection holds no
@@ -79,12 +84,6 @@ func New(cfg Config) (*Handler, error) {
 
 // Limiter returns the Limiter the Handler applies.
 func (h *Handler) Limiter() *limiter.Limiter { return h.lim }
-
-// rejectBody is the JSON body of a refused upgrade.
-func rejectBody(d limiter.Decision) []byte {
-	e := errorFromDecision(d)
-	return append(appendErrorFrame(nil, e), '\n')
-}
 
 // ServeHTTP admits and upgrades one WebSocket connection, then returns: the
 // connection is served on a goroutine of its own until it ends, and
@@ -108,6 +107,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = checkClientID(client)
 	}
 	if err != nil {
+		if errors.Is(err, ErrUnauthenticated) {
+			h.rejected.Add(1)
+			h.refuse(w, r, http.StatusUnauthorized, errorInfo{code: CodeUnauthenticated})
+			return
+		}
 		http.Error(w, "cannot identify client", http.StatusBadRequest)
 		return
 	}
@@ -126,7 +130,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, d)
 		return
 	}
-	sw := &scanWriter{ResponseWriter: w, limit: h.lim.Limits().MaxMessageSize}
+	var pv *policy.Version
+	if h.cfg.Policy != nil {
+		pv = h.cfg.Policy.Current()
+	}
+	limit := h.readLimit(id, meta, pv)
+	sw := &scanWriter{ResponseWriter: w, limit: limit}
 	ws, err := h.up.Upgrade(sw, r, nil)
 	if err != nil {
 		// The upgrader has answered the request.
@@ -134,8 +143,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &Conn{
-		h: h, ws: ws, sc: sw.conn, id: id, client: client, meta: meta,
-		idJSON:  appendJSONString(nil, id),
+		h: h, ws: ws, sc: sw.conn, id: id, client: client, meta: meta, user: meta[MetaUser],
+		idJSON: appendJSONString(nil, id),
+		limit:  limit, pv: pv,
 		closing: make(chan struct{}),
 		dead:    make(chan struct{}),
 		rooms:   make(map[string]membership),
@@ -151,25 +161,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.serve()
 }
 
-// reject answers a refused connection: 403 for a ban, 503 when the store is
-// unavailable, 429 with Retry-After otherwise; or, with RejectWithClose, an
-// upgrade, the error frame (with retry_after_ms, which a close reason has no
-// room for) and a 1008 close carrying the reason.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d limiter.Decision) {
-	if h.cfg.RejectWithClose {
-		ws, err := h.up.Upgrade(w, r, nil)
-		if err != nil {
-			return
+// readLimit returns the read limit of connection id: the max_message_size
+// of its tier (meta's limiter.MetaTier) in the policy version pv when that
+// sets one, else the MaxMessageSize the Limiter applies to it (its tier's,
+// when the Limiter has tiers). Zero means none.
+func (h *Handler) readLimit(id string, meta map[string]string, pv *policy.Version) int64 {
+	if pv != nil && pv.Table != nil {
+		if m := pv.Table.Tier(meta[limiter.MetaTier]).Limits.MaxMessageSize; m > 0 {
+			return m
 		}
-		deadline := time.Now().Add(h.cfg.WriteTimeout)
-		_ = ws.SetWriteDeadline(deadline)
-		_ = ws.WriteMessage(websocket.TextMessage, rejectBody(d))
-		_ = ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.ClosePolicyViolation, string(d.Reason)),
-			deadline)
-		_ = ws.Close()
-		return
 	}
+	if l, ok := h.lim.ConnectionLimits(id); ok {
+		return l.MaxMessageSize
+	}
+	return h.lim.Limits().MaxMessageSize
+}
+
+// reject answers a connection refused by the Limiter: 403 for a ban, 503
+// when the store is unavailable, 429 with Retry-After otherwise (see
+// refuse).
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d limiter.Decision) {
 	status := http.StatusTooManyRequests
 	switch d.Reason {
 	case limiter.ReasonBanned:
@@ -177,14 +188,40 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d limiter.Decis
 	case limiter.ReasonStoreUnavailable:
 		status = http.StatusServiceUnavailable
 	}
+	h.refuse(w, r, status, errorFromDecision(d))
+}
+
+// refuse answers a refused request with status and the JSON error frame of
+// e as the body (with Retry-After when e has a wait); or, with
+// RejectWithClose, an upgrade, the error frame (with retry_after_ms, which
+// a close reason has no room for) and a 1008 close carrying the code.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, e errorInfo) {
+	body := append(appendErrorFrame(nil, e), '\n')
+	if h.cfg.RejectWithClose {
+		ws, err := h.up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		deadline := time.Now().Add(h.cfg.WriteTimeout)
+		_ = ws.SetWriteDeadline(deadline)
+		_ = ws.WriteMessage(websocket.TextMessage, body)
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.ClosePolicyViolation, string(e.code)),
+			deadline)
+		_ = ws.Close()
+		return
+	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Cache-Control", "no-store")
-	if s := retrySeconds(d.RetryAfter); s > 0 {
+	if s := retrySeconds(e.retry); s > 0 {
 		hdr.Set("Retry-After", strconv.FormatInt(s, 10))
 	}
+	if status == http.StatusUnauthorized {
+		hdr.Set("WWW-Authenticate", "Bearer")
+	}
 	w.WriteHeader(status)
-	_, _ = w.Write(rejectBody(d))
+	_, _ = w.Write(body)
 }
 
 // retrySeconds rounds d up to whole seconds; 0 when d is unknown or Never.
@@ -295,20 +332,10 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// violate counts a violation of the handler's own layers in the Limiter's
-// statistics and reports it to the configured sink.
-func (h *Handler) violate(v limiter.Violation) {
-	h.lim.CountDenial(v.Reason)
-	if h.cfg.Sink == nil {
-		return
-	}
-	defer func() {
-		if recover() != nil {
-			h.sinkPanics.Add(1)
-		}
-	}()
-	h.cfg.Sink.HandleViolation(v)
-}
+// violate reports a violation of the handler's own layers through the
+// Limiter (Limiter.Report): counted in its Statistics.Denied and delivered
+// to its Sink, a panic there counted in its Statistics.ViolationPanics.
+func (h *Handler) violate(v limiter.Violation) { h.lim.Report(v) }
 
 // Stats are a Handler's counters.
 type Stats struct {

@@ -158,7 +158,7 @@ func TestAdmissionKeyFuncError(t *testing.T) {
 func TestOversizedFrameCloses1009(t *testing.T) {
 	t.Parallel()
 	s := &sink{}
-	n := newNode(t, Config{OnMessage: echo, Sink: s}, limiter.Limits{MaxMessageSize: 100})
+	n := newNode(t, Config{OnMessage: echo, Limiter: newLimiter(t, limiter.Config{Limits: limiter.Limits{MaxMessageSize: 100}, Sink: s})}, limiter.Limits{})
 	c := dial(t, n)
 	send(t, c, strings.Repeat("a", 100))
 	recv := func() string {
@@ -236,7 +236,7 @@ func TestDenialsClose1008(t *testing.T) {
 func TestMessageGateClosesBanned(t *testing.T) {
 	t.Parallel()
 	g := &gate{}
-	n := newNode(t, Config{OnMessage: echo, Gate: g}, limiter.Limits{})
+	n := newNode(t, Config{OnMessage: echo, Limiter: newLimiter(t, limiter.Config{Gate: g})}, limiter.Limits{})
 	c := dial(t, n)
 	send(t, c, `{}`)
 	recv(t, c)
@@ -383,5 +383,57 @@ func TestShutdownDeadlineDropsSilentClients(t *testing.T) {
 	}
 	if got := n.h.Stats().Connections; got != 0 {
 		t.Errorf("%d connections left", got)
+	}
+}
+
+// TestWiredOnce sets the Gate and the Sink on the Limiter alone: the
+// handler's per-message ban check and its room violations use them, and a
+// panic in the Sink from a room violation is counted by the Limiter.
+func TestWiredOnce(t *testing.T) {
+	t.Parallel()
+	s := &sink{}
+	g := &gate{}
+	panics := false
+	var mu sync.Mutex
+	lc := limiter.Config{Gate: g, Sink: limiter.ViolationFunc(func(v limiter.Violation) {
+		s.HandleViolation(v)
+		mu.Lock()
+		p := panics
+		mu.Unlock()
+		if p {
+			panic("sink")
+		}
+	})}
+	n, _ := roomNodeWith(t, Config{Rooms: map[string]RoomLimits{"vip": {MaxMembers: 1}}}, lc)
+	a, b := dialAs(t, n, "alice"), dialAs(t, n, "bob")
+	join(t, a, "vip")
+	send(t, b, map[string]string{"type": "join", "room": "vip"})
+	if r := recv(t, b); r.Error != ErrorCode(limiter.ReasonRoomFull) {
+		t.Fatalf("got %+v, want room_full", r)
+	}
+	if got := s.types(); len(got) != 1 || got[0] != limiter.ViolationRoomFull {
+		t.Fatalf("sink got %v, want [room_full]", got)
+	}
+	mu.Lock()
+	panics = true
+	mu.Unlock()
+	send(t, b, map[string]string{"type": "join", "room": "vip"})
+	if r := recv(t, b); r.Error != ErrorCode(limiter.ReasonRoomFull) {
+		t.Fatalf("got %+v, want room_full", r)
+	}
+	st := n.h.Limiter().Statistics()
+	if st.ViolationPanics != 1 || st.Denied[limiter.ReasonRoomFull] != 2 {
+		t.Errorf("panics %d, room_full denials %d; want 1 and 2", st.ViolationPanics, st.Denied[limiter.ReasonRoomFull])
+	}
+	mu.Lock()
+	panics = false
+	mu.Unlock()
+	g.ban("alice")
+	send(t, a, msg("vip", 1))
+	if r := recv(t, a); r.Error != ErrorCode(limiter.ReasonBanned) {
+		t.Errorf("got %+v, want banned", r)
+	}
+	if ce := closeCode(t, a); ce.Code != websocket.ClosePolicyViolation || ce.Text != "banned" {
+		t.Errorf("close %d %q, want 1008 banned", ce.Code, ce.Text)
 	}
 }

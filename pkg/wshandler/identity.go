@@ -10,7 +10,8 @@ import (
 )
 
 // KeyFunc names the client of a request: the key its connection and message
-// limits are counted under. An error rejects the request with HTTP 400.
+// limits are counted under. An error rejects the request with HTTP 400, or
+// with HTTP 401 when it wraps ErrUnauthenticated.
 type KeyFunc func(r *http.Request) (string, error)
 
 // MaxClientIDLength caps a client ID, in bytes. The Handler refuses a

@@ -40,7 +40,7 @@ func (b *NATSBroker) isLocal(room string) bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	p := b.rooms[room]
-	return p != nil && p.local.Load()
+	return p != nil && p.local.Load() && p.epoch.Load() == b.epoch.Load()
 }
 
 // TestLocalRoomPublishesNothing: a room with members on one node only
@@ -288,6 +288,9 @@ func TestLocalRoomHelloAfterReconnect(t *testing.T) {
 
 	s.Stop()
 	waitFor(t, ioTimeout, "the outage to be noticed", func() bool { return !nc.IsConnected() })
+	// The watcher has seen the disconnection: the local rooms publish
+	// again (into the client's reconnect buffer), checked without a lock.
+	waitFor(t, ioTimeout, "the rooms to stop being local", func() bool { return !b.isLocal("silent") && !b.isLocal("talking") })
 	if err := s.Restart(); err != nil {
 		t.Fatal(err)
 	}

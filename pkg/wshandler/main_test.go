@@ -39,12 +39,7 @@ type node struct {
 func newNode(t testing.TB, cfg Config, lim limiter.Limits) *node {
 	t.Helper()
 	if cfg.Limiter == nil {
-		l, err := limiter.New(limiter.Config{Limits: lim})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = l.Close() })
-		cfg.Limiter = l
+		cfg.Limiter = newLimiter(t, limiter.Config{Limits: lim})
 	}
 	h, err := New(cfg)
 	if err != nil {
@@ -61,6 +56,17 @@ func newNode(t testing.TB, cfg Config, lim limiter.Limits) *node {
 		srv.Close()
 	})
 	return n
+}
+
+// newLimiter returns a Limiter for lc, closed at cleanup.
+func newLimiter(t testing.TB, lc limiter.Config) *limiter.Limiter {
+	t.Helper()
+	l, err := limiter.New(lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
 }
 
 // dial connects a client to n; the connection is closed at cleanup.

@@ -43,6 +43,9 @@ const (
 	CodeUnavailable  ErrorCode = "unavailable"    // the broker could not subscribe
 	CodeInvalidName  ErrorCode = "invalid_name"   // a join name that is not 1 to 32 printable characters
 	CodeNameTaken    ErrorCode = "name_taken"     // a join name another member of the room has
+	// CodeUnauthenticated refuses a connection whose KeyFunc returned
+	// ErrUnauthenticated (with RejectWithClose; else HTTP 401).
+	CodeUnauthenticated ErrorCode = "unauthenticated"
 )
 
 // MaxJoinNameRunes caps a join name, in characters (runes).

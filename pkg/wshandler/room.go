@@ -279,14 +279,14 @@ func (c *Conn) roomMessage(r *room, size int, ref string, t *policy.Table, id po
 		return errorInfo{}, false
 	}
 	// 3. The connection's or client's message rate and bandwidth.
-	d := h.lim.CheckMessage(c.ctx(), c.id, size)
+	now := h.cfg.Now()
+	d := h.lim.CheckMessageAt(c.ctx(), c.id, size, now)
 	if !d.Allowed {
 		de := errorFromDecision(d)
 		de.room, de.ref = e.room, e.ref
 		return de, false
 	}
 	store := h.lim.Store()
-	now := h.cfg.Now()
 	// 4. The sender's rate in the room.
 	memberKey := limiter.Key{Kind: KindRoomMember, Scope: r.name, ID: c.client}
 	if !r.member.Unlimited() {
@@ -309,7 +309,7 @@ func (c *Conn) roomMessage(r *room, size int, ref string, t *policy.Table, id po
 	}
 	// 6. The message's class, per connection, user, address and room.
 	if id != policy.NoClass {
-		if ce, ok := c.takeClass(t, id, r, e, now); !ok {
+		if ce, ok := c.takeClass(t, id, r.name, e, now); !ok {
 			if !r.total.Unlimited() {
 				_ = store.Refund(c.ctx(), limiter.Key{Kind: KindRoom, Scope: r.name}, r.total, now, 1)
 			}

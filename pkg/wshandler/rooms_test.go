@@ -43,13 +43,16 @@ func dialAs(t testing.TB, n *node, user string) *websocket.Conn {
 // roomNode starts a room-protocol node with a fake clock and per-user keys.
 func roomNode(t testing.TB, cfg Config, lim limiter.Limits) (*node, *clock) {
 	t.Helper()
+	return roomNodeWith(t, cfg, limiter.Config{Limits: lim})
+}
+
+// roomNodeWith is roomNode with a Limiter of lc (its Sink, its Gate) on
+// the test clock.
+func roomNodeWith(t testing.TB, cfg Config, lc limiter.Config) (*node, *clock) {
+	t.Helper()
 	clk := newClock()
-	l, err := limiter.New(limiter.Config{Limits: lim, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	cfg.Limiter, cfg.Now, cfg.KeyFunc = l, clk.Now, QueryParam("user", nil)
+	lc.Now = clk.Now
+	cfg.Limiter, cfg.Now, cfg.KeyFunc = newLimiter(t, lc), clk.Now, QueryParam("user", nil)
 	return newNode(t, cfg, limiter.Limits{}), clk
 }
 
@@ -92,12 +95,11 @@ func TestRoomLayers(t *testing.T) {
 	t.Parallel()
 	s := &sink{}
 	cfg := Config{
-		Sink:        s,
 		MaxDenials:  -1,
 		DefaultRoom: RoomLimits{MessagesPerMinute: 3, MemberMessagesPerMinute: 2},
 		Rooms:       map[string]RoomLimits{"small": {MaxMessageSize: 50}},
 	}
-	n, clk := roomNode(t, cfg, limiter.Limits{MessagesPerMinute: 100})
+	n, clk := roomNodeWith(t, cfg, limiter.Config{Limits: limiter.Limits{MessagesPerMinute: 100}, Sink: s})
 	a, b := dialAs(t, n, "alice"), dialAs(t, n, "bob")
 	join(t, a, "lobby")
 	join(t, b, "lobby")
@@ -200,7 +202,7 @@ func TestRoomConnectionLayerDenies(t *testing.T) {
 func TestRoomFull(t *testing.T) {
 	t.Parallel()
 	s := &sink{}
-	n, _ := roomNode(t, Config{Sink: s, Rooms: map[string]RoomLimits{"vip": {MaxMembers: 1}}}, limiter.Limits{})
+	n, _ := roomNodeWith(t, Config{Rooms: map[string]RoomLimits{"vip": {MaxMembers: 1}}}, limiter.Config{Sink: s})
 	a, b := dialAs(t, n, "alice"), dialAs(t, n, "bob")
 	join(t, a, "vip")
 	send(t, b, map[string]string{"type": "join", "room": "vip", "id": "j"})

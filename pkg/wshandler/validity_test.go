@@ -31,7 +31,7 @@ func writeRaw(t testing.TB, c *websocket.Conn, mt int, b []byte) {
 func TestInvalidUTF8Closes1007(t *testing.T) {
 	t.Parallel()
 	s := &sink{}
-	n, _ := roomNode(t, Config{Sink: s}, limiter.Limits{})
+	n, _ := roomNodeWith(t, Config{}, limiter.Config{Sink: s})
 	a, b := dialAs(t, n, "mallory"), dialAs(t, n, "bob")
 	join(t, a, "lobby")
 	join(t, b, "lobby")
@@ -207,8 +207,8 @@ func TestHugeFrameGets1009(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := &sink{}
-			tc.cfg.Sink = s
-			n := newNode(t, tc.cfg, limiter.Limits{MaxMessageSize: limit})
+			tc.cfg.Limiter = newLimiter(t, limiter.Config{Limits: limiter.Limits{MaxMessageSize: limit}, Sink: s})
+			n := newNode(t, tc.cfg, limiter.Limits{})
 			c, _, err := tc.dialer.Dial(n.url, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -260,7 +260,7 @@ func TestControlFramesBounded(t *testing.T) {
 	t.Run("unanswered", func(t *testing.T) {
 		t.Parallel()
 		s := &sink{}
-		n, _ := roomNode(t, Config{MaxDenials: -1, Sink: s}, limiter.Limits{})
+		n, _ := roomNodeWith(t, Config{MaxDenials: -1}, limiter.Config{Sink: s})
 		c := dialAs(t, n, "pinger")
 		var pongs int
 		c.SetPongHandler(func(string) error { pongs++; return nil })
@@ -324,7 +324,7 @@ func TestDenialsEchoID(t *testing.T) {
 	}
 
 	g := &gate{}
-	nb, _ := roomNode(t, Config{Gate: g}, limiter.Limits{})
+	nb, _ := roomNodeWith(t, Config{}, limiter.Config{Gate: g})
 	b := dialAs(t, nb, "eve")
 	join(t, b, "lobby")
 	g.ban("eve")
