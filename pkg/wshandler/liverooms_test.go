@@ -3,7 +3,9 @@ package wshandler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
@@ -197,5 +199,89 @@ func TestRoomMessageAllocatesNothing(t *testing.T) {
 	run()
 	if allocs := testing.AllocsPerRun(1000, run); allocs != 0 {
 		t.Errorf("%v allocations per room message", allocs)
+	}
+}
+
+// Changes of the room rules racing room messages, joins and leaves on
+// several connections: every connection stays open and every message is
+// answered (relayed or refused), under -race.
+func TestSetRoomLimitsRacesMessages(t *testing.T) {
+	t.Parallel()
+	n, _ := roomNode(t, Config{MaxDenials: -1, DefaultRoom: RoomLimits{MessagesPerMinute: 1000, MemberMessagesPerMinute: 1000}}, limiter.Limits{})
+	const clients, msgs, changes = 4, 50, 50
+	conns := make([]*websocket.Conn, clients)
+	for i := range conns {
+		conns[i] = dialAs(t, n, "u"+string(rune('a'+i)))
+		join(t, conns[i], "own"+string(rune('a'+i)))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < changes; i++ {
+			rl := RoomLimits{MessagesPerMinute: int64(10 + i%3*500), MemberMessagesPerMinute: int64(5 + i%2*500), MaxMembers: int64(i % 3)}
+			if err := n.h.SetRoomLimits(map[string]RoomLimits{"owna": rl}, []RoomPattern{{Pattern: "own*", Limits: rl}}, rl); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	errs := make(chan error, clients)
+	for i, c := range conns {
+		room := "own" + string(rune('a'+i))
+		go func() {
+			for k := 0; k < msgs; k++ {
+				_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
+				if err := c.WriteJSON(msg(room, k)); err != nil {
+					errs <- err
+					return
+				}
+				_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+				var r reply
+				if err := c.ReadJSON(&r); err != nil {
+					errs <- err
+					return
+				}
+				if r.Type != TypeMessage && r.Error != ErrorCode(limiter.ReasonRoomRateExceeded) {
+					errs <- fmt.Errorf("%s: %+v", room, r)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	<-done
+	if st := n.h.Stats(); st.Rooms != clients {
+		t.Errorf("%d rooms open, want %d: a change left a room", st.Rooms, clients)
+	}
+}
+
+// BenchmarkRoomMessage is the room layers of one message (the Limiter's
+// check, the member and room buckets in a MemoryStore), called directly
+// on an open connection: the cost of loading the room's live rules.
+func BenchmarkRoomMessage(b *testing.B) {
+	n, _ := roomNode(b, Config{MaxDenials: -1, DefaultRoom: RoomLimits{MessagesPerMinute: 1 << 40, MemberMessagesPerMinute: 1 << 40}},
+		limiter.Limits{MessagesPerMinute: 1 << 40})
+	c := dialAs(b, n, "alice")
+	join(b, c, "r")
+	n.h.hub.mu.Lock()
+	r := n.h.hub.rooms["r"]
+	n.h.hub.mu.Unlock()
+	n.h.mu.Lock()
+	var conn *Conn
+	for k := range n.h.conns {
+		conn = k
+	}
+	n.h.mu.Unlock()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if e, ok := conn.roomMessage(r, 64, "", nil, policy.NoClass); !ok {
+			b.Fatalf("denied: %+v", e)
+		}
 	}
 }
