@@ -147,7 +147,9 @@ type Config struct {
 	// node that shares it; nil counts the members on this node. It counts
 	// the members of every room, capped or not, so that a cap set at run
 	// time (Handler.SetRoomLimits) counts those who joined before it: each
-	// join is one Acquire, each leave one Release. Give it its
+	// join is one Acquire, each leave one Release. When Acquire fails, a
+	// room with a cap refuses the join (store_unavailable) and one without
+	// admits it uncounted. Give it its
 	// own instance (not the Limiter's connection slots): rooms are counted
 	// under the key "room:" + subject.Token(name).
 	RoomSlots limiter.Slots

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,5 +284,38 @@ func BenchmarkRoomMessage(b *testing.B) {
 		if e, ok := conn.roomMessage(r, 64, "", nil, policy.NoClass); !ok {
 			b.Fatalf("denied: %+v", e)
 		}
+	}
+}
+
+// brokenSlots is a limiter.Slots whose store is down; it counts Releases.
+type brokenSlots struct{ released atomic.Int64 }
+
+func (s *brokenSlots) Acquire(context.Context, string, int64) (int64, bool, error) {
+	return 0, false, errors.New("store down")
+}
+func (s *brokenSlots) Release(context.Context, string) error { s.released.Add(1); return nil }
+func (s *brokenSlots) Count(context.Context, string) (int64, error) {
+	return 0, errors.New("store down")
+}
+
+// With RoomSlots down, a room without a cap still admits joins (there is
+// nothing to enforce) and its members release no slot they never took; a
+// capped room refuses the join as store_unavailable.
+func TestRoomSlotsDownAdmitsUncappedRooms(t *testing.T) {
+	t.Parallel()
+	slots := &brokenSlots{}
+	n, _ := roomNode(t, Config{MaxDenials: -1, RoomSlots: slots, Rooms: map[string]RoomLimits{"capped": {MaxMembers: 5}}}, limiter.Limits{})
+	a := dialAs(t, n, "alice")
+	join(t, a, "open")
+	send(t, a, map[string]string{"type": "join", "room": "capped"})
+	if r := recv(t, a); r.Error != ErrorCode(limiter.ReasonStoreUnavailable) {
+		t.Errorf("join of a capped room with the slots down: %+v", r)
+	}
+	send(t, a, map[string]string{"type": "leave", "room": "open"})
+	if r := recv(t, a); r.Type != TypeLeft {
+		t.Fatalf("leave: %+v", r)
+	}
+	if got := slots.released.Load(); got != 0 {
+		t.Errorf("%d slots released, none taken", got)
 	}
 }

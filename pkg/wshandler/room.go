@@ -148,6 +148,7 @@ type membership struct {
 	r        *room
 	name     string // the name given at join; empty if none
 	nameJSON []byte // name as a JSON string; nil if none
+	slot     bool   // holds a slot of Config.RoomSlots
 }
 
 // join adds c to the room name, under the join name nick if it is not
@@ -176,19 +177,22 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 	// The member cap. Shared slots are counted without r.mu held: their
 	// Acquire may be a network round trip. They count every member, in a
 	// room without a cap too, so that a cap set at run time
-	// (SetRoomLimits) counts the members who joined before it.
+	// (SetRoomLimits) counts the members who joined before it; a room
+	// without a cap admits a join the slots cannot count.
 	max := r.rules.Load().limits.MaxMembers
 	slots := h.cfg.RoomSlots
 	var n int64
-	full := false
+	full, slot := false, false
 	if slots != nil {
 		count, got, err := slots.Acquire(c.ctx(), r.slotKey, max)
-		if err != nil {
+		switch {
+		case err != nil && max > 0:
 			h.releaseRoom(r)
 			e.code = ErrorCode(limiter.ReasonStoreUnavailable)
 			return e, false
+		case err == nil:
+			n, full, slot = count, !got, got
 		}
-		n, full = count, !got
 	}
 	key := nameKey(nick)
 	taken := false
@@ -209,7 +213,7 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 	}
 	r.mu.Unlock()
 	if taken {
-		if slots != nil {
+		if slot {
 			_ = slots.Release(c.ctx(), r.slotKey)
 		}
 		h.releaseRoom(r)
@@ -224,7 +228,7 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 		e.code, e.limit = ErrorCode(limiter.ReasonRoomFull), max
 		return e, false
 	}
-	m := membership{r: r, name: nick}
+	m := membership{r: r, name: nick, slot: slot}
 	if nick != "" {
 		m.nameJSON = appendJSONString(nil, nick)
 	}
@@ -244,7 +248,7 @@ func (c *Conn) leave(m membership) {
 	}
 	r.publishSnap()
 	r.mu.Unlock()
-	if h.cfg.RoomSlots != nil {
+	if m.slot {
 		_ = h.cfg.RoomSlots.Release(c.ctx(), r.slotKey)
 	}
 	h.releaseRoom(r)
