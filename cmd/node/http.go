@@ -151,11 +151,7 @@ func (n *node) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "node not ready: waiting for NATS and JetStream")
 		return
 	}
-	r, ok := n.authenticate(w, r)
-	if !ok {
-		return
-	}
-	s.handler.ServeHTTP(w, r)
+	s.handler.ServeHTTP(w, n.resolveIdentity(r))
 }
 
 func (n *node) serveHealth(w http.ResponseWriter, r *http.Request) {

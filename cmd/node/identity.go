@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/gorilla/websocket"
 
 	"github.com/ratethrottle/ratethrottle/pkg/identity"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
@@ -126,17 +124,27 @@ func (c *Config) newResolver(address func(*http.Request) string) (*identity.JWT,
 	return j, demo, nil
 }
 
-// identityKey is the request context key of a connection's identity.
-type identityKey struct{}
+// identityKey is the request context key of a connection's identity, and
+// refusedKey that of the error of a refused token.
+type (
+	identityKey struct{}
+	refusedKey  struct{}
+)
 
 // userKeyPrefix starts the client key of a signed-in user, which no
 // address key starts with.
 const userKeyPrefix = "user:"
 
 // clientKey is the handler's KeyFunc when identity is on: "user:<sub>" for
-// a signed-in connection, its address key otherwise.
+// a signed-in connection, its address key otherwise. A refused token
+// (resolveIdentity) is an error wrapping wshandler.ErrUnauthenticated, which
+// the handler answers with 401 and a Bearer challenge, or, with
+// reject_with_close, an unauthenticated error frame and a 1008 close.
 func clientKey(address wshandler.KeyFunc) wshandler.KeyFunc {
 	return func(r *http.Request) (string, error) {
+		if err, ok := r.Context().Value(refusedKey{}).(error); ok {
+			return "", fmt.Errorf("%w: %w", wshandler.ErrUnauthenticated, err)
+		}
 		if id, ok := r.Context().Value(identityKey{}).(identity.Identity); ok && !id.Anonymous() {
 			return userKeyPrefix + id.User, nil
 		}
@@ -157,38 +165,18 @@ func connMetadata(r *http.Request) map[string]string {
 	return m
 }
 
-// authenticate resolves the identity of a WebSocket handshake into its
-// context. A refused token is answered here, before the handler sees the
-// request: 401 with a Bearer challenge, or, with reject_with_close, an
-// upgrade and a 1008 close whose reason names the refusal.
-func (n *node) authenticate(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
+// resolveIdentity resolves the identity of a WebSocket handshake once, into
+// its context, for clientKey and connMetadata; a refused token's error
+// goes there too, and clientKey refuses the request with it.
+func (n *node) resolveIdentity(r *http.Request) *http.Request {
 	if n.ident == nil {
-		return r, true
+		return r
 	}
 	id, err := n.ident.Resolve(r)
-	if err == nil {
-		return r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), true
+	if err != nil {
+		return r.WithContext(context.WithValue(r.Context(), refusedKey{}, err))
 	}
-	reason := "unauthenticated"
-	var te *identity.TokenError
-	if errors.As(err, &te) {
-		reason += ": " + strings.TrimPrefix(te.Kind.Error(), "identity: ")
-	}
-	if n.cfg.RejectWithClose {
-		up := websocket.Upgrader{HandshakeTimeout: 5 * time.Second, CheckOrigin: func(*http.Request) bool { return true }}
-		ws, uerr := up.Upgrade(w, r, nil)
-		if uerr != nil {
-			return nil, false // the upgrader has answered
-		}
-		frame := fmt.Sprintf(`{"type":"error","error":%q}`, reason)
-		_ = ws.WriteMessage(websocket.TextMessage, []byte(frame))
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, reason), time.Now().Add(time.Second))
-		_ = ws.Close()
-		return nil, false
-	}
-	w.Header().Set("WWW-Authenticate", `Bearer realm="ratethrottle", error="invalid_token"`)
-	writeError(w, http.StatusUnauthorized, reason)
-	return nil, false
+	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
 }
 
 // demoName is what a demo token's user and tier may be.

@@ -64,8 +64,10 @@ func (c *wsClient) admittedMessages(room string, max int) int {
 
 // TestIdentityJWT: a node with a JWT secret keys a signed-in connection by
 // its user and gives it its tier's limits, an anonymous one its address
-// and the base limits; a badly signed or expired token is refused with a
-// 1008 close naming why, or 401 without reject_with_close.
+// and the base limits; a badly signed or expired token is refused by the
+// handler (the node's KeyFunc wraps wshandler.ErrUnauthenticated) with a
+// 1008 unauthenticated close, or 401 with a Bearer challenge without
+// reject_with_close.
 func TestIdentityJWT(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -115,7 +117,9 @@ func TestIdentityJWT(t *testing.T) {
 		t.Errorf("the anonymous client on alice's address is refused: %v", err)
 	}
 
-	// Refused tokens: 1008 with the reason.
+	// Refused tokens: the unauthenticated error frame, then 1008
+	// unauthenticated (the handler's answer to its KeyFunc's
+	// ErrUnauthenticated; why the token was refused is not told).
 	for name, tok := range map[string]string{
 		"bad signature": signTest(t, "another-secret-of-thirty-two-bytes!!", jwt.MapClaims{"sub": "bob", "exp": exp}),
 		"token expired": signTest(t, testJWTSecret, jwt.MapClaims{"sub": "bob", "exp": time.Now().Add(-time.Hour).Unix()}),
@@ -124,21 +128,40 @@ func TestIdentityJWT(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: dial: %v", name, err)
 		}
-		_, err = c.read(5 * time.Second) // the error frame
-		if err == nil {
-			_, err = c.read(5 * time.Second)
+		f, err := c.read(5 * time.Second)
+		if err != nil || f["type"] != "error" || f["error"] != "unauthenticated" {
+			t.Errorf("%s: first frame %v, %v; want the unauthenticated error frame", name, f, err)
 		}
+		_, err = c.read(5 * time.Second)
 		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || ce.Text != "unauthenticated: "+name {
-			t.Errorf("%s: %v, want close 1008 %q", name, err, "unauthenticated: "+name)
+		if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || ce.Text != "unauthenticated" {
+			t.Errorf("%s: %v, want close 1008 %q", name, err, "unauthenticated")
 		}
 	}
 
-	// Without reject_with_close: 401.
+	// Without reject_with_close: 401 with a Bearer challenge.
 	n2 := startInProcess(t, "--identity-jwt-secret-file", secret, "--reject-with-close=false")
 	waitReady(t, n2.addr, 30*time.Second)
-	if _, code, err := dialToken(t, n2.addr, "x.y.z"); err == nil || code != http.StatusUnauthorized {
-		t.Errorf("malformed token without reject_with_close: %d %v, want 401", code, err)
+	for name, tok := range map[string]string{
+		"malformed": "x.y.z",
+		"expired":   signTest(t, testJWTSecret, jwt.MapClaims{"sub": "bob", "exp": time.Now().Add(-time.Hour).Unix()}),
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+n2.addr+"/ws?token="+url.QueryEscape(tok), nil)
+		for k, v := range map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%s token without reject_with_close: %d %q, want 401 with a Bearer challenge", name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+	// An anonymous handshake is still admitted there.
+	if _, code, err := dialToken(t, n2.addr, ""); err != nil {
+		t.Errorf("anonymous handshake without reject_with_close: %d %v", code, err)
 	}
 }
 

@@ -3,10 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-	"maps"
+	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
+	"sync"
 
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/policy"
@@ -161,23 +161,55 @@ func roomLimits(r policy.Room) wshandler.RoomLimits {
 	}
 }
 
-// sameRoomLimits reports whether a and b give every room the same limits
-// (the per-class room buckets aside, which apply live).
-func sameRoomLimits(a, b *policy.Table) bool {
-	ea, pa, da := handlerRooms(a)
-	eb, pb, db := handlerRooms(b)
-	return maps.Equal(ea, eb) && slices.Equal(pa, pb) && da == db
+// liveRooms gives the WebSocket handler the room rules of every policy
+// version. The Watcher may deliver a version before the handler exists
+// (the first one read from the cluster): the latest is kept and applied
+// when the handler is attached.
+type liveRooms struct {
+	mu   sync.Mutex // serializes update and attach, so the latest version is applied last
+	h    *wshandler.Handler
+	last *policy.Version // the latest version delivered; nil before the first
+	log  *slog.Logger
+}
+
+// update applies v's room rules to the handler, if attached.
+func (l *liveRooms) update(v *policy.Version) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = v
+	if l.h != nil {
+		l.apply(v)
+	}
+}
+
+// attach gives l its handler, built with the rules the node starts with,
+// and applies the latest version delivered so far.
+func (l *liveRooms) attach(h *wshandler.Handler) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.h = h
+	if l.last != nil {
+		l.apply(l.last)
+	}
+}
+
+// apply sets v's room rules in the handler; requires l.mu held. The open
+// connections stay in their rooms, which get the new rules at once (see
+// wshandler.Handler.SetRoomLimits).
+func (l *liveRooms) apply(v *policy.Version) {
+	exact, patterns, def := handlerRooms(v.Table)
+	if err := l.h.SetRoomLimits(exact, patterns, def); err != nil {
+		l.log.Error("policy room rules not applied; the rooms keep their limits", "revision", v.Revision, "err", err)
+		return
+	}
+	l.log.Info("room rules applied", "revision", v.Revision, "rooms", len(exact), "patterns", len(patterns))
 }
 
 // watchPolicy starts the Watcher of the cluster's policy, which applies
-// every new version to lim. The first node with a configured policy
-// publishes it when the cluster holds none.
-//
-// The handler's room limits are those of the version in force when it was
-// built (rooms): wshandler has no way to change them in a running handler,
-// so a version that changes them is applied in all else, and the node
-// says that its room limits take a restart.
-func (n *node) watchPolicy(lim *limiter.Limiter, rooms *policy.Table) (*policy.Watcher, error) {
+// every new version to lim and, through rooms, to the handler's room
+// rules. The first node with a configured policy publishes it when the
+// cluster holds none.
+func (n *node) watchPolicy(lim *limiter.Limiter, rooms *liveRooms) (*policy.Watcher, error) {
 	cfg := n.cfg
 	return policy.NewWatcher(policy.WatcherConfig{
 		Store: policy.StoreConfig{
@@ -191,9 +223,7 @@ func (n *node) watchPolicy(lim *limiter.Limiter, rooms *policy.Table) (*policy.W
 		Seed:     cfg.Policy != nil,
 		OnChange: func(v *policy.Version) {
 			n.applyPolicy(lim, v)
-			if !sameRoomLimits(rooms, v.Table) {
-				n.log.Warn("policy changes room limits, which take a restart of the node; its rooms keep the limits it started with (per-class room buckets apply now)", "revision", v.Revision)
-			}
+			rooms.update(v)
 		},
 	})
 }

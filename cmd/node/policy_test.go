@@ -49,7 +49,9 @@ func (c *wsClient) rateDenial(room string, max int) map[string]any {
 // policy file: a PUT of a new policy on one node is in force on all three
 // within one second of its answer, with a WebSocket open on each that
 // stays open and whose emptied message bucket the change does not refill;
-// a stale If-Match gets 412 and an invalid policy 400 naming its path,
+// its lowered max_members for a room is in force on all three within one
+// second too, with the room's members (one on each node) still in it; a
+// stale If-Match gets 412 and an invalid policy 400 naming its path,
 // changing nothing.
 func TestBinaryPolicyLiveChange(t *testing.T) {
 	t.Parallel()
@@ -57,13 +59,14 @@ func TestBinaryPolicyLiveChange(t *testing.T) {
 	file := filepath.Join(dir, "policy.yaml")
 	// One message a minute refills nothing within the test: a bucket
 	// emptied before the change is empty after it unless it was refilled.
-	const before = "limits:\n  connections_per_minute: 100\n  messages_per_minute: 1\n  message_burst: 8\n"
+	const rooms = "rooms:\n  \"*\": {max_members: 100}\n  live: {max_members: %d}\n"
+	before := "limits:\n  connections_per_minute: 100\n  messages_per_minute: 1\n  message_burst: 8\n" + fmt.Sprintf(rooms, 3)
 	if err := os.WriteFile(file, []byte(before), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	procs := startCluster(t, []string{t.TempDir(), t.TempDir(), t.TempDir()}, []int{freePort(t), freePort(t), freePort(t)},
-		[]string{"RATETHROTTLE_ADMIN_TOKEN=" + testAdminToken, "RATETHROTTLE_ROOMS=*:max_members=100"},
-		"--policy", file)
+		[]string{"RATETHROTTLE_ADMIN_TOKEN=" + testAdminToken},
+		"--policy", file, "--max-denials", "-1")
 	for _, p := range procs {
 		waitReady(t, p.addr, 60*time.Second)
 	}
@@ -102,6 +105,26 @@ func TestBinaryPolicyLiveChange(t *testing.T) {
 		}
 		members[i] = c
 	}
+	// The room "live" is full with one member on each node: a probe on
+	// each is refused under the cap of 3.
+	live := make([]*wsClient, 3)
+	probes := make([]*wsClient, 3)
+	for i, p := range procs {
+		var err error
+		if live[i], err = dialWS(t, p.addr); err != nil {
+			t.Fatal(err)
+		}
+		live[i].join("live")
+	}
+	for i, p := range procs {
+		var err error
+		if probes[i], err = dialWS(t, p.addr); err != nil {
+			t.Fatal(err)
+		}
+		if f := probes[i].joinRefusal("live"); f["error"] != "room_full" || fmt.Sprint(f["limit"]) != "3" {
+			t.Fatalf("node%d: a fourth join under max_members 3: %v", i+1, f)
+		}
+	}
 
 	// An invalid policy is refused with its path and changes nothing.
 	code, body := httpDo(t, http.MethodPut, url(procs[0]), "limits:\n  messages_per_minute: -5\n",
@@ -110,7 +133,7 @@ func TestBinaryPolicyLiveChange(t *testing.T) {
 		t.Fatalf("invalid policy: %d %s", code, body)
 	}
 
-	after := "limits:\n  connections_per_minute: 100\n  messages_per_minute: 2\n  message_burst: 20\n"
+	after := "limits:\n  connections_per_minute: 100\n  messages_per_minute: 2\n  message_burst: 20\n" + fmt.Sprintf(rooms, 2)
 	code, body = httpDo(t, http.MethodPut, url(procs[0]), after,
 		append(auth, "If-Match", etag, "Content-Type", "application/yaml")...)
 	put := time.Now()
@@ -131,6 +154,36 @@ func TestBinaryPolicyLiveChange(t *testing.T) {
 		}
 	}
 	t.Logf("in force on three nodes %v after the PUT's answer", time.Since(put))
+	// The room rules too: a join is refused under the new cap on every
+	// node within a second. A refused join costs no message token, and
+	// --max-denials -1 keeps the probes open.
+	for i, c := range probes {
+		deadline := put.Add(time.Second)
+		for {
+			f := c.joinRefusal("live")
+			if f["error"] == "room_full" && fmt.Sprint(f["limit"]) == "2" {
+				break
+			}
+			if f["error"] != "room_full" || time.Now().After(deadline) {
+				t.Fatalf("node%d: join %v one second after the PUT, want room_full under max_members 2", i+1, f)
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
+		}
+	}
+	t.Logf("room rules in force on three nodes %v after the PUT's answer", time.Since(put))
+	// Lowering the cap closed no one: the three members are still in the
+	// room, and a message from one reaches all three, across the nodes.
+	if err := live[0].send(map[string]any{"type": "message", "room": "live", "data": map[string]any{"text": "still here"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range live {
+		c.expect(10*time.Second, func(f map[string]any) bool {
+			if f["type"] == "error" {
+				t.Fatalf("node%d: member of live: %v", i+1, f)
+			}
+			return f["type"] == "message" && f["room"] == "live"
+		})
+	}
 
 	// The open connections are still open and still empty: the next message
 	// is refused under the new limit, not admitted from a refilled bucket.
@@ -158,6 +211,82 @@ func TestBinaryPolicyLiveChange(t *testing.T) {
 	if code != http.StatusUnauthorized {
 		t.Errorf("GET without the token: %d", code)
 	}
+}
+
+// TestPolicyRoomRateLiveChange: a PUT lowering a room's member message rate
+// is enforced within one second on a connection that stays open, whose
+// emptied member bucket the change does not refill.
+func TestPolicyRoomRateLiveChange(t *testing.T) {
+	t.Parallel()
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	const doc = "limits:\n  messages_per_minute: 1000\nrooms:\n  \"*\": {max_members: 100}\n  chat: {member_messages_per_minute: %d, member_message_burst: %d}\n"
+	if err := os.WriteFile(pol, []byte(fmt.Sprintf(doc, 2, 6)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := startInProcess(t, "--policy", pol, "--admin-token", testAdminToken, "--max-denials", "-1")
+	waitReady(t, n.addr, 30*time.Second)
+	auth := []string{"Authorization", "Bearer " + testAdminToken}
+	url := "http://" + n.ops + "/admin/policy"
+	var etag string
+	waitFor(t, 10*time.Second, "the seeded policy", func() bool {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set(auth[0], auth[1])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		etag = resp.Header.Get("ETag")
+		return resp.StatusCode == http.StatusOK
+	})
+	c, err := dialWS(t, n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.join("chat")
+	// Six messages empty the member bucket (2 a minute: no refill within the test).
+	if f := c.rateDenial("chat", 10); f["error"] != "room_rate_exceeded" || fmt.Sprint(f["limit"]) != "2" {
+		t.Fatalf("before the change: %v", f)
+	}
+	code, body := httpDo(t, http.MethodPut, url, fmt.Sprintf(doc, 1, 3),
+		append(auth, "If-Match", etag, "Content-Type", "application/yaml")...)
+	put := time.Now()
+	if code != http.StatusOK {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	// Each refused message takes nothing; the refusal names the rate in force.
+	for i := 0; ; i++ {
+		id := fmt.Sprint("p", i)
+		if err := c.send(map[string]any{"type": "message", "room": "chat", "id": id, "data": map[string]any{"text": "x"}}); err != nil {
+			t.Fatal(err)
+		}
+		f := c.expect(10*time.Second, func(f map[string]any) bool { return f["id"] == id || f["type"] == "message" })
+		if f["type"] == "message" {
+			t.Fatalf("a message was admitted after the change: the emptied bucket was refilled")
+		}
+		if f["error"] == "room_rate_exceeded" && fmt.Sprint(f["limit"]) == "1" {
+			break
+		}
+		if f["error"] != "room_rate_exceeded" || time.Now().After(put.Add(time.Second)) {
+			t.Fatalf("%v one second after the PUT, want room_rate_exceeded under the new limit 1", f)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+	t.Logf("room rate in force %v after the PUT's answer", time.Since(put))
+	if err := c.send(map[string]any{"type": "leave", "room": "chat", "id": "l"}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(5*time.Second, func(f map[string]any) bool { return f["type"] == "left" && f["id"] == "l" })
+}
+
+// joinRefusal sends a join for room, which must be refused, and returns
+// the error frame (or the joined frame, if it was not refused).
+func (c *wsClient) joinRefusal(room string) map[string]any {
+	c.t.Helper()
+	if err := c.send(map[string]any{"type": "join", "room": room, "id": "probe"}); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.expect(10*time.Second, func(f map[string]any) bool { return f["id"] == "probe" })
 }
 
 // TestCheckConfig validates a configuration file with its policy section

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -117,14 +118,32 @@ func TestRoomRulesRefused(t *testing.T) {
 		t.Errorf("the refused PUT was stored: %d %s", code, body)
 	}
 
-	// A valid change of room limits is stored and its other parts applied;
-	// the handler keeps its room limits until a restart, and says so.
-	code, body = httpDo(t, http.MethodPut, url, "rooms:\n  lobby: {max_members: 5}\n",
+	// A valid change of room limits is stored and applied at once: the two
+	// members of the room stay in it, and a join beyond the new cap is
+	// refused (the room had no cap when they joined).
+	members := make([]*wsClient, 3)
+	for i := range members {
+		c, err := dialWS(t, n.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		members[i] = c
+	}
+	members[0].join("lobby")
+	members[1].join("lobby")
+	code, body = httpDo(t, http.MethodPut, url, "rooms:\n  lobby: {max_members: 2}\n",
 		append(auth, "If-None-Match", "*", "Content-Type", "application/yaml")...)
 	if code != http.StatusOK {
 		t.Fatalf("PUT of a room rule: %d %s", code, body)
 	}
-	waitFor(t, 5*time.Second, "the node to report the room limits it keeps", func() bool {
-		return strings.Contains(n.out.String(), "policy changes room limits")
+	waitFor(t, 5*time.Second, "the node to apply the room rules", func() bool {
+		return strings.Contains(n.out.String(), "room rules applied")
 	})
+	if f := members[2].joinRefusal("lobby"); f["error"] != "room_full" || fmt.Sprint(f["limit"]) != "2" {
+		t.Errorf("a third join after max_members 2: %v", f)
+	}
+	if err := members[0].send(map[string]any{"type": "message", "room": "lobby", "data": map[string]any{"text": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	members[1].expect(10*time.Second, func(f map[string]any) bool { return f["type"] == "message" && f["room"] == "lobby" })
 }

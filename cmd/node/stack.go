@@ -106,7 +106,8 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	if s.policy, err = n.watchPolicy(s.lim, start); err != nil {
+	rooms := &liveRooms{log: n.log}
+	if s.policy, err = n.watchPolicy(s.lim, rooms); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	broker, err := wshandler.NewNATSBroker(wshandler.NATSBrokerConfig{Conn: n.nc, Prefix: cfg.EventPrefix, NodeID: n.id})
@@ -123,7 +124,8 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		Broker:          broker,
 		NodeID:          n.id,
 	}
-	// The room limits of the policy the node starts with; see watchPolicy.
+	// The room rules of the policy the node starts with; rooms.attach
+	// then applies the cluster's version, and every later one.
 	hc.Rooms, hc.RoomPatterns, hc.DefaultRoom = handlerRooms(start)
 	if n.ident != nil {
 		hc.KeyFunc = clientKey(n.addrKey)
@@ -138,6 +140,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		return nil, err
 	}
 	h := s.handler
+	rooms.attach(h)
 	s.unnotify = s.bans.Notify(func(b events.Ban) {
 		if k := h.CloseClient(b.Client, websocket.ClosePolicyViolation, string(limiter.ReasonBanned)); k > 0 {
 			n.log.Info("closed banned client's connections", "client", b.Client, "connections", k)

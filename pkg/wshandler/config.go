@@ -125,7 +125,9 @@ type Config struct {
 	// negative sends no pings and sets no read deadline.
 	PingInterval time.Duration
 
-	// Rooms sets the limits of rooms by exact name.
+	// Rooms sets the limits of rooms by exact name. Rooms, RoomPatterns
+	// and DefaultRoom are the rules the Handler starts with;
+	// Handler.SetRoomLimits replaces them at run time.
 	Rooms map[string]RoomLimits
 	// RoomPatterns sets the limits of rooms whose names match a pattern, for
 	// rooms not in Rooms; the first match wins.
@@ -142,7 +144,12 @@ type Config struct {
 	// DefaultMaxRoomNameLength.
 	MaxRoomNameLength int
 	// RoomSlots, if set, counts room members for MaxMembers across every
-	// node that shares it; nil counts the members on this node. Give it its
+	// node that shares it; nil counts the members on this node. It counts
+	// the members of every room, capped or not, so that a cap set at run
+	// time (Handler.SetRoomLimits) counts those who joined before it: each
+	// join is one Acquire, each leave one Release. When Acquire fails, a
+	// room with a cap refuses the join (store_unavailable) and one without
+	// admits it uncounted. Give it its
 	// own instance (not the Limiter's connection slots): rooms are counted
 	// under the key "room:" + subject.Token(name).
 	RoomSlots limiter.Slots
@@ -281,25 +288,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxRoomNameLength > 1024 {
 		return c, invalid("MaxRoomNameLength", c.MaxRoomNameLength, "must be at most 1024")
 	}
-	for name, rl := range c.Rooms {
-		field := fmt.Sprintf("Rooms[%q]", name)
-		if err := checkRoomName(name, c.MaxRoomNameLength); err != nil {
-			return c, invalid(field, name, err.Error())
-		}
-		if err := rl.validate(field); err != nil {
-			return c, err
-		}
-	}
-	for i, p := range c.RoomPatterns {
-		field := fmt.Sprintf("RoomPatterns[%d]", i)
-		if p.Pattern == "" || !utf8.ValidString(p.Pattern) {
-			return c, invalid(field+".Pattern", p.Pattern, "must be non-empty UTF-8")
-		}
-		if err := p.Limits.validate(field + ".Limits"); err != nil {
-			return c, err
-		}
-	}
-	if err := c.DefaultRoom.validate("DefaultRoom"); err != nil {
+	if err := validateRooms(c.Rooms, c.RoomPatterns, c.DefaultRoom, c.MaxRoomNameLength); err != nil {
 		return c, err
 	}
 	if c.IPv6PrefixLen == 0 {
@@ -319,16 +308,79 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// limitsFor returns the limits of the room name: by exact name, then the
-// first matching pattern, then the default.
-func (c *Config) limitsFor(name string) RoomLimits {
-	if rl, ok := c.Rooms[name]; ok {
-		return rl
-	}
-	for _, p := range c.RoomPatterns {
-		if glob.Match(p.Pattern, name) {
-			return p.Limits
+// validateRooms checks room rules, naming the first bad field as New
+// does: Rooms["name"].Field, RoomPatterns[i].Limits.Field, DefaultRoom.Field.
+func validateRooms(rooms map[string]RoomLimits, patterns []RoomPattern, def RoomLimits, maxNameLen int) error {
+	for name, rl := range rooms {
+		field := fmt.Sprintf("Rooms[%q]", name)
+		if err := checkRoomName(name, maxNameLen); err != nil {
+			return invalid(field, name, err.Error())
+		}
+		if err := rl.validate(field); err != nil {
+			return err
 		}
 	}
-	return c.DefaultRoom
+	for i, p := range patterns {
+		field := fmt.Sprintf("RoomPatterns[%d]", i)
+		if p.Pattern == "" || !utf8.ValidString(p.Pattern) {
+			return invalid(field+".Pattern", p.Pattern, "must be non-empty UTF-8")
+		}
+		if err := p.Limits.validate(field + ".Limits"); err != nil {
+			return err
+		}
+	}
+	return def.validate("DefaultRoom")
+}
+
+// roomRules are one rule's limits with the Specs of its two buckets, made
+// once per rule and shared by the rooms it applies to.
+type roomRules struct {
+	limits RoomLimits
+	total  limiter.Spec
+	member limiter.Spec
+}
+
+func newRoomRules(rl RoomLimits) *roomRules {
+	return &roomRules{limits: rl, total: rl.totalSpec(), member: rl.memberSpec()}
+}
+
+// roomTable is a validated set of room rules, never changed once made.
+type roomTable struct {
+	exact    map[string]*roomRules
+	patterns []string
+	rules    []*roomRules // of patterns, by index
+	def      *roomRules
+}
+
+// newRoomTable copies the rules, so that the caller's map and slice may
+// change afterwards.
+func newRoomTable(rooms map[string]RoomLimits, patterns []RoomPattern, def RoomLimits) *roomTable {
+	t := &roomTable{exact: make(map[string]*roomRules, len(rooms)), def: newRoomRules(def)}
+	for name, rl := range rooms {
+		t.exact[name] = newRoomRules(rl)
+	}
+	for _, p := range patterns {
+		t.patterns = append(t.patterns, p.Pattern)
+		t.rules = append(t.rules, newRoomRules(p.Limits))
+	}
+	return t
+}
+
+// lookup returns the rules of the room name: by exact name, then the
+// first matching pattern, then the default.
+func (t *roomTable) lookup(name string) *roomRules {
+	if r, ok := t.exact[name]; ok {
+		return r
+	}
+	for i, p := range t.patterns {
+		if glob.Match(p, name) {
+			return t.rules[i]
+		}
+	}
+	return t.def
+}
+
+// limitsFor returns the limits of the room name under c's rules.
+func (c *Config) limitsFor(name string) RoomLimits {
+	return newRoomTable(c.Rooms, c.RoomPatterns, c.DefaultRoom).lookup(name).limits
 }

@@ -65,6 +65,8 @@
 // against Config.MaxRoomsPerConn and Config.MaxRoomsPerNode. Room buckets are
 // kept in the Limiter's Store, so they are cluster-wide when that store is.
 // A room with no members on a node is dropped there, with its subscription.
+// Handler.SetRoomLimits changes the room rules at run time: the open rooms
+// get them at once, their buckets keep their level, and no one is evicted.
 //
 // Each member of a room, on any node, receives each room message exactly
 // once, in the order its sender sent it. The sending node delivers to its own

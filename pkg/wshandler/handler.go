@@ -33,6 +33,8 @@ type Handler struct {
 	seq atomic.Uint64
 	hub hub
 
+	roomRulesMu sync.Mutex // serializes SetRoomLimits
+
 	mu       sync.Mutex // guards the fields below
 	closed   bool
 	conns    map[*Conn]struct{}
@@ -59,7 +61,7 @@ func New(cfg Config) (*Handler, error) {
 		up:       cfg.Upgrader,
 		conns:    make(map[*Conn]struct{}),
 		byClient: make(map[string]map[*Conn]struct{}),
-		hub:      hub{rooms: make(map[string]*room)},
+		hub:      hub{rooms: make(map[string]*room), table: newRoomTable(cfg.Rooms, cfg.RoomPatterns, cfg.DefaultRoom)},
 	}
 	if h.lim == nil {
 		h.lim, err = limiter.New(limiter.Config{Limits: limiter.DefaultLimits(), Now: cfg.Now})

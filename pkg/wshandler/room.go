@@ -26,9 +26,7 @@ const (
 type room struct {
 	name     string
 	nameJSON []byte
-	limits   RoomLimits
-	total    limiter.Spec
-	member   limiter.Spec
+	rules    atomic.Pointer[roomRules] // the room's limits in force; see SetRoomLimits
 	slotKey  string
 
 	refs int // joins in progress plus members; guarded by hub.mu
@@ -72,6 +70,7 @@ func (r *room) publishSnap() {
 type hub struct {
 	mu    sync.Mutex
 	rooms map[string]*room
+	table *roomTable // the room rules in force; replaced by SetRoomLimits
 }
 
 // acquire returns the room name with a reference taken, creating it if the
@@ -84,12 +83,11 @@ func (h *Handler) acquireRoom(name string) *room {
 		if len(h.hub.rooms) >= h.cfg.MaxRoomsPerNode {
 			return nil
 		}
-		rl := h.cfg.limitsFor(name)
 		r = &room{
-			name: name, nameJSON: appendJSONString(nil, name), limits: rl,
-			total: rl.totalSpec(), member: rl.memberSpec(),
+			name: name, nameJSON: appendJSONString(nil, name),
 			slotKey: "room:" + subject.Token(name), members: make(map[*Conn]struct{}), names: make(map[string]*Conn),
 		}
+		r.rules.Store(h.hub.table.lookup(name))
 		h.hub.rooms[name] = r
 	}
 	r.refs++
@@ -150,6 +148,7 @@ type membership struct {
 	r        *room
 	name     string // the name given at join; empty if none
 	nameJSON []byte // name as a JSON string; nil if none
+	slot     bool   // holds a slot of Config.RoomSlots
 }
 
 // join adds c to the room name, under the join name nick if it is not
@@ -176,19 +175,24 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 		return e, false
 	}
 	// The member cap. Shared slots are counted without r.mu held: their
-	// Acquire may be a network round trip.
-	max := r.limits.MaxMembers
+	// Acquire may be a network round trip. They count every member, in a
+	// room without a cap too, so that a cap set at run time
+	// (SetRoomLimits) counts the members who joined before it; a room
+	// without a cap admits a join the slots cannot count.
+	max := r.rules.Load().limits.MaxMembers
 	slots := h.cfg.RoomSlots
 	var n int64
-	full := false
-	if max > 0 && slots != nil {
+	full, slot := false, false
+	if slots != nil {
 		count, got, err := slots.Acquire(c.ctx(), r.slotKey, max)
-		if err != nil {
+		switch {
+		case err != nil && max > 0:
 			h.releaseRoom(r)
 			e.code = ErrorCode(limiter.ReasonStoreUnavailable)
 			return e, false
+		case err == nil:
+			n, full, slot = count, !got, got
 		}
-		n, full = count, !got
 	}
 	key := nameKey(nick)
 	taken := false
@@ -209,7 +213,7 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 	}
 	r.mu.Unlock()
 	if taken {
-		if max > 0 && slots != nil {
+		if slot {
 			_ = slots.Release(c.ctx(), r.slotKey)
 		}
 		h.releaseRoom(r)
@@ -224,7 +228,7 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 		e.code, e.limit = ErrorCode(limiter.ReasonRoomFull), max
 		return e, false
 	}
-	m := membership{r: r, name: nick}
+	m := membership{r: r, name: nick, slot: slot}
 	if nick != "" {
 		m.nameJSON = appendJSONString(nil, nick)
 	}
@@ -244,7 +248,7 @@ func (c *Conn) leave(m membership) {
 	}
 	r.publishSnap()
 	r.mu.Unlock()
-	if r.limits.MaxMembers > 0 && h.cfg.RoomSlots != nil {
+	if m.slot {
 		_ = h.cfg.RoomSlots.Release(c.ctx(), r.slotKey)
 	}
 	h.releaseRoom(r)
@@ -266,8 +270,11 @@ func (c *Conn) roomMessage(r *room, size int, ref string, t *policy.Table, id po
 	h := c.h
 	e = errorInfo{room: r.name, ref: ref}
 	n := int64(size)
+	// The room's rules in force: one load, so that a message meets one
+	// version of them in every layer and gives back what it took under it.
+	rl := r.rules.Load()
 	// 1. The room's size cap.
-	if max := r.limits.MaxMessageSize; max > 0 && n > max {
+	if max := rl.limits.MaxMessageSize; max > 0 && n > max {
 		h.violate(limiter.Violation{Type: limiter.ViolationMessageSize, Reason: limiter.ReasonMessageTooLarge,
 			Time: h.cfg.Now(), ClientID: c.client, ConnectionID: c.id, Room: r.name, Size: n, Limit: max,
 			Current: n, RetryAfter: limiter.Never, Metadata: c.meta})
@@ -289,32 +296,32 @@ func (c *Conn) roomMessage(r *room, size int, ref string, t *policy.Table, id po
 	store := h.lim.Store()
 	// 4. The sender's rate in the room.
 	memberKey := limiter.Key{Kind: KindRoomMember, Scope: r.name, ID: c.client}
-	if !r.member.Unlimited() {
-		res, err := store.Take(c.ctx(), memberKey, r.member, now, 1)
+	if !rl.member.Unlimited() {
+		res, err := store.Take(c.ctx(), memberKey, rl.member, now, 1)
 		if err != nil || !res.OK {
 			h.lim.RefundMessage(c.ctx(), c.id, size)
-			return c.roomDenied(e, err, r, r.member, res, now), false
+			return c.roomDenied(e, err, r, rl.member, res, now), false
 		}
 	}
 	// 5. The room's total rate.
-	if !r.total.Unlimited() {
-		res, err := store.Take(c.ctx(), limiter.Key{Kind: KindRoom, Scope: r.name}, r.total, now, 1)
+	if !rl.total.Unlimited() {
+		res, err := store.Take(c.ctx(), limiter.Key{Kind: KindRoom, Scope: r.name}, rl.total, now, 1)
 		if err != nil || !res.OK {
-			if !r.member.Unlimited() {
-				_ = store.Refund(c.ctx(), memberKey, r.member, now, 1)
+			if !rl.member.Unlimited() {
+				_ = store.Refund(c.ctx(), memberKey, rl.member, now, 1)
 			}
 			h.lim.RefundMessage(c.ctx(), c.id, size)
-			return c.roomDenied(e, err, r, r.total, res, now), false
+			return c.roomDenied(e, err, r, rl.total, res, now), false
 		}
 	}
 	// 6. The message's class, per connection, user, address and room.
 	if id != policy.NoClass {
 		if ce, ok := c.takeClass(t, id, r.name, e, now); !ok {
-			if !r.total.Unlimited() {
-				_ = store.Refund(c.ctx(), limiter.Key{Kind: KindRoom, Scope: r.name}, r.total, now, 1)
+			if !rl.total.Unlimited() {
+				_ = store.Refund(c.ctx(), limiter.Key{Kind: KindRoom, Scope: r.name}, rl.total, now, 1)
 			}
-			if !r.member.Unlimited() {
-				_ = store.Refund(c.ctx(), memberKey, r.member, now, 1)
+			if !rl.member.Unlimited() {
+				_ = store.Refund(c.ctx(), memberKey, rl.member, now, 1)
 			}
 			h.lim.RefundMessage(c.ctx(), c.id, size)
 			return ce, false
