@@ -7,8 +7,9 @@ import (
 	"unsafe"
 )
 
-// keyHasher hashes the IDs of a MemoryStore's keys: client IDs, mostly
-// shorter than 17 bytes, hashed on every decision. For those it mixes the
+// keyHasher hashes the IDs and scopes of a MemoryStore's keys: client IDs,
+// class and room names, mostly shorter than 17 bytes, hashed on every
+// decision. For those it mixes the
 // bytes with two secret 64-bit keys by 128-bit multiplication (the
 // construction of wyhash, which the Go runtime also uses where it has no
 // AES hash), inline and without maphash's calls; longer IDs go to maphash.
@@ -57,6 +58,5 @@ func (k *keyHasher) id(s string) uint64 {
 	return mum(k.k1^uint64(n)^wyp1, mum(a^k.k0^wyp0, b^k.k1))
 }
 
-// str returns the hash of any string, for the rarer scopes and slot
-// clients.
+// str returns the hash of any string, for slot clients.
 func (k *keyHasher) str(s string) uint64 { return maphash.String(k.seed, s) }

@@ -307,7 +307,7 @@ func (l *Limiter) CheckMessageAt(ctx context.Context, connID string, size int, n
 		return Decision{Reason: ReasonConnectionNotFound}
 	}
 	n := int64(size)
-	lv := l.live.Load().of(c.tier)
+	lv := l.limitsOf(c)
 	if max := lv.limits.MaxMessageSize; max > 0 && n > max {
 		l.violate(Violation{Type: ViolationMessageSize, Reason: ReasonMessageTooLarge, Time: now, ClientID: c.client,
 			ConnectionID: c.id, Size: n, Limit: max, Current: n, RetryAfter: Never, Metadata: c.meta})
@@ -335,6 +335,23 @@ func (l *Limiter) CheckMessageAt(ctx context.Context, connID string, size int, n
 		l.violate(v)
 	}
 	return d
+}
+
+// limitsOf returns the limits in force for c: the base limits without
+// tiers, else its tier's, from the cache on c while the limits have not
+// changed. Connections racing on a change each store a value of the
+// live limits they read; a stale one is replaced at the next message.
+func (l *Limiter) limitsOf(c *conn) *liveLimits {
+	top := l.live.Load()
+	if top.tiers == nil {
+		return top
+	}
+	if lv := c.lv.Load(); lv != nil && lv.top == top {
+		return lv
+	}
+	lv := top.of(c.tier)
+	c.lv.Store(lv)
+	return lv
 }
 
 // record counts an allowed message of n bytes. Requires c.mu held.
@@ -400,7 +417,7 @@ func (l *Limiter) RefundMessage(ctx context.Context, connID string, size int) {
 	}
 	n := int64(size)
 	now := l.now()
-	lv := l.live.Load().of(c.tier)
+	lv := l.limitsOf(c)
 	c.mu.Lock()
 	if lv.limits.MessageScope == PerConnection {
 		c.msgs.RefundAt(lv.msgSpec, now, 1)

@@ -15,6 +15,10 @@ type liveLimits struct {
 	limits                      Limits
 	connSpec, msgSpec, byteSpec Spec
 	tiers                       map[string]*liveLimits // nil without tiers
+	// top is the value the Limiter held when this one was in force: the
+	// base limits themselves, or those whose tiers hold this one. A
+	// connection's cached tier limits are current while their top is.
+	top *liveLimits
 }
 
 func newLiveLimits(l Limits) *liveLimits {
@@ -43,6 +47,7 @@ func newTieredLimits(base Limits, tiers map[string]Limits) (*liveLimits, error) 
 		return nil, err
 	}
 	lv := newLiveLimits(base)
+	lv.top = lv
 	if len(tiers) == 0 {
 		return lv, nil
 	}
@@ -55,6 +60,7 @@ func newTieredLimits(base Limits, tiers map[string]Limits) (*liveLimits, error) 
 			return nil, fmt.Errorf("tier %q: %w", name, ErrScopeChange)
 		}
 		lv.tiers[name] = newLiveLimits(t)
+		lv.tiers[name].top = lv
 	}
 	return lv, nil
 }

@@ -3,6 +3,7 @@ package limiter
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -16,6 +17,10 @@ type conn struct {
 	meta        map[string]string
 	slotted     bool   // holds a concurrent-connection slot to release
 	tier        string // meta[MetaTier]: whose limits apply
+	// lv caches the limits of tier (liveLimits.of), valid while lv.top is
+	// the Limiter's live value: a message looks its tier up once per
+	// limits change, not per message (Limiter.limitsOf).
+	lv atomic.Pointer[liveLimits]
 
 	mu      sync.Mutex // guards the fields below
 	msgs    Bucket     // PerConnection scope only

@@ -154,7 +154,8 @@ const scopedFlag = 1
 // comes from the ID alone, so that the buckets of every kind for one ID (a
 // client's message and byte buckets, which CheckMessage takes together)
 // share a shard and the cache line of its lock. The table hash mixes in the
-// kind and scope; its low byte, which within one shard would always be the
+// kind and scope (hashed as IDs are: a class's or room's name is short);
+// its low byte, which within one shard would always be the
 // same, says instead whether the key has a scope (and the tag carries it).
 func (s *MemoryStore) hash(k Key) (*bucketShard, uint64) {
 	h := s.keys.id(k.ID)
@@ -162,7 +163,7 @@ func (s *MemoryStore) hash(k Key) (*bucketShard, uint64) {
 	h ^= kindMix(k.Kind)
 	h &^= 0xff
 	if k.Scope != "" {
-		h ^= (s.keys.str(k.Scope) * 0x9e3779b97f4a7c15) &^ 0xff
+		h ^= (s.keys.id(k.Scope) * 0x9e3779b97f4a7c15) &^ 0xff
 		h |= scopedFlag
 	}
 	return sh, h
@@ -202,6 +203,10 @@ func keyRest(k Key) string {
 // restIsScoped reports whether rest, kept by keyRest for a key with a
 // scope, holds k's kind and scope.
 func restIsScoped(rest string, k Key) bool {
+	if kl := len(k.Kind); kl < 0x80 { // a one-byte uvarint: every kind there is
+		return len(rest) == 1+kl+len(k.Scope) && rest[0] == byte(kl) &&
+			rest[1:1+kl] == string(k.Kind) && rest[1+kl:] == k.Scope
+	}
 	var buf [binary.MaxVarintLen64]byte
 	m := binary.PutUvarint(buf[:], uint64(len(k.Kind)))
 	kl := len(k.Kind)

@@ -75,16 +75,14 @@ func (c *Checker) Take(ctx context.Context, r *Resolved, rule *RoomRule, id Clas
 	if cl == nil {
 		return Denial{}, true, nil
 	}
-	specs := cl.Specs
-	specs[LayerRoom] = rule.ClassSpec(r, id)
 	for l := Layer(0); l < NumLayers; l++ {
-		spec, key := specs[l], sub.id(l)
+		spec, key := cl.layerSpec(l, r, rule, id), sub.id(l)
 		if spec.Unlimited() || key == "" {
 			continue
 		}
 		res, err := c.store(l).Take(ctx, limiter.Key{Kind: layerKinds[l], Scope: cl.Name, ID: key}, spec, now, cl.Cost)
 		if err != nil || !res.OK {
-			c.refund(ctx, cl, &specs, &sub, l, now)
+			c.refund(ctx, r, rule, id, cl, &sub, l, now)
 			if err != nil {
 				return Denial{}, false, err
 			}
@@ -94,22 +92,28 @@ func (c *Checker) Take(ctx context.Context, r *Resolved, rule *RoomRule, id Clas
 	return Denial{}, true, nil
 }
 
+// layerSpec returns the Spec of cl's bucket in layer l: the room rule's,
+// if it sets one, for the room layer (see RoomRule.ClassSpec). cl is
+// r.Class(id).
+func (cl *ClassLimits) layerSpec(l Layer, r *Resolved, rule *RoomRule, id ClassID) limiter.Spec {
+	if l == LayerRoom && rule != nil {
+		return rule.ClassSpec(r, id)
+	}
+	return cl.Specs[l]
+}
+
 // Refund gives back what an allowed Take took, for a caller whose own
 // later check denies the message.
 func (c *Checker) Refund(ctx context.Context, r *Resolved, rule *RoomRule, id ClassID, sub Subject, now time.Time) {
-	cl := r.Class(id)
-	if cl == nil {
-		return
+	if cl := r.Class(id); cl != nil {
+		c.refund(ctx, r, rule, id, cl, &sub, NumLayers, now)
 	}
-	specs := cl.Specs
-	specs[LayerRoom] = rule.ClassSpec(r, id)
-	c.refund(ctx, cl, &specs, &sub, NumLayers, now)
 }
 
-// refund gives back the layers before upto.
-func (c *Checker) refund(ctx context.Context, cl *ClassLimits, specs *[NumLayers]limiter.Spec, sub *Subject, upto Layer, now time.Time) {
+// refund gives back the layers before upto; cl is r.Class(id).
+func (c *Checker) refund(ctx context.Context, r *Resolved, rule *RoomRule, id ClassID, cl *ClassLimits, sub *Subject, upto Layer, now time.Time) {
 	for l := Layer(0); l < upto; l++ {
-		spec, key := specs[l], sub.id(l)
+		spec, key := cl.layerSpec(l, r, rule, id), sub.id(l)
 		if spec.Unlimited() || key == "" {
 			continue
 		}

@@ -165,3 +165,34 @@ func TestMessagePathAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkClassStoreTake times the address layer's take alone, a
+// MemoryStore.Take of a class bucket, as BenchmarkMessagePath's
+// classes+address path makes it: "one" takes from one address's bucket
+// over and over (every line in cache), "250" from the buckets of the
+// path's 250 addresses drawn at random (the store's lines in cache, not
+// all in the nearest).
+func BenchmarkClassStoreTake(b *testing.B) {
+	conns := msgPathSetup(b, msgPathPolicy(true))
+	msgPathRun(b, conns, 4*msgPathConns, new(uint64))
+	st := conns[0].h.lim.Store()
+	spec := limiter.Spec{Limit: 1 << 40, Per: time.Minute}
+	addrs := make([]string, 250)
+	for i := range addrs {
+		addrs[i] = conns[i].client
+	}
+	now := time.Now()
+	for _, n := range []int{1, len(addrs)} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			seed := uint64(1)
+			b.ReportAllocs()
+			for range b.N {
+				seed = seed*6364136223846793005 + 1442695040888963407
+				key := limiter.Key{Kind: policy.LayerAddress.Kind(), Scope: "message", ID: addrs[(seed>>33)%uint64(n)]}
+				if r, _ := st.Take(context.Background(), key, spec, now, 1); !r.OK {
+					b.Fatal("denied")
+				}
+			}
+		})
+	}
+}
