@@ -283,8 +283,9 @@ func TestBrowserDashboardCluster(t *testing.T) {
 	}
 	var nodes []*inProc
 	var addrs []string
+	name := uniqueClusterName(t)
 	for i, p := range ports {
-		n := startInProcess(t, "--node-id", fmt.Sprintf("node%d", i+1),
+		n := startInProcess(t, "--node-id", fmt.Sprintf("node%d", i+1), "--cluster-name", name,
 			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", p), "--routes", strings.Join(routes, ","),
 			"--shutdown-timeout", "3s", "--limits-messages-per-minute", "1200", "--limits-max-concurrent-connections", "0", "--limits-connections-per-minute", "600", "--max-denials", "-1",
 			"--rooms", "*:member_messages_per_minute=30,member_message_burst=10;demo:member_messages_per_minute=1200,member_message_burst=40")

@@ -103,6 +103,7 @@ func startCluster(t *testing.T, dirs []string, routePorts []int, env []string, e
 	for _, p := range routePorts {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
+	name := uniqueClusterName(t)
 	procs := make([]*proc, len(dirs))
 	for i := range procs {
 		args := append([]string{
@@ -112,6 +113,7 @@ func startCluster(t *testing.T, dirs []string, routePorts []int, env []string, e
 			"--nats-listen", "127.0.0.1:0",
 			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", routePorts[i]),
 			"--routes", strings.Join(routes, ","),
+			"--cluster-name", name,
 		}, extra...)
 		procs[i] = startProc(t, dirs[i], env, args...)
 	}

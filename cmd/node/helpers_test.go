@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -297,6 +299,21 @@ func (c *wsClient) expect(timeout time.Duration, match func(map[string]any) bool
 			return f
 		}
 	}
+}
+
+// uniqueClusterName returns a NATS cluster name no other test uses. The
+// route ports of a test's cluster are free ports picked before its nodes
+// start, so another test's server can take one in between (or while a
+// node restarts); NATS refuses a route between clusters of different
+// names, so two tests' clusters never merge into one and share a KV
+// bucket, whatever ports they end up on.
+func uniqueClusterName(t *testing.T) string {
+	t.Helper()
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return "test-" + hex.EncodeToString(b[:])
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
