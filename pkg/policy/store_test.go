@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratethrottle/ratethrottle/internal/wait"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 var ctx = context.Background()
@@ -152,16 +153,35 @@ func TestStorePublishesChangedEvent(t *testing.T) {
 func TestStoreConfigRefused(t *testing.T) {
 	srv := startServer(t)
 	nc := dial(t, srv.ClientURL())
-	for name, cfg := range map[string]StoreConfig{
-		"no conn": {},
-		"bucket":  {Conn: nc, Bucket: "a.b"},
-		"key":     {Conn: nc, Key: "a b"},
-		"key dot": {Conn: nc, Key: ".a"},
-		"history": {Conn: nc, History: 65},
-		"prefix":  {Conn: nc, EventPrefix: "a.*"},
+	for _, c := range []struct {
+		cfg   StoreConfig
+		field string
+	}{
+		{StoreConfig{}, "Conn"},
+		{StoreConfig{Conn: nc, Bucket: "a.b"}, "Bucket"},
+		{StoreConfig{Conn: nc, Key: "a b"}, "Key"},
+		{StoreConfig{Conn: nc, Key: ".a"}, "Key"},
+		{StoreConfig{Conn: nc, History: 65}, "History"},
+		{StoreConfig{Conn: nc, Replicas: 6}, "Replicas"},
+		{StoreConfig{Conn: nc, Timeout: -1}, "Timeout"},
+		{StoreConfig{Conn: nc, EventPrefix: "a.*"}, "EventPrefix"},
 	} {
-		_, err := NewStore(ctx, cfg)
-		require.Error(t, err, name)
+		_, err := NewStore(ctx, c.cfg)
+		var fe *limiter.FieldError
+		require.ErrorAs(t, err, &fe, c.field)
+		require.Equal(t, c.field, fe.Field)
+		require.ErrorIs(t, err, ErrInvalidConfig, c.field)
+	}
+	for field, cfg := range map[string]WatcherConfig{
+		"Bucket":         {Store: StoreConfig{Conn: nc, Bucket: "a.b"}},
+		"RetryInterval":  {Store: StoreConfig{Conn: nc}, RetryInterval: -1},
+		"ResyncInterval": {Store: StoreConfig{Conn: nc}, ResyncInterval: -1},
+	} {
+		_, err := NewWatcher(cfg)
+		var fe *limiter.FieldError
+		require.ErrorAs(t, err, &fe, field)
+		require.Equal(t, field, fe.Field)
+		require.ErrorIs(t, err, ErrInvalidConfig, field)
 	}
 }
 

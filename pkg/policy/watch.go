@@ -58,7 +58,9 @@ type Watcher struct {
 }
 
 // NewWatcher validates the fallback, starts watching and returns at once:
-// Current is the fallback until the cluster's document is read.
+// Current is the fallback until the cluster's document is read. An invalid
+// cfg is refused with a *limiter.FieldError that unwraps to
+// ErrInvalidConfig; an invalid fallback with its *ValidationError.
 func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	if err := cfg.Store.setDefaults(); err != nil {
 		return nil, err
@@ -70,10 +72,16 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RetryInterval <= 0 {
+	switch {
+	case cfg.RetryInterval < 0:
+		return nil, invalidConfig("RetryInterval", cfg.RetryInterval, "must not be negative")
+	case cfg.ResyncInterval < 0:
+		return nil, invalidConfig("ResyncInterval", cfg.ResyncInterval, "must not be negative")
+	}
+	if cfg.RetryInterval == 0 {
 		cfg.RetryInterval = 250 * time.Millisecond
 	}
-	if cfg.ResyncInterval <= 0 {
+	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = 5 * time.Second
 	}
 	w := &Watcher{cfg: cfg, done: make(chan struct{})}
