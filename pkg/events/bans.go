@@ -394,10 +394,26 @@ type liftRecord struct {
 	Node string `json:"lifted_by"`
 }
 
-// UnbanClaims reports how many ended bans this node published the unban
-// event of (won) and how many it left to another node (lost).
-func (b *Bans) UnbanClaims() (won, lost uint64) {
-	return b.claimWon.Load(), b.claimLost.Load()
+// BansStats counts what a Bans did.
+type BansStats struct {
+	// UnbanClaimsWon counts the ended bans this node published the unban
+	// event of.
+	UnbanClaimsWon uint64
+	// UnbanClaimsLost counts the ended bans whose unban event this node
+	// left to another node.
+	UnbanClaimsLost uint64
+	// Invalid counts bucket entries skipped because they did not decode as
+	// bans.
+	Invalid uint64
+}
+
+// Stats returns the Bans' counters.
+func (b *Bans) Stats() BansStats {
+	return BansStats{
+		UnbanClaimsWon:  b.claimWon.Load(),
+		UnbanClaimsLost: b.claimLost.Load(),
+		Invalid:         b.invalid.Load(),
+	}
 }
 
 // maxClaims bounds the unban claims in flight: when many bans end at once,
@@ -535,10 +551,6 @@ func (b *Bans) Notify(onBan func(Ban), onUnban func(client string)) (cancel func
 		b.lmu.Unlock()
 	}
 }
-
-// InvalidEntries returns the number of bucket entries skipped because
-// they did not decode as bans.
-func (b *Bans) InvalidEntries() uint64 { return b.invalid.Load() }
 
 // Close stops the watch. It is idempotent. The bans stay in the bucket.
 func (b *Bans) Close() error {
