@@ -216,7 +216,7 @@ func TestWatcherAppliesNewVersionsFast(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Len(t, seen, 5)
-	require.Equal(t, uint64(5), w.Applied())
+	require.Equal(t, uint64(5), w.Stats().Applied)
 }
 
 func TestWatcherSkipsInvalidRevisions(t *testing.T) {
@@ -238,14 +238,14 @@ func TestWatcherSkipsInvalidRevisions(t *testing.T) {
 	require.NoError(t, err)
 	_, err = kv.Put(ctx, DefaultKey, []byte("{{{"))
 	require.NoError(t, err)
-	wait.For(t, 5*time.Second, "two invalid revisions counted", func() bool { return w.Invalid() == 2 })
+	wait.For(t, 5*time.Second, "two invalid revisions counted", func() bool { return w.Stats().Invalid == 2 })
 	require.Equal(t, v.Revision, w.Current().Revision, "invalid revisions are never applied")
 	require.NoError(t, kv.Delete(ctx, DefaultKey))
 	rev, err := kv.Put(ctx, DefaultKey, []byte("classes: {typing: {rate: 99}}\n"))
 	require.NoError(t, err)
 	wait.For(t, 5*time.Second, "bare document applied", func() bool { return w.Current().Revision == rev })
 	require.Empty(t, w.Current().Who)
-	require.Equal(t, uint64(2), w.Invalid())
+	require.Equal(t, uint64(2), w.Stats().Invalid)
 
 	h, err := writer.History(ctx)
 	require.NoError(t, err)
@@ -325,7 +325,7 @@ func TestWatcherRecoversPanickingCallback(t *testing.T) {
 	v2, err := writer.Put(ctx, docWithTyping(2), v1.Revision, "ada")
 	require.NoError(t, err)
 	wait.For(t, 5*time.Second, "both versions applied", func() bool { return w.Current().Revision == v2.Revision })
-	require.GreaterOrEqual(t, w.Panics(), uint64(1))
+	require.GreaterOrEqual(t, w.Stats().Panics, uint64(1))
 }
 
 func TestWatcherRefusesInvalidFallback(t *testing.T) {

@@ -24,7 +24,7 @@ type WatcherConfig struct {
 	Seed bool
 	// OnChange, if set, is called on the Watcher's goroutine with every new
 	// version it applies, the first one read from the cluster included. A
-	// panic in it is recovered and counted (Panics).
+	// panic in it is recovered and counted (WatcherStats.Panics).
 	OnChange func(*Version)
 	// RetryInterval is the pause between attempts to reach the bucket, and
 	// how often the connection is checked for a reconnect after which the
@@ -99,11 +99,20 @@ func (w *Watcher) Current() *Version { return w.cur.Load() }
 // admin API writes through it.
 func (w *Watcher) Store() *Store { return w.store.Load() }
 
-// Invalid returns the number of invalid revisions skipped.
-func (w *Watcher) Invalid() uint64 { return w.invalid.Load() }
+// WatcherStats counts what a Watcher did.
+type WatcherStats struct {
+	// Applied counts the cluster versions applied.
+	Applied uint64
+	// Invalid counts the invalid revisions skipped.
+	Invalid uint64
+	// Panics counts the panics recovered from OnChange.
+	Panics uint64
+}
 
-// Applied returns the number of cluster versions applied.
-func (w *Watcher) Applied() uint64 { return w.applied.Load() }
+// Stats returns the Watcher's counters.
+func (w *Watcher) Stats() WatcherStats {
+	return WatcherStats{Applied: w.applied.Load(), Invalid: w.invalid.Load(), Panics: w.panics.Load()}
+}
 
 // Close stops the Watcher and waits for its goroutine. It is idempotent.
 func (w *Watcher) Close() error {
@@ -205,9 +214,6 @@ func (w *Watcher) notify(v *Version) {
 	}()
 	w.cfg.OnChange(v)
 }
-
-// Panics returns the number of panics recovered from OnChange.
-func (w *Watcher) Panics() uint64 { return w.panics.Load() }
 
 func (w *Watcher) pause(d time.Duration) {
 	t := time.NewTimer(d)
