@@ -23,9 +23,10 @@ const (
 	DefaultTierClaim    = "tier"
 	DefaultQueryParam   = "token"
 	DefaultMaxTokenSize = 8192
-	// MaxUserLength caps "sub", in bytes.
-	MaxUserLength = 256
 )
+
+// MaxUserLength caps "sub", in bytes.
+const MaxUserLength = 256
 
 // JWTConfig configures a JWT resolver. At least one key source is
 // required; zero fields get defaults.
@@ -39,7 +40,7 @@ type JWTConfig struct {
 	// token's "kid" picks its key. Reload reads it again.
 	JWKSFile string
 	// TierClaim names the claim that holds the tier; a dotted name reaches
-	// into nested objects ("app_metadata.tier"). Empty means "tier".
+	// into nested objects ("app_metadata.tier"). Empty means DefaultTierClaim.
 	TierClaim string
 	// AttributeClaims are claims copied into Identity.Attributes, as
 	// strings.
@@ -52,7 +53,7 @@ type JWTConfig struct {
 	// MaxTokenSize caps a token, in bytes. Zero means DefaultMaxTokenSize.
 	MaxTokenSize int
 	// QueryParam is the query parameter a browser passes the token in.
-	// Empty means "token"; "-" accepts the Authorization header only.
+	// Empty means DefaultQueryParam; "-" accepts the Authorization header only.
 	QueryParam string
 	// RequireToken refuses requests without a token with ErrNoToken;
 	// otherwise they resolve as anonymous.

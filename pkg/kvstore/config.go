@@ -10,6 +10,10 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
+// DefaultBucket is the JetStream KV bucket of a Config that leaves Bucket
+// empty.
+const DefaultBucket = "ratethrottle"
+
 // Mode is how the buckets of one limit kind agree across nodes.
 type Mode int
 
@@ -80,7 +84,7 @@ const KindSlots limiter.Kind = "slots"
 type Config struct {
 	// Conn is the NATS connection. The Store does not close it.
 	Conn *nats.Conn
-	// Bucket is the JetStream KV bucket. Empty means "ratethrottle".
+	// Bucket is the JetStream KV bucket. Empty means DefaultBucket.
 	Bucket string
 	// NodeID names this node. A node restarting under the same ID clears
 	// its own stale entries. Empty means a random ID.
@@ -137,7 +141,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, invalid("Conn", nil, "is required")
 	}
 	if cfg.Bucket == "" {
-		cfg.Bucket = "ratethrottle"
+		cfg.Bucket = DefaultBucket
 	}
 	if !bucketName.MatchString(cfg.Bucket) {
 		return cfg, invalid("Bucket", cfg.Bucket, "must match "+bucketName.String())

@@ -22,9 +22,10 @@ const (
 	DefaultBucket  = "ratethrottle_policy"
 	DefaultKey     = "policy"
 	DefaultHistory = 64 // the most JetStream KV keeps per key
-	// MaxWhoLength caps the author of a change, in bytes.
-	MaxWhoLength = 256
 )
+
+// MaxWhoLength caps the author of a change, in bytes.
+const MaxWhoLength = 256
 
 // StoreConfig configures a Store. Conn is required; zero fields get
 // defaults.
