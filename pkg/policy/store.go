@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"sync/atomic"
 	"time"
@@ -45,7 +46,8 @@ type StoreConfig struct {
 	// EventPrefix is the prefix of the policy_changed subject (see
 	// ChangedSubject). Empty means events.DefaultPrefix.
 	EventPrefix string
-	// Node names this node in events. Empty means "unknown".
+	// Node names this node in events. Empty means the host name, as in
+	// package events.
 	Node string
 	// Timeout bounds each KV operation. Zero means 2 s.
 	Timeout time.Duration
@@ -78,7 +80,10 @@ func (c *StoreConfig) setDefaults() error {
 		c.Timeout = 2 * time.Second
 	}
 	if c.Node == "" {
-		c.Node = "unknown"
+		c.Node = "node"
+		if h, err := os.Hostname(); err == nil && h != "" {
+			c.Node = h
+		}
 	}
 	if c.Now == nil {
 		c.Now = time.Now
