@@ -123,13 +123,13 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 
 // HandleViolation queues the event for v. It never blocks.
 func (p *Publisher) HandleViolation(v limiter.Violation) {
-	p.Publish(FromViolation(v))
+	p.publish(FromViolation(v))
 }
 
-// Publish queues e for publishing and reports whether it was queued. It
+// publish queues e for publishing and reports whether it was queued. It
 // never blocks. The Publisher sets e's ID, Node (if empty), version and
 // time (if zero).
-func (p *Publisher) Publish(e Event) bool {
+func (p *Publisher) publish(e Event) bool {
 	if p.closed.Load() {
 		p.dropped.Add(1)
 		return false
