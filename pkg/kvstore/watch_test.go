@@ -30,22 +30,8 @@ func TestWatchSurvivesStreamLeaderLoss(t *testing.T) {
 		stores = append(stores, newNode(t, s.ClientURL(), Config{NodeID: fmt.Sprintf("w%d", i), Replicas: 3,
 			Storage: jetstream.MemoryStorage, Timeout: time.Second}))
 	}
-	for _, s := range stores {
-		waitFor(t, 10*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
-	}
+	survivors, _ := stopStreamLeader(t, servers, stores)
 	ctx := context.Background()
-	st, err := stores[0].kv.Status(ctx)
-	require.NoError(t, err)
-	leader := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader
-	var survivors []*Store
-	for i, s := range servers {
-		if s.Config().Name == leader {
-			s.Stop()
-		} else {
-			survivors = append(survivors, stores[i])
-		}
-	}
-	require.Len(t, survivors, 2, "stream leader %q among the servers", leader)
 
 	// Each survivor spends 10 tokens; each must see the other's 10 and
 	// count the other live, well before the client library's own
@@ -99,22 +85,8 @@ func TestWatchStallDetectedFast(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		stores = append(stores, st)
 	}
-	for _, s := range stores {
-		waitFor(t, 10*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
-	}
+	survivors, leader := stopStreamLeader(t, servers, stores)
 	ctx := context.Background()
-	st, err := stores[0].kv.Status(ctx)
-	require.NoError(t, err)
-	leader := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader
-	var survivors []*Store
-	for i, s := range servers {
-		if s.Config().Name == leader {
-			s.Stop()
-		} else {
-			survivors = append(survivors, stores[i])
-		}
-	}
-	require.Len(t, survivors, 2)
 	w, r := survivors[0], survivors[1]
 	spec := limiter.Spec{Limit: 1 << 20, Per: time.Hour}
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "stall"}
@@ -144,4 +116,28 @@ func TestWatchStallDetectedFast(t *testing.T) {
 		leader, took.Round(time.Millisecond), w.Stats().WatchRestarts, r.Stats().WatchRestarts)
 	_ = acked
 	require.Less(t, took, time.Second)
+}
+
+// stopStreamLeader waits until each of stores, one per server of a
+// three-server cluster, sees three live nodes, stops the server that leads
+// the KV bucket's stream and returns the stores of the other two and the
+// stopped server's name.
+func stopStreamLeader(t *testing.T, servers []*embedded.Server, stores []*Store) ([]*Store, string) {
+	t.Helper()
+	for _, s := range stores {
+		waitFor(t, 10*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
+	}
+	st, err := stores[0].kv.Status(context.Background())
+	require.NoError(t, err)
+	leader := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader
+	var survivors []*Store
+	for i, s := range servers {
+		if s.Config().Name == leader {
+			s.Stop()
+		} else {
+			survivors = append(survivors, stores[i])
+		}
+	}
+	require.Len(t, survivors, 2, "stream leader %q among the servers", leader)
+	return survivors, leader
 }
