@@ -160,13 +160,7 @@ func simultaneousConnects(t *testing.T, nodes []*Store, racers int, limit int64,
 // configuration: every round admits exactly 5.
 func TestSimultaneousConnectsExactCap(t *testing.T) {
 	srv := startServer(t, embedded.Config{})
-	var nodes []*Store
-	for i := range 3 {
-		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("cap%d", i)}))
-	}
-	for _, s := range nodes {
-		waitFor(t, 5*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
-	}
+	nodes := newNodes(t, srv.ClientURL(), 3, "cap", Config{})
 	rounds := 1000
 	if testing.Short() {
 		rounds = 100

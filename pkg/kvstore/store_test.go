@@ -49,6 +49,22 @@ func newNode(t *testing.T, url string, cfg Config) *Store {
 	return s
 }
 
+// newNodes starts n Stores on the server at url, named prefix0 to
+// prefix<n-1> and otherwise configured by cfg, and waits until each sees
+// all n live.
+func newNodes(t *testing.T, url string, n int, prefix string, cfg Config) []*Store {
+	t.Helper()
+	nodes := make([]*Store, n)
+	for i := range nodes {
+		cfg.NodeID = fmt.Sprint(prefix, i)
+		nodes[i] = newNode(t, url, cfg)
+	}
+	for _, s := range nodes {
+		waitFor(t, 5*time.Second, fmt.Sprint(n, " live nodes"), func() bool { return s.LiveNodes() == n })
+	}
+	return nodes
+}
+
 // TestConfigInvalid: every invalid field is refused with a
 // *limiter.FieldError naming it, with its value, that unwraps to
 // ErrInvalidConfig (and not to the limiter's sentinel).
@@ -133,13 +149,7 @@ func sum(xs []int64) (n int64) {
 
 func TestGlobalClientLimitedAcrossThreeNodes(t *testing.T) {
 	srv := startServer(t, embedded.Config{})
-	var nodes []*Store
-	for i := range 3 {
-		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("n%d", i), Storage: jetstream.MemoryStorage}))
-	}
-	for _, s := range nodes {
-		waitFor(t, 5*time.Second, "all nodes live", func() bool { return s.LiveNodes() == 3 })
-	}
+	nodes := newNodes(t, srv.ClientURL(), 3, "n", Config{Storage: jetstream.MemoryStorage})
 	// 60 tokens an hour: refill over the test (well under 1 s) is < 0.02.
 	spec := limiter.Spec{Limit: 60, Per: time.Hour}
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "alice"}
