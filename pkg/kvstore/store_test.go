@@ -12,27 +12,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
 
-func startServer(t *testing.T, cfg embedded.Config) *embedded.Server {
-	t.Helper()
-	s, err := embedded.Start(cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	return s
-}
+func startServer(t *testing.T, cfg embedded.Config) *embedded.Server { return natstest.Server(t, cfg) }
 
-func dial(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(25*time.Millisecond),
-		nats.RetryOnFailedConnect(true))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	return nc
-}
+func dial(t *testing.T, url string) *nats.Conn { return natstest.Dial(t, url) }
 
 // newNode starts a Store on its own connection to url.
 func newNode(t *testing.T, url string, cfg Config) *Store {
