@@ -95,13 +95,13 @@ func Start(cfg Config) (*Server, error) {
 	}
 	switch {
 	case cfg.Port < -1 || cfg.Port > 65535:
-		return nil, fieldError("Port", cfg.Port, "must be -1 to 65535 (0 or -1: a free port)")
+		return nil, invalidConfig("Port", cfg.Port, "must be -1 to 65535 (0 or -1: a free port)")
 	case cfg.ClusterPort < -1 || cfg.ClusterPort > 65535:
-		return nil, fieldError("ClusterPort", cfg.ClusterPort, "must be -1 to 65535 (0 or -1: a free port)")
+		return nil, invalidConfig("ClusterPort", cfg.ClusterPort, "must be -1 to 65535 (0 or -1: a free port)")
 	case cfg.ReadyTimeout < 0:
-		return nil, fieldError("ReadyTimeout", cfg.ReadyTimeout, "must not be negative (0 means the default)")
+		return nil, invalidConfig("ReadyTimeout", cfg.ReadyTimeout, "must not be negative (0 means the default)")
 	case cfg.ClusterName == "" && len(cfg.Routes) > 0:
-		return nil, fieldError("Routes", cfg.Routes, "is set without ClusterName")
+		return nil, invalidConfig("Routes", cfg.Routes, "is set without ClusterName")
 	}
 	if cfg.Port == 0 {
 		cfg.Port = -1
@@ -170,7 +170,7 @@ func (s *Server) options() (*server.Options, error) {
 		for _, r := range c.Routes {
 			u, err := url.Parse(r)
 			if err != nil {
-				return nil, fieldError("Routes", r, err.Error())
+				return nil, invalidConfig("Routes", r, err.Error())
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
@@ -448,7 +448,7 @@ func freePorts(host string, n int) ([]int, error) {
 // tell servers apart.
 func randomName() string { return strings.ToLower(rand.Text()[:12]) }
 
-// fieldError reports an invalid Config field.
-func fieldError(field string, value any, reason string) error {
+// invalidConfig reports an invalid Config field.
+func invalidConfig(field string, value any, reason string) error {
 	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
 }

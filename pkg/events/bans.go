@@ -61,24 +61,24 @@ type BansConfig struct {
 
 func (c *BansConfig) setDefaults() error {
 	if c.Conn == nil {
-		return configError("Conn", nil, "is required")
+		return invalidConfig("Conn", nil, "is required")
 	}
 	if err := ValidatePrefix(c.Prefix); err != nil {
 		return err
 	}
 	switch {
 	case c.Replicas < 0:
-		return configError("Replicas", c.Replicas, "must not be negative (0 means 1)")
+		return invalidConfig("Replicas", c.Replicas, "must not be negative (0 means 1)")
 	case c.MarkerTTL < 0 || (c.MarkerTTL > 0 && c.MarkerTTL < time.Second):
-		return configError("MarkerTTL", c.MarkerTTL, "must be at least 1s (0 means 1m)")
+		return invalidConfig("MarkerTTL", c.MarkerTTL, "must be at least 1s (0 means 1m)")
 	case c.SweepInterval < 0:
-		return configError("SweepInterval", c.SweepInterval, "must not be negative (0 means 30s)")
+		return invalidConfig("SweepInterval", c.SweepInterval, "must not be negative (0 means 30s)")
 	}
 	if c.Bucket == "" {
 		c.Bucket = DefaultBanBucket
 	}
 	if !safeToken(c.Bucket) {
-		return configError("Bucket", c.Bucket, "must be made of letters, digits, '-' and '_'")
+		return invalidConfig("Bucket", c.Bucket, "must be made of letters, digits, '-' and '_'")
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1

@@ -35,16 +35,16 @@ type PublisherConfig struct {
 
 func (c *PublisherConfig) setDefaults() error {
 	if c.Conn == nil {
-		return configError("Conn", nil, "is required")
+		return invalidConfig("Conn", nil, "is required")
 	}
 	if err := ValidatePrefix(c.Prefix); err != nil {
 		return err
 	}
 	switch {
 	case c.BufferSize < 0:
-		return configError("BufferSize", c.BufferSize, "must not be negative (0 means 8192)")
+		return invalidConfig("BufferSize", c.BufferSize, "must not be negative (0 means 8192)")
 	case c.FlushTimeout < 0:
-		return configError("FlushTimeout", c.FlushTimeout, "must not be negative (0 means 2s)")
+		return invalidConfig("FlushTimeout", c.FlushTimeout, "must not be negative (0 means 2s)")
 	}
 	if c.BufferSize == 0 {
 		c.BufferSize = 8192
