@@ -111,8 +111,8 @@ func TestBucketSettings(t *testing.T) {
 	require.Equal(t, jetstream.MemoryStorage, st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage)
 }
 
-// takeUntil offers one token per node in turn until deadline or max
-// attempts, and returns what each node admitted.
+// takeRounds offers one token to each node in turn, rounds times, at the
+// wall clock, and returns what each node admitted.
 func takeRounds(t *testing.T, nodes []*Store, key limiter.Key, spec limiter.Spec, rounds int) []int64 {
 	t.Helper()
 	got := make([]int64, len(nodes))
