@@ -45,3 +45,15 @@ func Dial(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// Cluster starts n routed embedded NATS servers with JetStream, as
+// embedded.StartCluster does, and shuts them down when t ends.
+func Cluster(t testing.TB, n int) *embedded.Cluster {
+	t.Helper()
+	c, err := embedded.StartCluster(n, embedded.Config{})
+	if err != nil {
+		t.Fatalf("start NATS cluster: %v", err)
+	}
+	t.Cleanup(c.Shutdown)
+	return c
+}

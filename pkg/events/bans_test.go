@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratethrottle/ratethrottle/pkg/embedded"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/subject"
@@ -259,11 +259,7 @@ func unbanCount(c *collector, client string) (n int) {
 // gets exactly one (the lifting node's), not one more per node.
 func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	t.Parallel()
-	cl, err := embedded.StartCluster(3, embedded.Config{})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(cl.Shutdown)
+	cl := natstest.Cluster(t, 3)
 	servers := cl.Servers()
 	watch := subscribe(t, connect(t, servers[1]), events.Filter{Types: []events.Type{events.TypeBan, events.TypeUnban}})
 	var nodes []*events.Bans

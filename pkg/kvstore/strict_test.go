@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
@@ -77,9 +78,7 @@ func runStrictLoad(nodes []*Store, key limiter.Key, spec limiter.Spec, workers i
 // and (without the race detector) the three nodes decide at least 50,000
 // times a second.
 func TestStrictLeasesExactAndFast(t *testing.T) {
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	var nodes []*Store
 	for i, u := range c.ClientURLs() {
 		nodes = append(nodes, newNode(t, u, Config{NodeID: fmt.Sprintf("lease%d", i), DefaultMode: Strict,

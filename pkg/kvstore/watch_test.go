@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
@@ -21,9 +22,7 @@ import (
 // stop coming back restarts its watch: the survivors keep seeing each
 // other live and applying each other's consumption.
 func TestWatchSurvivesStreamLeaderLoss(t *testing.T) {
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	servers := c.Servers()
 	var stores []*Store
 	for i, s := range servers {
@@ -69,9 +68,7 @@ func TestWatchSurvivesStreamLeaderLoss(t *testing.T) {
 // stop coming back takes 2–3 s; a node whose acknowledged writes do not
 // come back through its watch restarts it well within a second.
 func TestWatchStallDetectedFast(t *testing.T) {
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	servers := c.Servers()
 	var stores []*Store
 	for i, s := range servers {
@@ -90,7 +87,7 @@ func TestWatchStallDetectedFast(t *testing.T) {
 	w, r := survivors[0], survivors[1]
 	spec := limiter.Spec{Limit: 1 << 20, Per: time.Hour}
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "stall"}
-	_, err = r.Take(ctx, key, spec, time.Now(), 0)
+	_, err := r.Take(ctx, key, spec, time.Now(), 0)
 	require.NoError(t, err)
 	// The writer spends a token and flushes every 20 ms until a flush is
 	// acknowledged (the new leader is elected); then it keeps spending
