@@ -16,8 +16,8 @@ import (
 	"go.uber.org/goleak"
 )
 
-// Package is the import path of the node binary.
-const Package = "github.com/ratethrottle/ratethrottle/cmd/node"
+// nodePackage is the import path of the node binary.
+const nodePackage = "github.com/ratethrottle/ratethrottle/cmd/node"
 
 var (
 	buildOnce sync.Once
@@ -27,7 +27,7 @@ var (
 )
 
 // Binary returns the path of the node binary, building it on first use.
-// Call Cleanup from TestMain to remove it.
+// Main, or Cleanup from a TestMain of its own, removes it.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -36,8 +36,8 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(buildDir, "node")
-		if out, err := exec.Command("go", "build", "-o", binPath, Package).CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build %s: %v\n%s", Package, err, out)
+		if out, err := exec.Command("go", "build", "-o", binPath, nodePackage).CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build %s: %v\n%s", nodePackage, err, out)
 		}
 	})
 	if buildErr != nil {

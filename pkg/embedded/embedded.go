@@ -77,6 +77,20 @@ type Server struct {
 	closed  bool
 }
 
+// setDefaults fills in the listen addresses and, with ready, ReadyTimeout
+// where c leaves them empty.
+func (c *Config) setDefaults(ready time.Duration) {
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
+	if c.ClusterHost == "" {
+		c.ClusterHost = c.Host
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = ready
+	}
+}
+
 // Start starts a NATS server and returns once it accepts connections and,
 // unless NoJetStream is set, JetStream is ready. An invalid cfg is refused
 // with a *limiter.FieldError that unwraps to ErrInvalidConfig.
@@ -84,24 +98,16 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Name == "" {
 		cfg.Name = "ratethrottle-" + randomName()
 	}
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
-	}
-	if cfg.ClusterHost == "" {
-		cfg.ClusterHost = cfg.Host
-	}
-	if cfg.ReadyTimeout == 0 {
-		cfg.ReadyTimeout = 10 * time.Second
-	}
+	cfg.setDefaults(10 * time.Second)
 	switch {
 	case cfg.Port < -1 || cfg.Port > 65535:
-		return nil, fieldError("Port", cfg.Port, "must be -1 to 65535 (0 or -1: a free port)")
+		return nil, invalidConfig("Port", cfg.Port, "must be -1 to 65535 (0 or -1: a free port)")
 	case cfg.ClusterPort < -1 || cfg.ClusterPort > 65535:
-		return nil, fieldError("ClusterPort", cfg.ClusterPort, "must be -1 to 65535 (0 or -1: a free port)")
+		return nil, invalidConfig("ClusterPort", cfg.ClusterPort, "must be -1 to 65535 (0 or -1: a free port)")
 	case cfg.ReadyTimeout < 0:
-		return nil, fieldError("ReadyTimeout", cfg.ReadyTimeout, "must not be negative (0 means the default)")
+		return nil, invalidConfig("ReadyTimeout", cfg.ReadyTimeout, "must not be negative (0 means the default)")
 	case cfg.ClusterName == "" && len(cfg.Routes) > 0:
-		return nil, fieldError("Routes", cfg.Routes, "is set without ClusterName")
+		return nil, invalidConfig("Routes", cfg.Routes, "is set without ClusterName")
 	}
 	if cfg.Port == 0 {
 		cfg.Port = -1
@@ -170,7 +176,7 @@ func (s *Server) options() (*server.Options, error) {
 		for _, r := range c.Routes {
 			u, err := url.Parse(r)
 			if err != nil {
-				return nil, fieldError("Routes", r, err.Error())
+				return nil, invalidConfig("Routes", r, err.Error())
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
@@ -298,25 +304,19 @@ type Cluster struct {
 // StartCluster starts n clustered servers, each with a unique name, store
 // directory and ports and routes to all the others, and returns once
 // JetStream has a meta leader and every server is current. cfg supplies the
-// shared settings: Host, NoJetStream, ReadyTimeout, and ClusterName
-// (default "ratethrottle"); Name, ports and Routes are chosen per server,
-// and a non-empty StoreDir is used as the parent of the servers' dirs.
+// shared settings: Host, NoJetStream, ReadyTimeout (here 20 seconds by
+// default) and ClusterName (default "ratethrottle"); Name, ports and Routes
+// are chosen per server, and a non-empty StoreDir is used as the parent of
+// the servers' dirs. An n below 1 is refused with a *limiter.FieldError
+// that unwraps to ErrInvalidConfig.
 func StartCluster(n int, cfg Config) (*Cluster, error) {
 	if n < 1 {
-		return nil, fmt.Errorf("%w: cluster size %d must be at least 1", ErrInvalidConfig, n)
+		return nil, invalidConfig("n", n, "must be at least 1")
 	}
 	if cfg.ClusterName == "" {
 		cfg.ClusterName = "ratethrottle"
 	}
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
-	}
-	if cfg.ClusterHost == "" {
-		cfg.ClusterHost = cfg.Host
-	}
-	if cfg.ReadyTimeout == 0 {
-		cfg.ReadyTimeout = 20 * time.Second
-	}
+	cfg.setDefaults(20 * time.Second)
 	// Route ports must be known before the servers start so that each can
 	// list all the others; reserve free ones.
 	ports, err := freePorts(cfg.ClusterHost, n)
@@ -448,7 +448,7 @@ func freePorts(host string, n int) ([]int, error) {
 // tell servers apart.
 func randomName() string { return strings.ToLower(rand.Text()[:12]) }
 
-// fieldError reports an invalid Config field.
-func fieldError(field string, value any, reason string) error {
+// invalidConfig reports an invalid Config field.
+func invalidConfig(field string, value any, reason string) error {
 	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
 }

@@ -2,7 +2,6 @@ package embedded
 
 import (
 	"context"
-	"errors"
 	"os"
 	"testing"
 	"time"
@@ -120,7 +119,10 @@ func TestConfigInvalid(t *testing.T) {
 		require.Equal(t, c.field, fe.Field, "%v", err)
 	}
 	_, err := StartCluster(0, Config{})
-	require.True(t, errors.Is(err, ErrInvalidConfig))
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	var fe *limiter.FieldError
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, "n", fe.Field)
 }
 
 // TestHasSubscribers: a subscription is seen, through its wildcard, once

@@ -52,17 +52,17 @@ type AutoBanConfig struct {
 func (c *AutoBanConfig) setDefaults() error {
 	switch {
 	case c.Bans == nil:
-		return configError("Bans", nil, "is required")
+		return invalidConfig("Bans", nil, "is required")
 	case c.Threshold <= 0:
-		return configError("Threshold", c.Threshold, "must be positive")
+		return invalidConfig("Threshold", c.Threshold, "must be positive")
 	case c.Window <= 0:
-		return configError("Window", c.Window, "must be positive")
+		return invalidConfig("Window", c.Window, "must be positive")
 	case c.Duration < 0:
-		return configError("Duration", c.Duration, "must not be negative (0 means 10m)")
+		return invalidConfig("Duration", c.Duration, "must not be negative (0 means 10m)")
 	case c.QueueSize < 0:
-		return configError("QueueSize", c.QueueSize, "must not be negative (0 means 1024)")
+		return invalidConfig("QueueSize", c.QueueSize, "must not be negative (0 means 1024)")
 	case c.Timeout < 0:
-		return configError("Timeout", c.Timeout, "must not be negative (0 means 5s)")
+		return invalidConfig("Timeout", c.Timeout, "must not be negative (0 means 5s)")
 	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Minute

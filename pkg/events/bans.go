@@ -61,24 +61,24 @@ type BansConfig struct {
 
 func (c *BansConfig) setDefaults() error {
 	if c.Conn == nil {
-		return configError("Conn", nil, "is required")
+		return invalidConfig("Conn", nil, "is required")
 	}
 	if err := ValidatePrefix(c.Prefix); err != nil {
 		return err
 	}
 	switch {
 	case c.Replicas < 0:
-		return configError("Replicas", c.Replicas, "must not be negative (0 means 1)")
+		return invalidConfig("Replicas", c.Replicas, "must not be negative (0 means 1)")
 	case c.MarkerTTL < 0 || (c.MarkerTTL > 0 && c.MarkerTTL < time.Second):
-		return configError("MarkerTTL", c.MarkerTTL, "must be at least 1s (0 means 1m)")
+		return invalidConfig("MarkerTTL", c.MarkerTTL, "must be at least 1s (0 means 1m)")
 	case c.SweepInterval < 0:
-		return configError("SweepInterval", c.SweepInterval, "must not be negative (0 means 30s)")
+		return invalidConfig("SweepInterval", c.SweepInterval, "must not be negative (0 means 30s)")
 	}
 	if c.Bucket == "" {
 		c.Bucket = DefaultBanBucket
 	}
 	if !safeToken(c.Bucket) {
-		return configError("Bucket", c.Bucket, "must be made of letters, digits, '-' and '_'")
+		return invalidConfig("Bucket", c.Bucket, "must be made of letters, digits, '-' and '_'")
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -394,10 +394,26 @@ type liftRecord struct {
 	Node string `json:"lifted_by"`
 }
 
-// UnbanClaims reports how many ended bans this node published the unban
-// event of (won) and how many it left to another node (lost).
-func (b *Bans) UnbanClaims() (won, lost uint64) {
-	return b.claimWon.Load(), b.claimLost.Load()
+// BansStats counts what a Bans did.
+type BansStats struct {
+	// UnbanClaimsWon counts the ended bans this node published the unban
+	// event of.
+	UnbanClaimsWon uint64
+	// UnbanClaimsLost counts the ended bans whose unban event this node
+	// left to another node.
+	UnbanClaimsLost uint64
+	// Invalid counts bucket entries skipped because they did not decode as
+	// bans.
+	Invalid uint64
+}
+
+// Stats returns the Bans' counters.
+func (b *Bans) Stats() BansStats {
+	return BansStats{
+		UnbanClaimsWon:  b.claimWon.Load(),
+		UnbanClaimsLost: b.claimLost.Load(),
+		Invalid:         b.invalid.Load(),
+	}
 }
 
 // maxClaims bounds the unban claims in flight: when many bans end at once,
@@ -535,10 +551,6 @@ func (b *Bans) Notify(onBan func(Ban), onUnban func(client string)) (cancel func
 		b.lmu.Unlock()
 	}
 }
-
-// InvalidEntries returns the number of bucket entries skipped because
-// they did not decode as bans.
-func (b *Bans) InvalidEntries() uint64 { return b.invalid.Load() }
 
 // Close stops the watch. It is idempotent. The bans stay in the bucket.
 func (b *Bans) Close() error {

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratethrottle/ratethrottle/pkg/embedded"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
@@ -14,11 +14,7 @@ import (
 // second, and the node there is told to close the client's connections.
 func TestBanAcrossClusterServers(t *testing.T) {
 	t.Parallel()
-	cl, err := embedded.StartCluster(3, embedded.Config{})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(cl.Shutdown)
+	cl := natstest.Cluster(t, 3)
 	servers := cl.Servers()
 
 	a := newBans(t, events.BansConfig{Conn: connect(t, servers[0]), Node: "a", Replicas: 3})

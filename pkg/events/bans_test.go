@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ratethrottle/ratethrottle/pkg/embedded"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/subject"
@@ -259,11 +259,7 @@ func unbanCount(c *collector, client string) (n int) {
 // gets exactly one (the lifting node's), not one more per node.
 func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	t.Parallel()
-	cl, err := embedded.StartCluster(3, embedded.Config{})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(cl.Shutdown)
+	cl := natstest.Cluster(t, 3)
 	servers := cl.Servers()
 	watch := subscribe(t, connect(t, servers[1]), events.Filter{Types: []events.Type{events.TypeBan, events.TypeUnban}})
 	var nodes []*events.Bans
@@ -282,8 +278,8 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 		waitFor(t, 5*time.Second, "every node's claim on "+client, func() bool {
 			var n uint64
 			for _, b := range nodes {
-				won, lost := b.UnbanClaims()
-				n += won + lost
+				st := b.Stats()
+				n += st.UnbanClaimsWon + st.UnbanClaimsLost
 			}
 			return n >= 3
 		})
@@ -322,8 +318,7 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	}
 	var won uint64
 	for _, b := range nodes {
-		w, _ := b.UnbanClaims()
-		won += w
+		won += b.Stats().UnbanClaimsWon
 	}
 	if won != 1 {
 		t.Errorf("%d nodes won the claim, want 1", won)
@@ -402,9 +397,8 @@ func TestRemovedBanKeyPublishesUnban(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "both nodes to lift the ban", func() bool { return !banned(a, "gone") && !banned(b, "gone") })
 	waitFor(t, 2*time.Second, "both nodes' claims", func() bool {
-		wa, la := a.UnbanClaims()
-		wb, lb := b.UnbanClaims()
-		return wa+la+wb+lb == 2
+		sa, sb := a.Stats(), b.Stats()
+		return sa.UnbanClaimsWon+sa.UnbanClaimsLost+sb.UnbanClaimsWon+sb.UnbanClaimsLost == 2
 	})
 	// A later event from each node shows nothing else is in flight.
 	if err := a.Ban(ctx, "s1", time.Hour, ""); err != nil {
@@ -423,5 +417,22 @@ func TestRemovedBanKeyPublishesUnban(t *testing.T) {
 	e, _ := watch.find(func(e events.Event) bool { return e.Type == events.TypeUnban && e.Client == "gone" })
 	if e.Reason != "removed" || e.Metadata["source"] != "store" {
 		t.Errorf("unban event %+v", e)
+	}
+}
+
+// TestBansCountInvalidEntries writes a value that is not a ban under a
+// client's key with a plain KV client: every node skips it and counts it,
+// and the client is not banned.
+func TestBansCountInvalidEntries(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	nc := connect(t, srv)
+	b := newBans(t, events.BansConfig{Conn: nc})
+	if _, err := kvOf(t, newJS(t, nc)).Put(testCtx(t), subject.Token("mallory"), []byte("not a ban")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the invalid entry counted", func() bool { return b.Stats().Invalid == 1 })
+	if banned(b, "mallory") {
+		t.Error("an entry that is not a ban banned its client")
 	}
 }

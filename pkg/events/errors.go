@@ -27,9 +27,9 @@ var (
 	ErrNotReady = errors.New("events: ban cache not ready")
 )
 
-// configError returns the error for an invalid configuration value: a
+// invalidConfig returns the error for an invalid configuration value: a
 // *limiter.FieldError, the module's one configuration error, that names
 // the field and unwraps to ErrInvalidConfig.
-func configError(field string, value any, reason string) error {
+func invalidConfig(field string, value any, reason string) error {
 	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
 }

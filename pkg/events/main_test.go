@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/internal/wait"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 
@@ -28,27 +29,12 @@ var waitFor = wait.For
 
 // startServer starts an embedded NATS server with JetStream on loopback and
 // shuts it down when the test ends.
-func startServer(t testing.TB) *embedded.Server {
-	t.Helper()
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatalf("start nats: %v", err)
-	}
-	t.Cleanup(srv.Shutdown)
-	return srv
-}
+func startServer(t testing.TB) *embedded.Server { return natstest.Server(t, embedded.Config{}) }
 
 // connect opens a NATS connection that reconnects quickly and forever, and
 // closes it when the test ends.
 func connect(t testing.TB, srv *embedded.Server, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	opts = append([]nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.MaxReconnects(-1)}, opts...)
-	nc, err := nats.Connect(srv.ClientURL(), opts...)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return natstest.Dial(t, srv.ClientURL(), opts...)
 }
 
 func newJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {

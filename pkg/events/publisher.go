@@ -35,16 +35,16 @@ type PublisherConfig struct {
 
 func (c *PublisherConfig) setDefaults() error {
 	if c.Conn == nil {
-		return configError("Conn", nil, "is required")
+		return invalidConfig("Conn", nil, "is required")
 	}
 	if err := ValidatePrefix(c.Prefix); err != nil {
 		return err
 	}
 	switch {
 	case c.BufferSize < 0:
-		return configError("BufferSize", c.BufferSize, "must not be negative (0 means 8192)")
+		return invalidConfig("BufferSize", c.BufferSize, "must not be negative (0 means 8192)")
 	case c.FlushTimeout < 0:
-		return configError("FlushTimeout", c.FlushTimeout, "must not be negative (0 means 2s)")
+		return invalidConfig("FlushTimeout", c.FlushTimeout, "must not be negative (0 means 2s)")
 	}
 	if c.BufferSize == 0 {
 		c.BufferSize = 8192
@@ -123,13 +123,13 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 
 // HandleViolation queues the event for v. It never blocks.
 func (p *Publisher) HandleViolation(v limiter.Violation) {
-	p.Publish(FromViolation(v))
+	p.publish(FromViolation(v))
 }
 
-// Publish queues e for publishing and reports whether it was queued. It
+// publish queues e for publishing and reports whether it was queued. It
 // never blocks. The Publisher sets e's ID, Node (if empty), version and
 // time (if zero).
-func (p *Publisher) Publish(e Event) bool {
+func (p *Publisher) publish(e Event) bool {
 	if p.closed.Load() {
 		p.dropped.Add(1)
 		return false

@@ -41,13 +41,13 @@ func (c *StreamConfig) setDefaults() error {
 	}
 	switch {
 	case c.MaxAge < 0:
-		return configError("MaxAge", c.MaxAge, "must not be negative (0 means 24h)")
+		return invalidConfig("MaxAge", c.MaxAge, "must not be negative (0 means 24h)")
 	case c.MaxMsgs < 0:
-		return configError("MaxMsgs", c.MaxMsgs, "must not be negative (0 means 1000000)")
+		return invalidConfig("MaxMsgs", c.MaxMsgs, "must not be negative (0 means 1000000)")
 	case c.MaxBytes < 0:
-		return configError("MaxBytes", c.MaxBytes, "must not be negative (0 means 256 MiB)")
+		return invalidConfig("MaxBytes", c.MaxBytes, "must not be negative (0 means 256 MiB)")
 	case c.Replicas < 0:
-		return configError("Replicas", c.Replicas, "must not be negative (0 means 1)")
+		return invalidConfig("Replicas", c.Replicas, "must not be negative (0 means 1)")
 	}
 	if c.Name == "" {
 		c.Name = DefaultStream
@@ -75,7 +75,7 @@ func (c *StreamConfig) setDefaults() error {
 // connection to the stream's JetStream.
 func EnsureStream(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (jetstream.Stream, error) {
 	if nc == nil {
-		return nil, configError("nc", nil, "is required")
+		return nil, invalidConfig("nc", nil, "is required")
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -131,13 +131,13 @@ const ackTimeout = 5 * time.Second
 func SubscribeDurable(ctx context.Context, nc *nats.Conn, cfg DurableConfig, fn func(Event)) (*Subscription, error) {
 	switch {
 	case nc == nil:
-		return nil, configError("nc", nil, "is required")
+		return nil, invalidConfig("nc", nil, "is required")
 	case fn == nil:
-		return nil, configError("fn", nil, "is required")
+		return nil, invalidConfig("fn", nil, "is required")
 	case cfg.Durable == "":
-		return nil, configError("Durable", "", "is required")
+		return nil, invalidConfig("Durable", "", "is required")
 	case cfg.AckWait < 0:
-		return nil, configError("AckWait", cfg.AckWait, "must not be negative (0 means 30s)")
+		return nil, invalidConfig("AckWait", cfg.AckWait, "must not be negative (0 means 30s)")
 	}
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream

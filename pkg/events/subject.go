@@ -97,7 +97,7 @@ func ValidatePrefix(prefix string) error {
 	}
 	for _, tok := range strings.Split(prefix, ".") {
 		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
-			return configError("Prefix", prefix, "must be dot-separated tokens without spaces or wildcards")
+			return invalidConfig("Prefix", prefix, "must be dot-separated tokens without spaces or wildcards")
 		}
 	}
 	return nil

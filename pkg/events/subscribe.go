@@ -106,10 +106,10 @@ type Subscription struct {
 // use EnsureStream and SubscribeDurable to replay what was missed.
 func Subscribe(ctx context.Context, nc *nats.Conn, f Filter, fn func(Event)) (*Subscription, error) {
 	if nc == nil {
-		return nil, configError("nc", nil, "is required")
+		return nil, invalidConfig("nc", nil, "is required")
 	}
 	if fn == nil {
-		return nil, configError("fn", nil, "is required")
+		return nil, invalidConfig("fn", nil, "is required")
 	}
 	subjects, err := f.Subjects()
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 // The kinds of refusal. A *TokenError matches one of them, and
@@ -62,5 +64,15 @@ func (e *TokenError) HTTPStatus() int { return http.StatusUnauthorized }
 // CloseCode returns 1008 (policy violation), the close code of a refused
 // token after the upgrade.
 func (e *TokenError) CloseCode() int { return 1008 }
+
+// ErrInvalidConfig is wrapped by every error that reports an invalid
+// JWTConfig value; the error is a *limiter.FieldError naming the field.
+var ErrInvalidConfig = errors.New("identity: invalid config")
+
+// invalidConfig returns the *limiter.FieldError that refuses a
+// configuration value.
+func invalidConfig(field string, value any, reason string) *limiter.FieldError {
+	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
+}
 
 func refuse(kind, err error) *TokenError { return &TokenError{Kind: kind, Err: err} }

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -15,7 +16,7 @@ import (
 // MaxJWKSSize caps a JWKS file, in bytes.
 const MaxJWKSSize = 1 << 20
 
-// jwk is one JSON Web Key (RFC 7517) of the kinds ReadJWKS reads.
+// jwk is one JSON Web Key (RFC 7517) of the kinds readJWKS reads.
 type jwk struct {
 	Kty string `json:"kty"`
 	Kid string `json:"kid"`
@@ -27,27 +28,27 @@ type jwk struct {
 	Y   string `json:"y"`
 }
 
-// ReadJWKS reads the RSA and EC public keys of a JWKS file by key ID. Keys
+// readJWKS reads the RSA and EC public keys of a JWKS file by key ID. Keys
 // for encryption ("use": "enc") are skipped; every other key must have a
 // unique "kid" and parse.
-func ReadJWKS(path string) (map[string]crypto.PublicKey, error) {
+func readJWKS(path string) (map[string]crypto.PublicKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("identity: JWKS: %w", err)
+		return nil, err
 	}
 	if len(b) > MaxJWKSSize {
-		return nil, fmt.Errorf("identity: JWKS %s: %d bytes exceed %d", path, len(b), MaxJWKSSize)
+		return nil, fmt.Errorf("%d bytes exceed %d", len(b), MaxJWKSSize)
 	}
-	return ParseJWKS(b)
+	return parseJWKS(b)
 }
 
-// ParseJWKS is ReadJWKS for the file's content.
-func ParseJWKS(b []byte) (map[string]crypto.PublicKey, error) {
+// parseJWKS is readJWKS for the file's content.
+func parseJWKS(b []byte) (map[string]crypto.PublicKey, error) {
 	var set struct {
 		Keys []jwk `json:"keys"`
 	}
 	if err := json.Unmarshal(b, &set); err != nil {
-		return nil, fmt.Errorf("identity: JWKS: %w", err)
+		return nil, err
 	}
 	keys := map[string]crypto.PublicKey{}
 	for i, k := range set.Keys {
@@ -55,19 +56,19 @@ func ParseJWKS(b []byte) (map[string]crypto.PublicKey, error) {
 			continue
 		}
 		if k.Kid == "" {
-			return nil, fmt.Errorf("identity: JWKS keys[%d]: no kid", i)
+			return nil, fmt.Errorf("keys[%d]: no kid", i)
 		}
 		if _, dup := keys[k.Kid]; dup {
-			return nil, fmt.Errorf("identity: JWKS keys[%d]: kid %q repeated", i, k.Kid)
+			return nil, fmt.Errorf("keys[%d]: kid %q repeated", i, k.Kid)
 		}
 		pk, err := k.publicKey()
 		if err != nil {
-			return nil, fmt.Errorf("identity: JWKS keys[%d] (kid %q): %w", i, k.Kid, err)
+			return nil, fmt.Errorf("keys[%d] (kid %q): %w", i, k.Kid, err)
 		}
 		keys[k.Kid] = pk
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("identity: JWKS holds no signing key")
+		return nil, errors.New("no signing key")
 	}
 	return keys, nil
 }

@@ -23,9 +23,10 @@ const (
 	DefaultTierClaim    = "tier"
 	DefaultQueryParam   = "token"
 	DefaultMaxTokenSize = 8192
-	// MaxUserLength caps "sub", in bytes.
-	MaxUserLength = 256
 )
+
+// MaxUserLength caps "sub", in bytes.
+const MaxUserLength = 256
 
 // JWTConfig configures a JWT resolver. At least one key source is
 // required; zero fields get defaults.
@@ -39,7 +40,7 @@ type JWTConfig struct {
 	// token's "kid" picks its key. Reload reads it again.
 	JWKSFile string
 	// TierClaim names the claim that holds the tier; a dotted name reaches
-	// into nested objects ("app_metadata.tier"). Empty means "tier".
+	// into nested objects ("app_metadata.tier"). Empty means DefaultTierClaim.
 	TierClaim string
 	// AttributeClaims are claims copied into Identity.Attributes, as
 	// strings.
@@ -52,7 +53,7 @@ type JWTConfig struct {
 	// MaxTokenSize caps a token, in bytes. Zero means DefaultMaxTokenSize.
 	MaxTokenSize int
 	// QueryParam is the query parameter a browser passes the token in.
-	// Empty means "token"; "-" accepts the Authorization header only.
+	// Empty means DefaultQueryParam; "-" accepts the Authorization header only.
 	QueryParam string
 	// RequireToken refuses requests without a token with ErrNoToken;
 	// otherwise they resolve as anonymous.
@@ -80,7 +81,9 @@ type keySet struct {
 	byKID map[string]crypto.PublicKey
 }
 
-// NewJWT returns a JWT resolver, or an error naming the invalid field.
+// NewJWT returns a JWT resolver. An invalid cfg, or a key that does not
+// load, is refused with a *limiter.FieldError that names the field and
+// unwraps to ErrInvalidConfig.
 func NewJWT(cfg JWTConfig) (*JWT, error) {
 	if cfg.TierClaim == "" {
 		cfg.TierClaim = DefaultTierClaim
@@ -90,12 +93,12 @@ func NewJWT(cfg JWTConfig) (*JWT, error) {
 	}
 	switch {
 	case cfg.MaxTokenSize < 0:
-		return nil, fmt.Errorf("identity: MaxTokenSize %d is negative", cfg.MaxTokenSize)
+		return nil, invalidConfig("MaxTokenSize", cfg.MaxTokenSize, "must not be negative")
 	case cfg.MaxTokenSize == 0:
 		cfg.MaxTokenSize = DefaultMaxTokenSize
 	}
 	if cfg.Leeway < 0 {
-		return nil, fmt.Errorf("identity: Leeway %v is negative", cfg.Leeway)
+		return nil, invalidConfig("Leeway", cfg.Leeway, "must not be negative")
 	}
 	if cfg.Address == nil {
 		cfg.Address = RemoteAddress
@@ -104,10 +107,10 @@ func NewJWT(cfg JWTConfig) (*JWT, error) {
 		cfg.Now = time.Now
 	}
 	if len(cfg.HMACSecret) == 0 && len(cfg.PublicKeys) == 0 && cfg.JWKSFile == "" {
-		return nil, errors.New("identity: JWTConfig needs HMACSecret, PublicKeys or JWKSFile")
+		return nil, invalidConfig("HMACSecret", nil, "one of HMACSecret, PublicKeys or JWKSFile is required")
 	}
 	if n := len(cfg.HMACSecret); n > 0 && n < 32 {
-		return nil, fmt.Errorf("identity: HMACSecret of %d bytes is too short (at least 32)", n)
+		return nil, invalidConfig("HMACSecret", nil, fmt.Sprintf("%d bytes is too short (at least 32)", n))
 	}
 	opts := []jwt.ParserOption{jwt.WithLeeway(cfg.Leeway), jwt.WithTimeFunc(cfg.Now)}
 	if cfg.Issuer != "" {
@@ -124,22 +127,23 @@ func NewJWT(cfg JWTConfig) (*JWT, error) {
 }
 
 // Reload reads JWKSFile again, for key rotation. On error the keys in use
-// are kept.
+// are kept; a key that does not load is refused with a *limiter.FieldError
+// naming JWKSFile (or PublicKeys[i]).
 func (j *JWT) Reload() error {
 	ks := &keySet{byKID: map[string]crypto.PublicKey{}}
 	for i, k := range j.cfg.PublicKeys {
 		if err := ks.add("", k); err != nil {
-			return fmt.Errorf("identity: PublicKeys[%d]: %w", i, err)
+			return invalidConfig(fmt.Sprintf("PublicKeys[%d]", i), nil, err.Error())
 		}
 	}
 	if j.cfg.JWKSFile != "" {
-		keys, err := ReadJWKS(j.cfg.JWKSFile)
+		keys, err := readJWKS(j.cfg.JWKSFile)
 		if err != nil {
-			return err
+			return invalidConfig("JWKSFile", j.cfg.JWKSFile, err.Error())
 		}
 		for kid, k := range keys {
 			if err := ks.add(kid, k); err != nil {
-				return fmt.Errorf("identity: JWKS key %q: %w", kid, err)
+				return invalidConfig("JWKSFile", j.cfg.JWKSFile, fmt.Sprintf("key %q: %v", kid, err))
 			}
 		}
 	}

@@ -22,6 +22,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -239,7 +241,7 @@ func TestParseJWKSRefuses(t *testing.T) {
 		"repeat kid": `{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"},{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"}]}`,
 		"only enc":   `{"keys":[{"kty":"RSA","kid":"a","use":"enc","n":"AQAB","e":"AQAB"}]}`,
 	} {
-		_, err := ParseJWKS([]byte(in))
+		_, err := parseJWKS([]byte(in))
 		require.Error(t, err, name)
 	}
 	// A short RSA key from a JWKS is refused when loaded.
@@ -303,16 +305,22 @@ func TestClaimsAndShapes(t *testing.T) {
 }
 
 func TestNewJWTRefusesBadConfig(t *testing.T) {
-	for name, cfg := range map[string]JWTConfig{
-		"no key":       {},
-		"short secret": {HMACSecret: []byte("short")},
-		"negative":     {HMACSecret: secret, MaxTokenSize: -1},
-		"leeway":       {HMACSecret: secret, Leeway: -time.Second},
-		"key type":     {PublicKeys: []crypto.PublicKey{"not a key"}},
-		"missing file": {JWKSFile: filepath.Join(t.TempDir(), "none.json")},
+	for _, c := range []struct {
+		cfg   JWTConfig
+		field string
+	}{
+		{JWTConfig{}, "HMACSecret"},
+		{JWTConfig{HMACSecret: []byte("short")}, "HMACSecret"},
+		{JWTConfig{HMACSecret: secret, MaxTokenSize: -1}, "MaxTokenSize"},
+		{JWTConfig{HMACSecret: secret, Leeway: -time.Second}, "Leeway"},
+		{JWTConfig{PublicKeys: []crypto.PublicKey{"not a key"}}, "PublicKeys[0]"},
+		{JWTConfig{JWKSFile: filepath.Join(t.TempDir(), "none.json")}, "JWKSFile"},
 	} {
-		_, err := NewJWT(cfg)
-		require.Error(t, err, name)
+		_, err := NewJWT(c.cfg)
+		var fe *limiter.FieldError
+		require.ErrorAs(t, err, &fe, c.field)
+		require.Equal(t, c.field, fe.Field)
+		require.ErrorIs(t, err, ErrInvalidConfig, c.field)
 	}
 	_, err := ParsePublicKeys([]byte("nothing"))
 	require.Error(t, err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
@@ -18,9 +19,7 @@ import (
 // three-server cluster, over an R3 bucket: a client is limited across
 // them through the Limiter, and the concurrent cap holds across them.
 func TestThreeServerCluster(t *testing.T) {
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	urls := c.ClientURLs()
 	limits := limiter.Limits{MessagesPerMinute: 60, MessageScope: limiter.PerClient, MaxConcurrentConnections: 2}
 	ctx := context.Background()

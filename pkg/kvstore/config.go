@@ -10,6 +10,10 @@ import (
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
+// DefaultBucket is the JetStream KV bucket of a Config that leaves Bucket
+// empty.
+const DefaultBucket = "ratethrottle"
+
 // Mode is how the buckets of one limit kind agree across nodes.
 type Mode int
 
@@ -80,7 +84,7 @@ const KindSlots limiter.Kind = "slots"
 type Config struct {
 	// Conn is the NATS connection. The Store does not close it.
 	Conn *nats.Conn
-	// Bucket is the JetStream KV bucket. Empty means "ratethrottle".
+	// Bucket is the JetStream KV bucket. Empty means DefaultBucket.
 	Bucket string
 	// NodeID names this node. A node restarting under the same ID clears
 	// its own stale entries. Empty means a random ID.
@@ -124,9 +128,9 @@ type Config struct {
 
 var bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
-// invalid returns the error for the invalid value of field: a
+// invalidConfig returns the error for the invalid value of field: a
 // *limiter.FieldError that unwraps to ErrInvalidConfig.
-func invalid(field string, value any, reason string) error {
+func invalidConfig(field string, value any, reason string) error {
 	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
 }
 
@@ -134,20 +138,20 @@ func invalid(field string, value any, reason string) error {
 // *limiter.FieldError naming the first invalid field.
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Conn == nil {
-		return cfg, invalid("Conn", nil, "is required")
+		return cfg, invalidConfig("Conn", nil, "is required")
 	}
 	if cfg.Bucket == "" {
-		cfg.Bucket = "ratethrottle"
+		cfg.Bucket = DefaultBucket
 	}
 	if !bucketName.MatchString(cfg.Bucket) {
-		return cfg, invalid("Bucket", cfg.Bucket, "must match "+bucketName.String())
+		return cfg, invalidConfig("Bucket", cfg.Bucket, "must match "+bucketName.String())
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = "node-" + randomToken()
 	}
 	def := func(d *time.Duration, name string, v time.Duration) error {
 		if *d < 0 {
-			return invalid(name, *d, "must not be negative")
+			return invalidConfig(name, *d, "must not be negative")
 		}
 		if *d == 0 {
 			*d = v
@@ -170,23 +174,23 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case cfg.DeadAfter < 0:
-		return cfg, invalid("DeadAfter", cfg.DeadAfter, "must not be negative")
+		return cfg, invalidConfig("DeadAfter", cfg.DeadAfter, "must not be negative")
 	case cfg.Replicas < 0 || cfg.Replicas > 5:
-		return cfg, invalid("Replicas", cfg.Replicas, "must be 0 to 5")
+		return cfg, invalidConfig("Replicas", cfg.Replicas, "must be 0 to 5")
 	case cfg.MaxRetries < 0:
-		return cfg, invalid("MaxRetries", cfg.MaxRetries, "must not be negative")
+		return cfg, invalidConfig("MaxRetries", cfg.MaxRetries, "must not be negative")
 	case cfg.FailMode < FailOpenLocal || cfg.FailMode > FailClosed:
-		return cfg, invalid("FailMode", int(cfg.FailMode), "is not a FailMode")
+		return cfg, invalidConfig("FailMode", int(cfg.FailMode), "is not a FailMode")
 	case cfg.DefaultMode < Global || cfg.DefaultMode > Strict:
-		return cfg, invalid("DefaultMode", int(cfg.DefaultMode), "is not a Mode")
+		return cfg, invalidConfig("DefaultMode", int(cfg.DefaultMode), "is not a Mode")
 	case cfg.Storage != jetstream.FileStorage && cfg.Storage != jetstream.MemoryStorage:
-		return cfg, invalid("Storage", int(cfg.Storage), "is not a jetstream.StorageType")
+		return cfg, invalidConfig("Storage", int(cfg.Storage), "is not a jetstream.StorageType")
 	case cfg.SweepInterval < 0:
-		return cfg, invalid("SweepInterval", cfg.SweepInterval, "must not be negative")
+		return cfg, invalidConfig("SweepInterval", cfg.SweepInterval, "must not be negative")
 	}
 	for k, m := range cfg.Modes {
 		if m < Global || m > Strict {
-			return cfg, invalid(fmt.Sprintf("Modes[%q]", k), int(m), "is not a Mode")
+			return cfg, invalidConfig(fmt.Sprintf("Modes[%q]", k), int(m), "is not a Mode")
 		}
 	}
 	if cfg.DeadAfter == 0 {

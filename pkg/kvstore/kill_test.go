@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ratethrottle/ratethrottle/pkg/embedded"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 )
 
 // TestKilledNodeKeepsSurvivorsLive kills a node together with the NATS
@@ -22,9 +22,7 @@ func TestKilledNodeKeepsSurvivorsLive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("15 s of sampling")
 	}
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	servers := c.Servers()
 	var nodes []*Store
 	for i, srv := range servers {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
@@ -160,13 +161,7 @@ func simultaneousConnects(t *testing.T, nodes []*Store, racers int, limit int64,
 // configuration: every round admits exactly 5.
 func TestSimultaneousConnectsExactCap(t *testing.T) {
 	srv := startServer(t, embedded.Config{})
-	var nodes []*Store
-	for i := range 3 {
-		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("cap%d", i)}))
-	}
-	for _, s := range nodes {
-		waitFor(t, 5*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
-	}
+	nodes := newNodes(t, srv.ClientURL(), 3, "cap", Config{})
 	rounds := 1000
 	if testing.Short() {
 		rounds = 100
@@ -177,9 +172,7 @@ func TestSimultaneousConnectsExactCap(t *testing.T) {
 // TestSimultaneousConnectsExactCapR3 is the same on a three-server cluster
 // with an R3 bucket, each node on its own server.
 func TestSimultaneousConnectsExactCapR3(t *testing.T) {
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	var nodes []*Store
 	for i, u := range c.ClientURLs() {
 		nodes = append(nodes, newNode(t, u, Config{NodeID: fmt.Sprintf("r3cap%d", i), Replicas: 3, Storage: jetstream.MemoryStorage}))

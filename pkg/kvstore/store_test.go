@@ -12,27 +12,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
 )
 
-func startServer(t *testing.T, cfg embedded.Config) *embedded.Server {
-	t.Helper()
-	s, err := embedded.Start(cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	return s
-}
+func startServer(t *testing.T, cfg embedded.Config) *embedded.Server { return natstest.Server(t, cfg) }
 
-func dial(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(25*time.Millisecond),
-		nats.RetryOnFailedConnect(true))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	return nc
-}
+func dial(t *testing.T, url string) *nats.Conn { return natstest.Dial(t, url) }
 
 // newNode starts a Store on its own connection to url.
 func newNode(t *testing.T, url string, cfg Config) *Store {
@@ -47,6 +35,22 @@ func newNode(t *testing.T, url string, cfg Config) *Store {
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// newNodes starts n Stores on the server at url, named prefix0 to
+// prefix<n-1> and otherwise configured by cfg, and waits until each sees
+// all n live.
+func newNodes(t *testing.T, url string, n int, prefix string, cfg Config) []*Store {
+	t.Helper()
+	nodes := make([]*Store, n)
+	for i := range nodes {
+		cfg.NodeID = fmt.Sprint(prefix, i)
+		nodes[i] = newNode(t, url, cfg)
+	}
+	for _, s := range nodes {
+		waitFor(t, 5*time.Second, fmt.Sprint(n, " live nodes"), func() bool { return s.LiveNodes() == n })
+	}
+	return nodes
 }
 
 // TestConfigInvalid: every invalid field is refused with a
@@ -107,8 +111,8 @@ func TestBucketSettings(t *testing.T) {
 	require.Equal(t, jetstream.MemoryStorage, st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage)
 }
 
-// takeUntil offers one token per node in turn until deadline or max
-// attempts, and returns what each node admitted.
+// takeRounds offers one token to each node in turn, rounds times, at the
+// wall clock, and returns what each node admitted.
 func takeRounds(t *testing.T, nodes []*Store, key limiter.Key, spec limiter.Spec, rounds int) []int64 {
 	t.Helper()
 	got := make([]int64, len(nodes))
@@ -133,13 +137,7 @@ func sum(xs []int64) (n int64) {
 
 func TestGlobalClientLimitedAcrossThreeNodes(t *testing.T) {
 	srv := startServer(t, embedded.Config{})
-	var nodes []*Store
-	for i := range 3 {
-		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprintf("n%d", i), Storage: jetstream.MemoryStorage}))
-	}
-	for _, s := range nodes {
-		waitFor(t, 5*time.Second, "all nodes live", func() bool { return s.LiveNodes() == 3 })
-	}
+	nodes := newNodes(t, srv.ClientURL(), 3, "n", Config{Storage: jetstream.MemoryStorage})
 	// 60 tokens an hour: refill over the test (well under 1 s) is < 0.02.
 	spec := limiter.Spec{Limit: 60, Per: time.Hour}
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "alice"}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
@@ -77,9 +78,7 @@ func runStrictLoad(nodes []*Store, key limiter.Key, spec limiter.Spec, workers i
 // and (without the race detector) the three nodes decide at least 50,000
 // times a second.
 func TestStrictLeasesExactAndFast(t *testing.T) {
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	var nodes []*Store
 	for i, u := range c.ClientURLs() {
 		nodes = append(nodes, newNode(t, u, Config{NodeID: fmt.Sprintf("lease%d", i), DefaultMode: Strict,
@@ -149,15 +148,8 @@ func TestStrictDeadNodeLeaseCharged(t *testing.T) {
 	a.Close()
 	died := time.Now()
 
-	took := 0
-	for range 600 {
-		r, err := b.Take(ctx, key, spec, time.Now(), 1)
-		require.NoError(t, err)
-		if r.OK {
-			took++
-		}
-	}
-	require.Equal(t, 500, took, "the survivor spends what no lease holds")
+	took := takeRounds(t, []*Store{b}, key, spec, 600)[0]
+	require.Equal(t, int64(500), took, "the survivor spends what no lease holds")
 	waitFor(t, leaseTTL+time.Second, "the dead node's lease to be charged and dropped", func() bool {
 		if _, err := b.Take(ctx, key, spec, time.Now(), 1); err != nil {
 			return false
@@ -256,13 +248,6 @@ func TestStrictThroughOutage(t *testing.T) {
 		b := bucketAt(spec, v.full, open.serverTime(time.Now()))
 		return b.TokensAt(spec, open.serverTime(time.Now())) < 96
 	})
-	took := 0
-	for range 120 {
-		r, err := closed.Take(ctx, key, spec, time.Now(), 1)
-		require.NoError(t, err)
-		if r.OK {
-			took++
-		}
-	}
-	require.Equal(t, 95, took, "the outage's 5 debited from the cluster's bucket")
+	took := takeRounds(t, []*Store{closed}, key, spec, 120)[0]
+	require.Equal(t, int64(95), took, "the outage's 5 debited from the cluster's bucket")
 }

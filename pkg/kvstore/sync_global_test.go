@@ -201,13 +201,7 @@ func TestInitialValuesDatedByServer(t *testing.T) {
 // is denied, with the wait of the bucket itself.
 func TestColdKeyOnOneNodeGetsItsBurst(t *testing.T) {
 	srv := startServer(t, embedded.Config{})
-	var nodes []*Store
-	for i := range 3 {
-		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprint("cold", i), Storage: jetstream.MemoryStorage}))
-	}
-	for _, s := range nodes {
-		waitFor(t, 5*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
-	}
+	nodes := newNodes(t, srv.ClientURL(), 3, "cold", Config{Storage: jetstream.MemoryStorage})
 	spec := limiter.Spec{Limit: 10, Per: time.Minute}
 	for round := range 5 {
 		key := limiter.Key{Kind: limiter.KindMessages, ID: fmt.Sprint("one-node-", round)}
@@ -293,13 +287,7 @@ func TestUncertainDenial(t *testing.T) {
 // uncertain: the lower bound is one token.)
 func TestColdSimultaneousBursts(t *testing.T) {
 	srv := startServer(t, embedded.Config{})
-	var nodes []*Store
-	for i := range 3 {
-		nodes = append(nodes, newNode(t, srv.ClientURL(), Config{NodeID: fmt.Sprint("sim", i), Storage: jetstream.MemoryStorage}))
-	}
-	for _, s := range nodes {
-		waitFor(t, 5*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
-	}
+	nodes := newNodes(t, srv.ClientURL(), 3, "sim", Config{Storage: jetstream.MemoryStorage})
 	spec := limiter.Spec{Limit: 60, Per: time.Hour}
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "simultaneous"}
 	first := sum(takeRounds(t, nodes, key, spec, 60))

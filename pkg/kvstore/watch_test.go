@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/stretchr/testify/require"
@@ -21,31 +22,15 @@ import (
 // stop coming back restarts its watch: the survivors keep seeing each
 // other live and applying each other's consumption.
 func TestWatchSurvivesStreamLeaderLoss(t *testing.T) {
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	servers := c.Servers()
 	var stores []*Store
 	for i, s := range servers {
 		stores = append(stores, newNode(t, s.ClientURL(), Config{NodeID: fmt.Sprintf("w%d", i), Replicas: 3,
 			Storage: jetstream.MemoryStorage, Timeout: time.Second}))
 	}
-	for _, s := range stores {
-		waitFor(t, 10*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
-	}
+	survivors, _ := stopStreamLeader(t, servers, stores)
 	ctx := context.Background()
-	st, err := stores[0].kv.Status(ctx)
-	require.NoError(t, err)
-	leader := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader
-	var survivors []*Store
-	for i, s := range servers {
-		if s.Config().Name == leader {
-			s.Stop()
-		} else {
-			survivors = append(survivors, stores[i])
-		}
-	}
-	require.Len(t, survivors, 2, "stream leader %q among the servers", leader)
 
 	// Each survivor spends 10 tokens; each must see the other's 10 and
 	// count the other live, well before the client library's own
@@ -83,9 +68,7 @@ func TestWatchSurvivesStreamLeaderLoss(t *testing.T) {
 // stop coming back takes 2–3 s; a node whose acknowledged writes do not
 // come back through its watch restarts it well within a second.
 func TestWatchStallDetectedFast(t *testing.T) {
-	c, err := embedded.StartCluster(3, embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(c.Shutdown)
+	c := natstest.Cluster(t, 3)
 	servers := c.Servers()
 	var stores []*Store
 	for i, s := range servers {
@@ -99,26 +82,12 @@ func TestWatchStallDetectedFast(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		stores = append(stores, st)
 	}
-	for _, s := range stores {
-		waitFor(t, 10*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
-	}
+	survivors, leader := stopStreamLeader(t, servers, stores)
 	ctx := context.Background()
-	st, err := stores[0].kv.Status(ctx)
-	require.NoError(t, err)
-	leader := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader
-	var survivors []*Store
-	for i, s := range servers {
-		if s.Config().Name == leader {
-			s.Stop()
-		} else {
-			survivors = append(survivors, stores[i])
-		}
-	}
-	require.Len(t, survivors, 2)
 	w, r := survivors[0], survivors[1]
 	spec := limiter.Spec{Limit: 1 << 20, Per: time.Hour}
 	key := limiter.Key{Kind: limiter.KindMessages, ID: "stall"}
-	_, err = r.Take(ctx, key, spec, time.Now(), 0)
+	_, err := r.Take(ctx, key, spec, time.Now(), 0)
 	require.NoError(t, err)
 	// The writer spends a token and flushes every 20 ms until a flush is
 	// acknowledged (the new leader is elected); then it keeps spending
@@ -144,4 +113,28 @@ func TestWatchStallDetectedFast(t *testing.T) {
 		leader, took.Round(time.Millisecond), w.Stats().WatchRestarts, r.Stats().WatchRestarts)
 	_ = acked
 	require.Less(t, took, time.Second)
+}
+
+// stopStreamLeader waits until each of stores, one per server of a
+// three-server cluster, sees three live nodes, stops the server that leads
+// the KV bucket's stream and returns the stores of the other two and the
+// stopped server's name.
+func stopStreamLeader(t *testing.T, servers []*embedded.Server, stores []*Store) ([]*Store, string) {
+	t.Helper()
+	for _, s := range stores {
+		waitFor(t, 10*time.Second, "three live nodes", func() bool { return s.LiveNodes() == 3 })
+	}
+	st, err := stores[0].kv.Status(context.Background())
+	require.NoError(t, err)
+	leader := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Cluster.Leader
+	var survivors []*Store
+	for i, s := range servers {
+		if s.Config().Name == leader {
+			s.Stop()
+		} else {
+			survivors = append(survivors, stores[i])
+		}
+	}
+	require.Len(t, survivors, 2, "stream leader %q among the servers", leader)
+	return survivors, leader
 }

@@ -156,20 +156,20 @@ func precondition(r *http.Request) (uint64, error) {
 }
 
 func setVersionHeaders(w http.ResponseWriter, v *Version) {
-	w.Header().Set("ETag", ETag(v.Revision))
+	w.Header().Set("ETag", etag(v.Revision))
 	w.Header().Set("X-Policy-Changed-By", v.Who)
 	if !v.At.IsZero() {
 		w.Header().Set("X-Policy-Changed-At", v.At.UTC().Format(time.RFC3339))
 	}
 }
 
-// ETag returns the entity tag of a revision: the revision in quotes.
-func ETag(revision uint64) string { return `"` + strconv.FormatUint(revision, 10) + `"` }
+// etag returns the entity tag of a revision: the revision in quotes.
+func etag(revision uint64) string { return `"` + strconv.FormatUint(revision, 10) + `"` }
 
-// HTTPStatus returns the HTTP status that answers err from this package:
+// httpStatus returns the HTTP status that answers err from this package:
 // 400 for an invalid document, 412 for a stale revision, 404 when no
 // document is stored, 503 otherwise (the store cannot be reached).
-func HTTPStatus(err error) int {
+func httpStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrInvalid):
 		return http.StatusBadRequest
@@ -193,10 +193,10 @@ func writeError(w http.ResponseWriter, err error) {
 	if errors.As(err, &se) {
 		body.Revision = se.Have
 		if se.Have != 0 {
-			w.Header().Set("ETag", ETag(se.Have))
+			w.Header().Set("ETag", etag(se.Have))
 		}
 	}
-	writeJSON(w, HTTPStatus(err), body)
+	writeJSON(w, httpStatus(err), body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -99,9 +99,9 @@ func TestHandler(t *testing.T) {
 }
 
 func TestHTTPStatus(t *testing.T) {
-	require.Equal(t, 400, HTTPStatus(&ValidationError{}))
-	require.Equal(t, 412, HTTPStatus(&StaleError{}))
-	require.Equal(t, 404, HTTPStatus(ErrNotFound))
-	require.Equal(t, 503, HTTPStatus(io.EOF))
-	require.Equal(t, `"7"`, ETag(7))
+	require.Equal(t, 400, httpStatus(&ValidationError{}))
+	require.Equal(t, 412, httpStatus(&StaleError{}))
+	require.Equal(t, 404, httpStatus(ErrNotFound))
+	require.Equal(t, 503, httpStatus(io.EOF))
+	require.Equal(t, `"7"`, etag(7))
 }

@@ -15,8 +15,9 @@
 // cluster applies the same version: Put validates before it writes and
 // compares the revision, History lists the key's revisions, and Watcher
 // hands each new valid version to a callback, starting from a fallback
-// document while NATS cannot be reached. Rescale keeps a bucket at its
-// level when a new version changes its burst.
+// document while NATS cannot be reached. A new version that changes a
+// bucket's burst keeps the bucket at its level (limiter.RescaleBucket,
+// which Limiter.SetLimits and the stores apply).
 //
 // See docs/POLICY.md for the document with a full example.
 package policy

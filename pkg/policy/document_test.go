@@ -140,20 +140,6 @@ func TestRooms(t *testing.T) {
 	require.Equal(t, []string{"a", "b", "a*b*", "a*", "*"}, order, "exact names, then patterns longest first, then *")
 }
 
-func TestMatch(t *testing.T) {
-	for _, c := range []struct {
-		p, n string
-		want bool
-	}{
-		{"*", "", true}, {"*", "abc", true}, {"a*", "a", true}, {"a*c", "abbbc", true},
-		{"a*c", "abbb", false}, {"*b*", "abc", true}, {"*b*", "ac", false}, {"abc", "abc", true},
-		{"abc", "abd", false}, {"a**", "a", true}, {"*a*a*a", "aaaa", true}, {"*a*a*a", "aab", false},
-		{"", "", true}, {"", "a", false},
-	} {
-		require.Equal(t, c.want, Match(c.p, c.n), "%q %q", c.p, c.n)
-	}
-}
-
 func TestValidationNamesThePath(t *testing.T) {
 	cases := []struct {
 		name string

@@ -19,7 +19,18 @@ var (
 
 	// ErrClosed is returned by calls on a closed Watcher.
 	ErrClosed = errors.New("policy: closed")
+
+	// ErrInvalidConfig is wrapped by every error that reports an invalid
+	// StoreConfig or WatcherConfig value; the error is a
+	// *limiter.FieldError naming the field.
+	ErrInvalidConfig = errors.New("policy: invalid config")
 )
+
+// invalidConfig returns the *limiter.FieldError that refuses a
+// configuration value.
+func invalidConfig(field string, value any, reason string) *limiter.FieldError {
+	return &limiter.FieldError{Field: field, Value: value, Reason: reason, Err: ErrInvalidConfig}
+}
 
 // A problem with a document is a *limiter.FieldError whose Field is the
 // dotted path of its key ("tiers.pro.classes.typing.rate") and whose Err is

@@ -9,29 +9,17 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/ratethrottle/ratethrottle/internal/natstest"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func startServer(t *testing.T) *embedded.Server {
-	t.Helper()
-	s, err := embedded.Start(embedded.Config{})
-	require.NoError(t, err)
-	t.Cleanup(s.Shutdown)
-	return s
-}
+func startServer(t *testing.T) *embedded.Server { return natstest.Server(t, embedded.Config{}) }
 
 // dial connects to url, retrying in the background while it is down, as a
 // node's connection does.
-func dial(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(25*time.Millisecond),
-		nats.RetryOnFailedConnect(true))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	return nc
-}
+func dial(t *testing.T, url string) *nats.Conn { return natstest.Dial(t, url) }
 
 func newStore(t *testing.T, nc *nats.Conn, cfg StoreConfig) *Store {
 	t.Helper()

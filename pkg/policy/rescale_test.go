@@ -26,7 +26,7 @@ func TestRescaleLevel(t *testing.T) {
 		{12, 10, 20, 20}, // above the burst (float noise): capped
 		{1, 3, 1000, 1000.0 / 3},
 	} {
-		require.InDelta(t, c.want, RescaleLevel(c.level, c.old, c.new), 1e-9, "%+v", c)
+		require.InDelta(t, c.want, limiter.RescaleLevel(c.level, c.old, c.new), 1e-9, "%+v", c)
 	}
 }
 
@@ -37,7 +37,7 @@ func TestRescaleBucket(t *testing.T) {
 	var b limiter.Bucket
 	require.True(t, b.TakeAt(old, t0, 5).OK) // 5 of 10 left
 
-	nb := RescaleBucket(b, old, neu, t0)
+	nb := limiter.RescaleBucket(b, old, neu, t0)
 	require.InDelta(t, 10, nb.TokensAt(neu, t0), 1e-9, "half of the new burst")
 	require.True(t, nb.TakeAt(neu, t0, 10).OK)
 	r := nb.TakeAt(neu, t0, 1)
@@ -47,10 +47,10 @@ func TestRescaleBucket(t *testing.T) {
 	// An empty bucket stays empty under a larger burst.
 	var e limiter.Bucket
 	require.True(t, e.TakeAt(old, t0, 10).OK)
-	ne := RescaleBucket(e, old, neu, t0)
+	ne := limiter.RescaleBucket(e, old, neu, t0)
 	require.InDelta(t, 0, ne.TokensAt(neu, t0), 1e-9)
 
 	// Unlimited on either side: a full bucket.
-	require.Equal(t, limiter.Bucket{}, RescaleBucket(b, limiter.Spec{}, neu, t0))
-	require.Equal(t, limiter.Bucket{}, RescaleBucket(b, old, limiter.Spec{}, t0))
+	require.Equal(t, limiter.Bucket{}, limiter.RescaleBucket(b, limiter.Spec{}, neu, t0))
+	require.Equal(t, limiter.Bucket{}, limiter.RescaleBucket(b, old, limiter.Spec{}, t0))
 }

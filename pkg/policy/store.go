@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,10 @@ const (
 	DefaultBucket  = "ratethrottle_policy"
 	DefaultKey     = "policy"
 	DefaultHistory = 64 // the most JetStream KV keeps per key
-	// MaxWhoLength caps the author of a change, in bytes.
-	MaxWhoLength = 256
 )
+
+// MaxWhoLength caps the author of a change, in bytes.
+const MaxWhoLength = 256
 
 // StoreConfig configures a Store. Conn is required; zero fields get
 // defaults.
@@ -44,7 +46,8 @@ type StoreConfig struct {
 	// EventPrefix is the prefix of the policy_changed subject (see
 	// ChangedSubject). Empty means events.DefaultPrefix.
 	EventPrefix string
-	// Node names this node in events. Empty means "unknown".
+	// Node names this node in events. Empty means the host name, as in
+	// package events.
 	Node string
 	// Timeout bounds each KV operation. Zero means 2 s.
 	Timeout time.Duration
@@ -59,7 +62,7 @@ var (
 
 func (c *StoreConfig) setDefaults() error {
 	if c.Conn == nil {
-		return errors.New("policy: StoreConfig.Conn is required")
+		return invalidConfig("Conn", nil, "is required")
 	}
 	if c.Bucket == "" {
 		c.Bucket = DefaultBucket
@@ -77,24 +80,29 @@ func (c *StoreConfig) setDefaults() error {
 		c.Timeout = 2 * time.Second
 	}
 	if c.Node == "" {
-		c.Node = "unknown"
+		c.Node = "node"
+		if h, err := os.Hostname(); err == nil && h != "" {
+			c.Node = h
+		}
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	switch {
 	case !bucketRe.MatchString(c.Bucket):
-		return fmt.Errorf("policy: StoreConfig.Bucket %q: only letters, digits, '_' and '-'", c.Bucket)
+		return invalidConfig("Bucket", c.Bucket, "only letters, digits, '_' and '-'")
 	case !keyRe.MatchString(c.Key) || c.Key[0] == '.' || c.Key[len(c.Key)-1] == '.':
-		return fmt.Errorf("policy: StoreConfig.Key %q is not a valid KV key", c.Key)
+		return invalidConfig("Key", c.Key, "not a valid KV key")
 	case c.History < 1 || c.History > 64:
-		return fmt.Errorf("policy: StoreConfig.History %d: 1 to 64", c.History)
+		return invalidConfig("History", c.History, "must be 1 to 64")
 	case c.Replicas < 1 || c.Replicas > 5:
-		return fmt.Errorf("policy: StoreConfig.Replicas %d: 1 to 5", c.Replicas)
+		return invalidConfig("Replicas", c.Replicas, "must be 1 to 5")
 	case c.Timeout < 0:
-		return fmt.Errorf("policy: StoreConfig.Timeout %v is negative", c.Timeout)
+		return invalidConfig("Timeout", c.Timeout, "must not be negative")
+	case events.ValidatePrefix(c.EventPrefix) != nil:
+		return invalidConfig("EventPrefix", c.EventPrefix, "must be dot-separated tokens without spaces or wildcards")
 	}
-	return events.ValidatePrefix(c.EventPrefix)
+	return nil
 }
 
 // Version is one revision of the stored policy.
@@ -133,7 +141,8 @@ type Store struct {
 	published atomic.Uint64
 }
 
-// NewStore creates or binds the bucket and returns a Store.
+// NewStore creates or binds the bucket and returns a Store. An invalid cfg
+// is refused with a *limiter.FieldError that unwraps to ErrInvalidConfig.
 func NewStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err

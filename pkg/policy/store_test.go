@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ratethrottle/ratethrottle/internal/wait"
+	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 )
 
 var ctx = context.Background()
@@ -152,16 +153,35 @@ func TestStorePublishesChangedEvent(t *testing.T) {
 func TestStoreConfigRefused(t *testing.T) {
 	srv := startServer(t)
 	nc := dial(t, srv.ClientURL())
-	for name, cfg := range map[string]StoreConfig{
-		"no conn": {},
-		"bucket":  {Conn: nc, Bucket: "a.b"},
-		"key":     {Conn: nc, Key: "a b"},
-		"key dot": {Conn: nc, Key: ".a"},
-		"history": {Conn: nc, History: 65},
-		"prefix":  {Conn: nc, EventPrefix: "a.*"},
+	for _, c := range []struct {
+		cfg   StoreConfig
+		field string
+	}{
+		{StoreConfig{}, "Conn"},
+		{StoreConfig{Conn: nc, Bucket: "a.b"}, "Bucket"},
+		{StoreConfig{Conn: nc, Key: "a b"}, "Key"},
+		{StoreConfig{Conn: nc, Key: ".a"}, "Key"},
+		{StoreConfig{Conn: nc, History: 65}, "History"},
+		{StoreConfig{Conn: nc, Replicas: 6}, "Replicas"},
+		{StoreConfig{Conn: nc, Timeout: -1}, "Timeout"},
+		{StoreConfig{Conn: nc, EventPrefix: "a.*"}, "EventPrefix"},
 	} {
-		_, err := NewStore(ctx, cfg)
-		require.Error(t, err, name)
+		_, err := NewStore(ctx, c.cfg)
+		var fe *limiter.FieldError
+		require.ErrorAs(t, err, &fe, c.field)
+		require.Equal(t, c.field, fe.Field)
+		require.ErrorIs(t, err, ErrInvalidConfig, c.field)
+	}
+	for field, cfg := range map[string]WatcherConfig{
+		"Bucket":         {Store: StoreConfig{Conn: nc, Bucket: "a.b"}},
+		"RetryInterval":  {Store: StoreConfig{Conn: nc}, RetryInterval: -1},
+		"ResyncInterval": {Store: StoreConfig{Conn: nc}, ResyncInterval: -1},
+	} {
+		_, err := NewWatcher(cfg)
+		var fe *limiter.FieldError
+		require.ErrorAs(t, err, &fe, field)
+		require.Equal(t, field, fe.Field)
+		require.ErrorIs(t, err, ErrInvalidConfig, field)
 	}
 }
 
@@ -196,7 +216,7 @@ func TestWatcherAppliesNewVersionsFast(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Len(t, seen, 5)
-	require.Equal(t, uint64(5), w.Applied())
+	require.Equal(t, uint64(5), w.Stats().Applied)
 }
 
 func TestWatcherSkipsInvalidRevisions(t *testing.T) {
@@ -218,14 +238,14 @@ func TestWatcherSkipsInvalidRevisions(t *testing.T) {
 	require.NoError(t, err)
 	_, err = kv.Put(ctx, DefaultKey, []byte("{{{"))
 	require.NoError(t, err)
-	wait.For(t, 5*time.Second, "two invalid revisions counted", func() bool { return w.Invalid() == 2 })
+	wait.For(t, 5*time.Second, "two invalid revisions counted", func() bool { return w.Stats().Invalid == 2 })
 	require.Equal(t, v.Revision, w.Current().Revision, "invalid revisions are never applied")
 	require.NoError(t, kv.Delete(ctx, DefaultKey))
 	rev, err := kv.Put(ctx, DefaultKey, []byte("classes: {typing: {rate: 99}}\n"))
 	require.NoError(t, err)
 	wait.For(t, 5*time.Second, "bare document applied", func() bool { return w.Current().Revision == rev })
 	require.Empty(t, w.Current().Who)
-	require.Equal(t, uint64(2), w.Invalid())
+	require.Equal(t, uint64(2), w.Stats().Invalid)
 
 	h, err := writer.History(ctx)
 	require.NoError(t, err)
@@ -305,7 +325,7 @@ func TestWatcherRecoversPanickingCallback(t *testing.T) {
 	v2, err := writer.Put(ctx, docWithTyping(2), v1.Revision, "ada")
 	require.NoError(t, err)
 	wait.For(t, 5*time.Second, "both versions applied", func() bool { return w.Current().Revision == v2.Revision })
-	require.GreaterOrEqual(t, w.Panics(), uint64(1))
+	require.GreaterOrEqual(t, w.Stats().Panics, uint64(1))
 }
 
 func TestWatcherRefusesInvalidFallback(t *testing.T) {

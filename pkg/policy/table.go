@@ -261,7 +261,7 @@ func (t *Table) Room(name string) *RoomRule {
 		return rr
 	}
 	for _, rr := range t.globs {
-		if Match(rr.Pattern, name) {
+		if glob.Match(rr.Pattern, name) {
 			return rr
 		}
 	}
@@ -284,8 +284,3 @@ func (t *Table) RoomRules() []*RoomRule {
 	}
 	return rules
 }
-
-// Match reports whether name matches pattern, where '*' matches any run of
-// bytes (including none) and every other byte matches itself: the room
-// patterns of the document and of the WebSocket handler's RoomPatterns.
-func Match(pattern, name string) bool { return glob.Match(pattern, name) }

@@ -24,7 +24,7 @@ type WatcherConfig struct {
 	Seed bool
 	// OnChange, if set, is called on the Watcher's goroutine with every new
 	// version it applies, the first one read from the cluster included. A
-	// panic in it is recovered and counted (Panics).
+	// panic in it is recovered and counted (WatcherStats.Panics).
 	OnChange func(*Version)
 	// RetryInterval is the pause between attempts to reach the bucket, and
 	// how often the connection is checked for a reconnect after which the
@@ -58,7 +58,9 @@ type Watcher struct {
 }
 
 // NewWatcher validates the fallback, starts watching and returns at once:
-// Current is the fallback until the cluster's document is read.
+// Current is the fallback until the cluster's document is read. An invalid
+// cfg is refused with a *limiter.FieldError that unwraps to
+// ErrInvalidConfig; an invalid fallback with its *ValidationError.
 func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	if err := cfg.Store.setDefaults(); err != nil {
 		return nil, err
@@ -70,10 +72,16 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RetryInterval <= 0 {
+	switch {
+	case cfg.RetryInterval < 0:
+		return nil, invalidConfig("RetryInterval", cfg.RetryInterval, "must not be negative")
+	case cfg.ResyncInterval < 0:
+		return nil, invalidConfig("ResyncInterval", cfg.ResyncInterval, "must not be negative")
+	}
+	if cfg.RetryInterval == 0 {
 		cfg.RetryInterval = 250 * time.Millisecond
 	}
-	if cfg.ResyncInterval <= 0 {
+	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = 5 * time.Second
 	}
 	w := &Watcher{cfg: cfg, done: make(chan struct{})}
@@ -91,11 +99,20 @@ func (w *Watcher) Current() *Version { return w.cur.Load() }
 // admin API writes through it.
 func (w *Watcher) Store() *Store { return w.store.Load() }
 
-// Invalid returns the number of invalid revisions skipped.
-func (w *Watcher) Invalid() uint64 { return w.invalid.Load() }
+// WatcherStats counts what a Watcher did.
+type WatcherStats struct {
+	// Applied counts the cluster versions applied.
+	Applied uint64
+	// Invalid counts the invalid revisions skipped.
+	Invalid uint64
+	// Panics counts the panics recovered from OnChange.
+	Panics uint64
+}
 
-// Applied returns the number of cluster versions applied.
-func (w *Watcher) Applied() uint64 { return w.applied.Load() }
+// Stats returns the Watcher's counters.
+func (w *Watcher) Stats() WatcherStats {
+	return WatcherStats{Applied: w.applied.Load(), Invalid: w.invalid.Load(), Panics: w.panics.Load()}
+}
 
 // Close stops the Watcher and waits for its goroutine. It is idempotent.
 func (w *Watcher) Close() error {
@@ -197,9 +214,6 @@ func (w *Watcher) notify(v *Version) {
 	}()
 	w.cfg.OnChange(v)
 }
-
-// Panics returns the number of panics recovered from OnChange.
-func (w *Watcher) Panics() uint64 { return w.panics.Load() }
 
 func (w *Watcher) pause(d time.Duration) {
 	t := time.NewTimer(d)
