@@ -305,16 +305,19 @@ type Cluster struct {
 // directory and ports and routes to all the others, and returns once
 // JetStream has a meta leader and every server is current. cfg supplies the
 // shared settings: Host, NoJetStream, ReadyTimeout (here 20 seconds by
-// default) and ClusterName (default "ratethrottle"); Name, ports and Routes
-// are chosen per server, and a non-empty StoreDir is used as the parent of
+// default) and ClusterName (default: a name of its own, "ratethrottle-"
+// and random letters, so that no other cluster's route, such as one whose
+// free port this cluster's restarted server now listens on, joins it);
+// Name, ports and Routes are chosen per server, and a non-empty StoreDir is used as the parent of
 // the servers' dirs. An n below 1 is refused with a *limiter.FieldError
 // that unwraps to ErrInvalidConfig.
 func StartCluster(n int, cfg Config) (*Cluster, error) {
 	if n < 1 {
 		return nil, invalidConfig("n", n, "must be at least 1")
 	}
+	base := "ratethrottle-" + randomName()
 	if cfg.ClusterName == "" {
-		cfg.ClusterName = "ratethrottle"
+		cfg.ClusterName = base
 	}
 	cfg.setDefaults(20 * time.Second)
 	// Route ports must be known before the servers start so that each can
@@ -327,7 +330,6 @@ func StartCluster(n int, cfg Config) (*Cluster, error) {
 	for i, p := range ports {
 		routes[i] = routeURL(cfg.ClusterHost, p)
 	}
-	base := "ratethrottle-" + randomName()
 	c := &Cluster{}
 	for i := 0; i < n; i++ {
 		sc := cfg
