@@ -217,7 +217,7 @@ func (n *node) watchPolicy(lim *limiter.Limiter, rooms *liveRooms) (*policy.Watc
 			Bucket:      cfg.KVBucket + policyBucketSuffix,
 			Replicas:    cfg.Replicas(),
 			EventPrefix: cfg.EventPrefix,
-			Node:        n.id,
+			NodeID:        n.id,
 		},
 		Fallback: cfg.fallbackPolicy(),
 		Seed:     cfg.Policy != nil,

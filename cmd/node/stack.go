@@ -68,12 +68,12 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		Conn:     n.nc,
 		Bucket:   cfg.KVBucket + "_bans",
 		Prefix:   cfg.EventPrefix,
-		Node:     n.id,
+		NodeID:     n.id,
 		Replicas: cfg.Replicas(),
 	}); err != nil {
 		return nil, fmt.Errorf("ban bucket: %w", err)
 	}
-	if s.pub, err = events.NewPublisher(events.PublisherConfig{Conn: n.nc, Prefix: cfg.EventPrefix, Node: n.id}); err != nil {
+	if s.pub, err = events.NewPublisher(events.PublisherConfig{Conn: n.nc, Prefix: cfg.EventPrefix, NodeID: n.id}); err != nil {
 		return nil, err
 	}
 	s.counter = newViolationCounter()

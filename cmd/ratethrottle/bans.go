@@ -131,7 +131,7 @@ func openBans(ctx context.Context, c *connFlags) (*events.Bans, func(), error) {
 	octx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	bucket := c.bucket + "_bans"
-	b, err := events.NewBans(octx, events.BansConfig{Conn: nc, Bucket: bucket, Prefix: c.prefix, Node: cliNode(), UseExisting: true})
+	b, err := events.NewBans(octx, events.BansConfig{Conn: nc, Bucket: bucket, Prefix: c.prefix, NodeID: cliNode(), UseExisting: true})
 	if err != nil {
 		nc.Close()
 		return nil, nil, classify(fmt.Sprintf("ban bucket %q (has a node started with --kv-bucket %s?)", bucket, c.bucket), err)

@@ -67,7 +67,7 @@ func runPolicy(ctx context.Context, e env, args []string) error {
 	octx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	bucket := c.bucket + "_policy"
-	s, err := policy.NewStore(octx, policy.StoreConfig{Conn: nc, Bucket: bucket, EventPrefix: c.prefix, Node: cliNode(), Timeout: c.timeout})
+	s, err := policy.NewStore(octx, policy.StoreConfig{Conn: nc, Bucket: bucket, EventPrefix: c.prefix, NodeID: cliNode(), Timeout: c.timeout})
 	if err != nil {
 		return classify(fmt.Sprintf("policy bucket %q", bucket), err)
 	}

@@ -17,8 +17,8 @@ func TestAutoBanFiresAtThreshold(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	watch := subscribe(t, connect(t, srv), events.Filter{Types: []events.Type{events.TypeBan}})
-	bansA := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "a"})
-	bansB := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
+	bansA := newBans(t, events.BansConfig{Conn: connect(t, srv), NodeID: "a"})
+	bansB := newBans(t, events.BansConfig{Conn: connect(t, srv), NodeID: "b"})
 
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	now := func() time.Time { return t0 } // violations all fall within the window

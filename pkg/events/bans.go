@@ -33,8 +33,8 @@ type BansConfig struct {
 	// Prefix is the subject prefix of ban events. Empty means
 	// DefaultPrefix.
 	Prefix string
-	// Node names this node in bans it sets. Empty means the host name.
-	Node string
+	// NodeID names this node in bans it sets. Empty means the host name.
+	NodeID string
 	// Replicas is the bucket's replication factor. Zero means 1.
 	Replicas int
 	// Storage is file (the zero value) or memory storage.
@@ -89,8 +89,8 @@ func (c *BansConfig) setDefaults() error {
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 30 * time.Second
 	}
-	if c.Node == "" {
-		c.Node = defaultNode()
+	if c.NodeID == "" {
+		c.NodeID = defaultNode()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -320,7 +320,7 @@ func (b *Bans) ban(ctx context.Context, client string, d time.Duration, reason s
 		d = 0
 	}
 	now := b.cfg.Now()
-	ban := Ban{Client: client, Reason: reason, Since: now.UTC(), Node: b.cfg.Node, Auto: auto}
+	ban := Ban{Client: client, Reason: reason, Since: now.UTC(), Node: b.cfg.NodeID, Auto: auto}
 	if d > 0 {
 		ban.Until = now.Add(d).UTC()
 	}
@@ -375,7 +375,7 @@ func (b *Bans) Unban(ctx context.Context, client string) error {
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	// The marker's body tells the other nodes that this one lifted the ban
 	// and publishes its event; a marker without one is an expiry.
-	m.Data, _ = json.Marshal(liftRecord{V: Version, Node: b.cfg.Node})
+	m.Data, _ = json.Marshal(liftRecord{V: Version, Node: b.cfg.NodeID})
 	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(b.cfg.MarkerTTL))
 	if err != nil {
 		return fmt.Errorf("events: unban %q: %w", client, err)
@@ -453,7 +453,7 @@ func (b *Bans) claimUnban(token string, rev uint64, n notice) {
 		defer cancel()
 		// The claim outlives the marker, so that a watch restarted while
 		// the marker is still there finds the claim taken.
-		_, err := b.kv.Create(ctx, key, []byte(b.cfg.Node), jetstream.KeyTTL(2*b.cfg.MarkerTTL))
+		_, err := b.kv.Create(ctx, key, []byte(b.cfg.NodeID), jetstream.KeyTTL(2*b.cfg.MarkerTTL))
 		if err != nil {
 			b.claimLost.Add(1)
 			return
@@ -466,7 +466,7 @@ func (b *Bans) claimUnban(token string, rev uint64, n notice) {
 // publish sends a ban or unban event. Ban and Unban do I/O anyway, so it
 // publishes directly rather than through a Publisher's queue.
 func (b *Bans) publish(e Event) {
-	e.V, e.ID, e.Node = Version, b.ids.next(), b.cfg.Node
+	e.V, e.ID, e.Node = Version, b.ids.next(), b.cfg.NodeID
 	data, err := Encode(e)
 	if err != nil {
 		return

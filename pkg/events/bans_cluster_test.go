@@ -17,9 +17,9 @@ func TestBanAcrossClusterServers(t *testing.T) {
 	cl := natstest.Cluster(t, 3)
 	servers := cl.Servers()
 
-	a := newBans(t, events.BansConfig{Conn: connect(t, servers[0]), Node: "a", Replicas: 3})
+	a := newBans(t, events.BansConfig{Conn: connect(t, servers[0]), NodeID: "a", Replicas: 3})
 	var closedC clientLog
-	c := newBans(t, events.BansConfig{Conn: connect(t, servers[2]), Node: "c", Replicas: 3})
+	c := newBans(t, events.BansConfig{Conn: connect(t, servers[2]), NodeID: "c", Replicas: 3})
 	t.Cleanup(c.Notify(func(b events.Ban) { closedC.add(b.Client) }, nil))
 	limC, err := limiter.New(limiter.Config{Limits: limiter.Moderate(), Gate: c})
 	if err != nil {

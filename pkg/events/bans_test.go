@@ -75,8 +75,8 @@ func TestBanOnOneNodeRejectsOnAnother(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	var closedB clientLog
-	a := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "a"})
-	b := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
+	a := newBans(t, events.BansConfig{Conn: connect(t, srv), NodeID: "a"})
+	b := newBans(t, events.BansConfig{Conn: connect(t, srv), NodeID: "b"})
 	var unbannedB clientLog
 	cancel := b.Notify(func(ban events.Ban) { closedB.add(ban.Client) }, unbannedB.add)
 	defer cancel()
@@ -265,7 +265,7 @@ func TestExpiredBanPublishesOneUnbanEvent(t *testing.T) {
 	var nodes []*events.Bans
 	var ended [3]clientLog
 	for i, srv := range servers {
-		n := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: fmt.Sprint("n", i), Replicas: 3, MarkerTTL: time.Second})
+		n := newBans(t, events.BansConfig{Conn: connect(t, srv), NodeID: fmt.Sprint("n", i), Replicas: 3, MarkerTTL: time.Second})
 		t.Cleanup(n.Notify(nil, ended[i].add))
 		nodes = append(nodes, n)
 	}
@@ -385,8 +385,8 @@ func TestRemovedBanKeyPublishesUnban(t *testing.T) {
 	watch := subscribe(t, connect(t, srv), events.Filter{Types: []events.Type{events.TypeBan, events.TypeUnban}})
 	nc := connect(t, srv)
 	js := newJS(t, nc)
-	a := newBans(t, events.BansConfig{Conn: nc, Node: "a"})
-	b := newBans(t, events.BansConfig{Conn: connect(t, srv), Node: "b"})
+	a := newBans(t, events.BansConfig{Conn: nc, NodeID: "a"})
+	b := newBans(t, events.BansConfig{Conn: connect(t, srv), NodeID: "b"})
 	ctx := testCtx(t)
 	if err := a.Ban(ctx, "gone", time.Hour, ""); err != nil {
 		t.Fatal(err)

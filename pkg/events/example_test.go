@@ -42,7 +42,7 @@ func ExamplePublisher() {
 	}
 	defer sub.Close()
 
-	pub, err := events.NewPublisher(events.PublisherConfig{Conn: nc, Node: "node-1"})
+	pub, err := events.NewPublisher(events.PublisherConfig{Conn: nc, NodeID: "node-1"})
 	if err != nil {
 		panic(err)
 	}

@@ -20,8 +20,8 @@ type PublisherConfig struct {
 	Conn *nats.Conn
 	// Prefix is the subject prefix. Empty means DefaultPrefix.
 	Prefix string
-	// Node names this node in every event. Empty means the host name.
-	Node string
+	// NodeID names this node in every event. Empty means the host name.
+	NodeID string
 	// BufferSize is the number of events the queue holds. A violation
 	// reported while the queue is full is dropped and counted. Zero means
 	// 8192.
@@ -52,8 +52,8 @@ func (c *PublisherConfig) setDefaults() error {
 	if c.FlushTimeout == 0 {
 		c.FlushTimeout = 2 * time.Second
 	}
-	if c.Node == "" {
-		c.Node = defaultNode()
+	if c.NodeID == "" {
+		c.NodeID = defaultNode()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -189,7 +189,7 @@ func (p *Publisher) send(e Event) {
 	e.V = Version
 	e.ID = p.ids.next()
 	if e.Node == "" {
-		e.Node = p.cfg.Node
+		e.Node = p.cfg.NodeID
 	}
 	if e.Time.IsZero() {
 		e.Time = p.cfg.Now()

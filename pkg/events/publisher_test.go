@@ -62,7 +62,7 @@ func TestEveryTypeWithEveryField(t *testing.T) {
 	srv := startServer(t)
 	pubConn, subConn := connect(t, srv), connect(t, srv)
 	got := subscribe(t, subConn, events.Filter{})
-	pub := newPublisher(t, events.PublisherConfig{Conn: pubConn, Node: "node-a"})
+	pub := newPublisher(t, events.PublisherConfig{Conn: pubConn, NodeID: "node-a"})
 
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
 	meta := map[string]string{"user_agent": "test", "region": "eu"}
@@ -84,7 +84,7 @@ func TestEveryTypeWithEveryField(t *testing.T) {
 	}
 
 	nc := connect(t, srv)
-	bans := newBans(t, events.BansConfig{Conn: nc, Node: "node-b"})
+	bans := newBans(t, events.BansConfig{Conn: nc, NodeID: "node-b"})
 	ctx := testCtx(t)
 	if err := bans.Ban(ctx, "client.ban", time.Hour, "abuse"); err != nil {
 		t.Fatal(err)
@@ -292,7 +292,7 @@ func TestPublisherDuringOutage(t *testing.T) {
 func TestHandleViolationAllocatesNothing(t *testing.T) {
 	srv := startServer(t)
 	nc := connect(t, srv)
-	p, err := events.NewPublisher(events.PublisherConfig{Conn: nc, Node: "n1", BufferSize: 1 << 12})
+	p, err := events.NewPublisher(events.PublisherConfig{Conn: nc, NodeID: "n1", BufferSize: 1 << 12})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,9 +46,9 @@ type StoreConfig struct {
 	// EventPrefix is the prefix of the policy_changed subject (see
 	// ChangedSubject). Empty means events.DefaultPrefix.
 	EventPrefix string
-	// Node names this node in events. Empty means the host name, as in
+	// NodeID names this node in events. Empty means the host name, as in
 	// package events.
-	Node string
+	NodeID string
 	// Timeout bounds each KV operation. Zero means 2 s.
 	Timeout time.Duration
 	// Now stamps changes. Nil means time.Now.
@@ -79,10 +79,10 @@ func (c *StoreConfig) setDefaults() error {
 	if c.Timeout == 0 {
 		c.Timeout = 2 * time.Second
 	}
-	if c.Node == "" {
-		c.Node = "node"
+	if c.NodeID == "" {
+		c.NodeID = "node"
 		if h, err := os.Hostname(); err == nil && h != "" {
-			c.Node = h
+			c.NodeID = h
 		}
 	}
 	if c.Now == nil {
@@ -240,7 +240,7 @@ func (s *Store) Put(ctx context.Context, doc *Document, ifRevision uint64, who s
 	if err != nil {
 		return nil, fmt.Errorf("policy: put: %w", err)
 	}
-	s.publish(&ChangedEvent{V: 1, Type: EventType, Time: at, Node: s.cfg.Node, Who: who,
+	s.publish(&ChangedEvent{V: 1, Type: EventType, Time: at, Node: s.cfg.NodeID, Who: who,
 		Revision: rev, PreviousRevision: have, Changed: Diff(prev, doc)})
 	return &Version{Revision: rev, Who: who, At: at, Document: doc, Table: tab}, nil
 }

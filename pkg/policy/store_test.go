@@ -27,7 +27,7 @@ func docWithTyping(rate int64) *Document {
 
 func TestStorePutGetHistory(t *testing.T) {
 	srv := startServer(t)
-	s := newStore(t, dial(t, srv.ClientURL()), StoreConfig{Node: "n1"})
+	s := newStore(t, dial(t, srv.ClientURL()), StoreConfig{NodeID: "n1"})
 
 	_, err := s.Get(ctx)
 	require.ErrorIs(t, err, ErrNotFound)
@@ -120,7 +120,7 @@ func TestStoreRefusesInvalidAndStoresNothing(t *testing.T) {
 func TestStorePublishesChangedEvent(t *testing.T) {
 	srv := startServer(t)
 	nc := dial(t, srv.ClientURL())
-	s := newStore(t, nc, StoreConfig{Node: "node-a", EventPrefix: "prod.rt"})
+	s := newStore(t, nc, StoreConfig{NodeID: "node-a", EventPrefix: "prod.rt"})
 	sub, err := nc.SubscribeSync(ChangedSubject("prod.rt"))
 	require.NoError(t, err)
 	require.NoError(t, nc.Flush())
@@ -302,14 +302,14 @@ func TestWatcherSurvivesServerRestart(t *testing.T) {
 
 func TestWatcherSeedsAnEmptyCluster(t *testing.T) {
 	srv := startServer(t)
-	w := newWatcher(t, WatcherConfig{Store: StoreConfig{Conn: dial(t, srv.ClientURL()), Node: "n1"},
+	w := newWatcher(t, WatcherConfig{Store: StoreConfig{Conn: dial(t, srv.ClientURL()), NodeID: "n1"},
 		Fallback: docWithTyping(5), Seed: true})
 	wait.For(t, 5*time.Second, "seeded and applied", func() bool { return w.Current().Revision != 0 })
 	require.Equal(t, "seed: node n1", w.Current().Who)
 	require.Equal(t, docWithTyping(5), w.Current().Document)
 
 	// A second node seeds nothing: the cluster's document wins.
-	w2 := newWatcher(t, WatcherConfig{Store: StoreConfig{Conn: dial(t, srv.ClientURL()), Node: "n2"},
+	w2 := newWatcher(t, WatcherConfig{Store: StoreConfig{Conn: dial(t, srv.ClientURL()), NodeID: "n2"},
 		Fallback: docWithTyping(9), Seed: true})
 	wait.For(t, 5*time.Second, "second node", func() bool { return w2.Current().Revision == w.Current().Revision })
 	require.Equal(t, int64(5), w2.Current().Document.Classes["typing"].Connection.Rate)

@@ -135,7 +135,7 @@ func (w *Watcher) run() {
 		}
 		if w.cfg.Seed {
 			if _, err := s.Get(w.ctx); errors.Is(err, ErrNotFound) {
-				_, _ = s.Put(w.ctx, w.cfg.Fallback, 0, "seed: node "+w.cfg.Store.Node)
+				_, _ = s.Put(w.ctx, w.cfg.Fallback, 0, "seed: node "+w.cfg.Store.NodeID)
 			}
 		}
 		if !w.watch(s) {
