@@ -74,7 +74,7 @@ func policyReason(prefix string, err error) string {
 	for i, p := range ve.Problems {
 		q := *p
 		q.Field = prefix + p.Field
-		s[i] = policy.ProblemText(&q)
+		s[i] = q.Problem()
 	}
 	return strings.Join(s, "; ")
 }
@@ -217,7 +217,7 @@ func (n *node) watchPolicy(lim *limiter.Limiter, rooms *liveRooms) (*policy.Watc
 			Bucket:      cfg.KVBucket + policyBucketSuffix,
 			Replicas:    cfg.Replicas(),
 			EventPrefix: cfg.EventPrefix,
-			NodeID:        n.id,
+			NodeID:      n.id,
 		},
 		Fallback: cfg.fallbackPolicy(),
 		Seed:     cfg.Policy != nil,

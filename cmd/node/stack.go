@@ -68,7 +68,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		Conn:     n.nc,
 		Bucket:   cfg.KVBucket + "_bans",
 		Prefix:   cfg.EventPrefix,
-		NodeID:     n.id,
+		NodeID:   n.id,
 		Replicas: cfg.Replicas(),
 	}); err != nil {
 		return nil, fmt.Errorf("ban bucket: %w", err)
@@ -90,7 +90,7 @@ func newStack(ctx context.Context, n *node) (_ *stack, err error) {
 		}
 		sinks = append(sinks, s.autoban)
 	}
-	sink := events.Sinks(sinks...)
+	sink := limiter.Sinks(sinks...)
 	start, err := policy.Compile(cfg.fallbackPolicy())
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err) // validated when loaded

@@ -63,7 +63,7 @@ func BenchmarkViolationCost(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		run(b, events.Sinks(p, ab))
+		run(b, limiter.Sinks(p, ab))
 		b.StopTimer()
 		_ = ab.Close()
 		report(b, p)

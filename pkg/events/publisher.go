@@ -205,24 +205,3 @@ func (p *Publisher) send(e Event) {
 	}
 	p.published.Add(1)
 }
-
-// Sinks returns a ViolationSink that hands every violation to each of
-// sinks in turn, skipping nil ones; use it to give the limiter both a
-// Publisher and an AutoBan.
-func Sinks(sinks ...limiter.ViolationSink) limiter.ViolationSink {
-	var list []limiter.ViolationSink
-	for _, s := range sinks {
-		if s != nil {
-			list = append(list, s)
-		}
-	}
-	return multiSink(list)
-}
-
-type multiSink []limiter.ViolationSink
-
-func (m multiSink) HandleViolation(v limiter.Violation) {
-	for _, s := range m {
-		s.HandleViolation(v)
-	}
-}

@@ -27,7 +27,7 @@ var (
 
 // FieldError reports an invalid configuration value. It is the one
 // configuration error of the module: limiter, kvstore, events, wshandler,
-// policy and the node all return it, so that a caller can find the mistake
+// policy, identity, embedded and the node all return it, so that a caller can find the mistake
 // with one errors.As whichever package refused it. It names the field (or,
 // for a document, the dotted path of its key), where the value came from
 // when that is known, the value and why it is refused. It unwraps to the
@@ -49,25 +49,31 @@ type FieldError struct {
 	Err error
 }
 
-// Error implements error: the sentinel's text, the field, its source in
-// parentheses, the value and the reason, as in
+// Error implements error: the sentinel's text and the Problem, as in
 // "limiter: invalid limits: MessagesPerMinute = -5: must not be negative".
 func (e *FieldError) Error() string {
+	return e.Unwrap().Error() + ": " + e.Problem()
+}
+
+// Problem describes the mistake without the sentinel's text: the field, its
+// source in parentheses, the value and the reason, as in
+// "tiers.pro.classes.typing.rate = -5: must not be negative", for a list of
+// problems under one heading (a policy document's validation, the node's
+// --check-config).
+func (e *FieldError) Problem() string {
 	var b strings.Builder
-	b.WriteString(e.Unwrap().Error())
-	b.WriteString(": ")
 	b.WriteString(e.Field)
 	if e.Source != "" {
 		b.WriteString(" (")
 		b.WriteString(e.Source)
 		b.WriteString(")")
 	}
-	if e.Value != nil {
-		if s, ok := e.Value.(string); ok {
-			fmt.Fprintf(&b, " = %q", s)
-		} else {
-			fmt.Fprintf(&b, " = %v", e.Value)
-		}
+	switch v := e.Value.(type) {
+	case nil:
+	case string:
+		fmt.Fprintf(&b, " = %q", v)
+	default:
+		fmt.Fprintf(&b, " = %v", v)
 	}
 	b.WriteString(": ")
 	b.WriteString(e.Reason)

@@ -104,3 +104,24 @@ func report(sink ViolationSink, v Violation, panics *atomic.Int64) {
 	}()
 	sink.HandleViolation(v)
 }
+
+// Sinks returns a ViolationSink that hands every violation to each of
+// sinks in turn, skipping nil ones; use it to give a Limiter several
+// (an events.Publisher and an events.AutoBan, a metrics counter).
+func Sinks(sinks ...ViolationSink) ViolationSink {
+	var list []ViolationSink
+	for _, s := range sinks {
+		if s != nil {
+			list = append(list, s)
+		}
+	}
+	return multiSink(list)
+}
+
+type multiSink []ViolationSink
+
+func (m multiSink) HandleViolation(v Violation) {
+	for _, s := range m {
+		s.HandleViolation(v)
+	}
+}

@@ -186,7 +186,7 @@ func writeError(w http.ResponseWriter, err error) {
 	var ve *ValidationError
 	if errors.As(err, &ve) {
 		for _, p := range ve.Problems {
-			body.Problems = append(body.Problems, problemJSON{Path: p.Field, Reason: ProblemText(p)})
+			body.Problems = append(body.Problems, problemJSON{Path: p.Field, Reason: p.Problem()})
 		}
 	}
 	var se *StaleError

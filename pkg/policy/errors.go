@@ -39,27 +39,6 @@ func problem(path string, value any, reason string) *limiter.FieldError {
 	return &limiter.FieldError{Field: path, Value: value, Reason: reason, Err: ErrInvalid}
 }
 
-// ProblemText returns a problem without the sentinel's text: the path, the
-// value when there is one and the reason, as in
-// "tiers.pro.classes.typing.rate = -5: must not be negative".
-func ProblemText(p *limiter.FieldError) string {
-	var b strings.Builder
-	b.WriteString(p.Field)
-	if p.Source != "" {
-		b.WriteString(" (" + p.Source + ")")
-	}
-	switch v := p.Value.(type) {
-	case nil:
-	case string:
-		fmt.Fprintf(&b, " = %q", v)
-	default:
-		fmt.Fprintf(&b, " = %v", v)
-	}
-	b.WriteString(": ")
-	b.WriteString(p.Reason)
-	return b.String()
-}
-
 // ValidationError lists every problem Validate found, in a stable order
 // (paths sorted as they appear in the document, map keys sorted). Each
 // problem is a *limiter.FieldError whose Field is the path and whose Err is
@@ -73,7 +52,7 @@ type ValidationError struct {
 func (e *ValidationError) Error() string {
 	s := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
-		s[i] = ProblemText(p)
+		s[i] = p.Problem()
 	}
 	return ErrInvalid.Error() + ": " + strings.Join(s, "; ")
 }
