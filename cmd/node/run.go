@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratethrottle/ratethrottle/internal/natsauth"
 	"github.com/ratethrottle/ratethrottle/pkg/embedded"
 	"github.com/ratethrottle/ratethrottle/pkg/identity"
 	"github.com/ratethrottle/ratethrottle/pkg/wshandler"
@@ -333,21 +334,8 @@ func (n *node) connect() (*nats.Conn, error) {
 			n.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
 	}
-	if c.User != "" {
-		opts = append(opts, nats.UserInfo(c.User, c.Password))
-	}
-	if c.Token != "" {
-		opts = append(opts, nats.Token(c.Token))
-	}
-	if c.Creds != "" {
-		opts = append(opts, nats.UserCredentials(c.Creds))
-	}
-	if c.TLSCA != "" {
-		opts = append(opts, nats.RootCAs(c.TLSCA))
-	}
-	if c.TLSCert != "" {
-		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
-	}
+	opts = append(opts, natsauth.Credentials{User: c.User, Password: c.Password, Token: c.Token, Creds: c.Creds,
+		TLSCA: c.TLSCA, TLSCert: c.TLSCert, TLSKey: c.TLSKey}.Options()...)
 	nc, err := nats.Connect(joinURLs(urls), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS (nats.url %q): %w", joinURLs(urls), err)

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ratethrottle/ratethrottle/internal/natsauth"
 	"github.com/ratethrottle/ratethrottle/pkg/events"
 )
 
@@ -83,21 +84,8 @@ func (c *connFlags) connect(ctx context.Context) (*nats.Conn, error) {
 		return nil, err
 	}
 	opts := []nats.Option{nats.Name("ratethrottle-cli"), nats.Timeout(c.timeout), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
-	switch {
-	case c.user != "":
-		opts = append(opts, nats.UserInfo(c.user, c.password))
-	case c.token != "":
-		opts = append(opts, nats.Token(c.token))
-	}
-	if c.creds != "" {
-		opts = append(opts, nats.UserCredentials(c.creds))
-	}
-	if c.tlsCA != "" {
-		opts = append(opts, nats.RootCAs(c.tlsCA))
-	}
-	if c.tlsCert != "" {
-		opts = append(opts, nats.ClientCert(c.tlsCert, c.tlsKey))
-	}
+	opts = append(opts, natsauth.Credentials{User: c.user, Password: c.password, Token: c.token, Creds: c.creds,
+		TLSCA: c.tlsCA, TLSCert: c.tlsCert, TLSKey: c.tlsKey}.Options()...)
 	nc, err := nats.Connect(c.url, opts...)
 	if err != nil {
 		return nil, &exitError{exitUnreachable, fmt.Errorf("connect to NATS at %s: %w", redact(c.url), err)}
