@@ -205,7 +205,7 @@ func keyRest(k Key) string {
 func restIsScoped(rest string, k Key) bool {
 	if kl := len(k.Kind); kl < 0x80 { // a one-byte uvarint: every kind there is
 		return len(rest) == 1+kl+len(k.Scope) && rest[0] == byte(kl) &&
-			rest[1:1+kl] == string(k.Kind) && rest[1+kl:] == k.Scope
+			eqShort(rest[1:1+kl], string(k.Kind)) && eqShort(rest[1+kl:], k.Scope)
 	}
 	var buf [binary.MaxVarintLen64]byte
 	m := binary.PutUvarint(buf[:], uint64(len(k.Kind)))
@@ -214,13 +214,46 @@ func restIsScoped(rest string, k Key) bool {
 		rest[m:m+kl] == string(k.Kind) && rest[m+kl:] == k.Scope
 }
 
+// eqShort is a == b. Kinds and scopes (class and room names) are mostly
+// shorter than 17 bytes, which it compares inline in at most two
+// overlapping loads of each, where == calls the runtime's memequal.
+func eqShort(a, b string) bool {
+	n := len(a)
+	if n != len(b) {
+		return false
+	}
+	if n > 16 {
+		return a == b
+	}
+	if n == 0 {
+		return true
+	}
+	p := unsafe.Slice(unsafe.StringData(a), n)
+	q := unsafe.Slice(unsafe.StringData(b), n)
+	switch {
+	case n >= 8:
+		return binary.LittleEndian.Uint64(p) == binary.LittleEndian.Uint64(q) &&
+			binary.LittleEndian.Uint64(p[n-8:]) == binary.LittleEndian.Uint64(q[n-8:])
+	case n >= 4:
+		return binary.LittleEndian.Uint32(p) == binary.LittleEndian.Uint32(q) &&
+			binary.LittleEndian.Uint32(p[n-4:]) == binary.LittleEndian.Uint32(q[n-4:])
+	}
+	// One to three bytes: these three are all of them.
+	return p[0] == q[0] && p[n>>1] == q[n>>1] && p[n-1] == q[n-1]
+}
+
 func (s *MemoryStore) slotShard(client string) *slotShard {
 	return &s.slots[s.keys.str(client)%storeShards]
 }
 
 // Take implements Store. It never fails.
 func (s *MemoryStore) Take(_ context.Context, key Key, spec Spec, now time.Time, n int64) (Result, error) {
-	return s.TakeAt(key, spec, now, n), nil
+	// TakeAt's body, which the compiler would not inline here: one call
+	// less on the path every Limiter decision takes.
+	if spec.Unlimited() {
+		return Result{OK: true, Remaining: spec.Capacity()}, nil
+	}
+	return s.take(key, spec, now.UnixNano(), n), nil
 }
 
 // TakeAt is Take without a context or an error, for callers that hold a
@@ -254,29 +287,30 @@ func (s *MemoryStore) take(key Key, spec Spec, now, n int64) Result {
 		var b Bucket
 		r := b.take(sp, now, n)
 		if r.OK {
-			sh.insert(i, h, key, b, b.fullAt(sp))
+			sh.insert(i, h, key, b, sp.nsPer)
 		}
 		sh.mu.Unlock()
 		return r
 	}
+	// The slot keeps the rate of the spec its bucket was last advanced
+	// with, from which the sweeper computes when the bucket is full: a
+	// take does not.
 	e := &sh.t.slots[i]
 	r := e.b.take(sp, now, n)
-	if r.OK {
-		e.fullAt = e.b.fullAt(sp)
-	}
+	e.nsPer = sp.nsPer
 	sh.mu.Unlock()
 	return r
 }
 
 // insert adds a bucket at slot i, which find returned for h and key;
 // requires sh.mu held.
-func (sh *bucketShard) insert(i int, h uint64, key Key, b Bucket, fullAt int64) {
+func (sh *bucketShard) insert(i int, h uint64, key Key, b Bucket, nsPer float64) {
 	if sh.t.needsGrow() {
 		sh.t.resize(sizeFor(int(sh.t.n) + 1))
 		i, _ = sh.t.find(h, key)
 	}
 	sh.t.tags[i] = tagOf(h)
-	sh.t.slots[i] = slot{h: h, fullAt: fullAt, b: b, id: key.ID, rest: keyRest(key)}
+	sh.t.slots[i] = slot{h: h, nsPer: nsPer, b: b, id: key.ID, rest: keyRest(key)}
 	sh.t.n++
 	sh.t.peak = max(sh.t.peak, sh.t.n)
 }
@@ -324,15 +358,15 @@ func (s *MemoryStore) update(key Key, spec Spec, now int64, f func(*Bucket, shap
 	if !found {
 		var b Bucket
 		f(&b, sp)
-		if fullAt := b.fullAt(sp); fullAt > now {
-			sh.insert(i, h, key, b, fullAt)
+		if b.fullAt(sp) > now {
+			sh.insert(i, h, key, b, sp.nsPer)
 		}
 		return
 	}
 	e := &sh.t.slots[i]
 	f(&e.b, sp)
-	e.fullAt = e.b.fullAt(sp)
-	if e.fullAt <= now {
+	e.nsPer = sp.nsPer
+	if e.fullAt() <= now {
 		sh.t.remove(i)
 	}
 }
@@ -441,18 +475,25 @@ func shrink(peak *int32, n int32) bool {
 const minTableSize = 8
 
 // slot is one entry of a table, 64 bytes: a bucket with its key and the
-// key's hash inline, so that a lookup touches one slot. A lookup reads
+// key's hash inline, so that a lookup touches one slot. It keeps the
+// nanoseconds per token of the spec its bucket was last advanced with
+// rather than the time the bucket is full again, which only the sweeper
+// needs: a take stores one number instead of computing that time. A lookup reads
 // every field but h (the tag stands for it), which comes last: a table of
 // 9 to 511 slots is a small allocation whose 8-byte header puts each slot
 // 8 bytes past a cache line, and then the fields a lookup reads still
 // share one line (TestMemoryStoreLayout).
 type slot struct {
-	fullAt int64 // UnixNano at which b is full again
-	b      Bucket
-	id     string // the key's ID
-	rest   string // the key's kind and scope (see keyRest)
-	h      uint64 // the table hash (see MemoryStore.hash), for resizing
+	nsPer float64 // the shape's nsPer of the spec b was last advanced with
+	b     Bucket
+	id    string // the key's ID
+	rest  string // the key's kind and scope (see keyRest)
+	h     uint64 // the table hash (see MemoryStore.hash), for resizing
 }
+
+// fullAt returns the UnixNano at which the slot's bucket is full again, as
+// Bucket.fullAt computes it for the spec it was last advanced with.
+func (e *slot) fullAt() int64 { return e.b.fullAt(shape{nsPer: e.nsPer}) }
 
 // sameString is a == b, without the call to compare the bytes when both
 // point at the same ones, as a key's ID and kind usually do: the caller
@@ -579,7 +620,7 @@ func (t *table) remove(i int) {
 func (t *table) removeFull(now int64) int {
 	removed := 0
 	for i := 0; i < len(t.slots); {
-		if t.tags[i] != 0 && t.slots[i].fullAt <= now {
+		if t.tags[i] != 0 && t.slots[i].fullAt() <= now {
 			// remove may shift a later entry into i: look at i again.
 			t.remove(i)
 			removed++

@@ -27,11 +27,11 @@ func (s *MemoryStore) Rescale(kind Kind, old, new Spec, now time.Time) int {
 				continue
 			}
 			if new.Unlimited() {
-				e.b, e.fullAt = Bucket{}, 0
+				e.b = Bucket{}
 				continue
 			}
 			e.b = RescaleBucket(e.b, old, new, now)
-			if e.fullAt = e.b.fullAt(sp); e.fullAt > t {
+			if e.nsPer = sp.nsPer; e.fullAt() > t {
 				kept++
 			}
 		}
@@ -72,7 +72,7 @@ func (s *MemoryStore) RescaleKey(key Key, old, new Spec, now time.Time) bool {
 	}
 	e := &sh.t.slots[i]
 	e.b = RescaleBucket(e.b, old, new, now)
-	if e.fullAt = e.b.fullAt(new.shape()); e.fullAt <= now.UnixNano() {
+	if e.nsPer = new.shape().nsPer; e.fullAt() <= now.UnixNano() {
 		sh.t.remove(i)
 	}
 	return true

@@ -119,3 +119,41 @@ func TestMillionClientsMemoryBounded(t *testing.T) {
 	require.Greater(t, peak, before+50<<20, "the test did not grow the heap; it measures nothing")
 	require.Less(t, after, before+4<<20, "memory did not return after the sweep")
 }
+
+// The sweeper computes when a bucket is full from the rate of the spec the
+// bucket was last advanced with, which each take records: a faster spec
+// lets the bucket be swept sooner, a slower one (even on a denied take)
+// keeps it longer.
+func TestMemoryStoreSweepFollowsSpecChange(t *testing.T) {
+	t.Parallel()
+	slow := Spec{Limit: 60, Per: time.Minute, Burst: 10} // a token a second
+	fast := Spec{Limit: 6000, Per: time.Minute, Burst: 10}
+	for _, tc := range []struct {
+		name        string
+		first, then Spec
+		n           int64 // taken with then at t0
+		ok          bool
+		dropped     bool // at t0+1s
+	}{
+		{"faster", slow, fast, 0, true, true},  // 10 missing at 100/s: full at t0+0.1s
+		{"slower", fast, slow, 0, true, false}, // 10 missing at 1/s: full at t0+10s
+		{"slower denied", fast, slow, 1, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewMemoryStore(MemoryStoreConfig{SweepInterval: -1})
+			defer s.Close()
+			k := Key{Kind: KindMessages, ID: "a"}
+			require.True(t, s.TakeAt(k, tc.first, t0, 10).OK)
+			require.Equal(t, tc.ok, s.TakeAt(k, tc.then, t0, tc.n).OK)
+			want := 0
+			if tc.dropped {
+				want = 1
+			}
+			require.Equal(t, want, s.Sweep(t0.Add(time.Second)))
+			if !tc.dropped {
+				// Still there: the bucket is not refilled by the sweep.
+				require.InDelta(t, 1, s.Tokens(k, tc.then, t0.Add(time.Second)), 1e-9)
+			}
+		})
+	}
+}

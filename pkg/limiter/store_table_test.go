@@ -68,7 +68,7 @@ func TestTableMatchesMap(t *testing.T) {
 		}
 		for k, v := range ref {
 			i, ok := tb.find(hashOf(k), k)
-			if !ok || tb.slots[i].fullAt != v {
+			if !ok || tb.slots[i].fullAt() != v {
 				t.Fatalf("step %d: %v not found", step, k)
 			}
 		}
@@ -80,14 +80,14 @@ func TestTableMatchesMap(t *testing.T) {
 		case op < 6: // insert or update
 			v := r.Int64N(1000)
 			if i, ok := tb.find(h, k); ok {
-				tb.slots[i].fullAt = v
+				tb.slots[i].b.last = v
 			} else {
 				if tb.needsGrow() {
 					tb.resize(sizeFor(int(tb.n) + 1))
 					i, _ = tb.find(h, k)
 				}
 				tb.tags[i] = tagOf(h)
-				tb.slots[i] = slot{h: h, fullAt: v, id: k.ID, rest: keyRest(k)}
+				tb.slots[i] = slot{h: h, nsPer: 1, b: Bucket{last: v}, id: k.ID, rest: keyRest(k)}
 				tb.n++
 			}
 			ref[k] = v
@@ -295,4 +295,23 @@ func TestMemoryStoreTakeNow(t *testing.T) {
 	require.True(t, own.TakeNow(k, spec, 60).OK)
 	require.False(t, own.TakeNow(k, spec, 1).OK)
 	require.InDelta(t, 0, own.Tokens(k, spec, time.Now()), 0.1)
+}
+
+// eqShort agrees with == for every length up to past its inline limit,
+// with the strings differing in any one byte or not at all.
+func TestEqShort(t *testing.T) {
+	t.Parallel()
+	for n := 0; n <= 20; n++ {
+		a := make([]byte, n)
+		for i := range a {
+			a[i] = byte('a' + i)
+		}
+		require.True(t, eqShort(string(a), string(append([]byte(nil), a...))), "length %d", n)
+		require.False(t, eqShort(string(a), string(a)+"x"), "length %d and %d", n, n+1)
+		for i := range n {
+			b := append([]byte(nil), a...)
+			b[i] ^= 0x20
+			require.False(t, eqShort(string(a), string(b)), "length %d, byte %d differs", n, i)
+		}
+	}
 }
