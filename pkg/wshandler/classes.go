@@ -61,7 +61,9 @@ func (h *Handler) policyClass(typ FrameType) (*policy.Table, policy.ClassID) {
 func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, room string, e errorInfo, now time.Time) (errorInfo, bool) {
 	h := c.h
 	if c.resTab != t { // a new policy version: look the tier up once
-		c.resTab, c.res = t, t.Tier(c.meta[limiter.MetaTier])
+		res := t.Tier(c.meta[limiter.MetaTier])
+		c.classes.rescale(c.res, res, now)
+		c.resTab, c.res = t, res
 	}
 	res := c.res
 	cl := res.Class(id)
@@ -131,6 +133,42 @@ func (s *connBuckets) bucket(class string) *limiter.Bucket {
 	}
 	s.more = append(s.more, connBucket{class: class})
 	return &s.more[len(s.more)-1].b
+}
+
+// rescale carries the buckets from the class limits old (nil for none
+// yet) to new at now with limiter.RescaleBucket: each keeps the fraction
+// of its class's burst it held, so that a policy change never refills
+// one. The read goroutine applies it itself, at the connection's first
+// class check under the new version (until then the bucket refilled at
+// the old rate, the one it was under), so that the buckets need no lock.
+// A class that is gone, or unlimited, in either version leaves a full
+// bucket.
+func (s *connBuckets) rescale(old, new *policy.Resolved, now time.Time) {
+	if old == nil || old == new {
+		return
+	}
+	re := func(cb *connBucket) {
+		if cb.class != "" {
+			cb.b = limiter.RescaleBucket(cb.b, connSpec(old, cb.class), connSpec(new, cb.class), now)
+		}
+	}
+	for i := range s.first {
+		re(&s.first[i])
+	}
+	for i := range s.more {
+		re(&s.more[i])
+	}
+}
+
+// connSpec returns the connection layer's Spec of the class named class
+// in r, unlimited when r has no such class.
+func connSpec(r *policy.Resolved, class string) limiter.Spec {
+	for i := range r.Classes {
+		if r.Classes[i].Name == class {
+			return r.Classes[i].Specs[policy.LayerConnection]
+		}
+	}
+	return limiter.Spec{}
 }
 
 // Take implements limiter.Store for the bucket of key.Scope (the class).

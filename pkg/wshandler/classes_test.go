@@ -1,13 +1,16 @@
 package wshandler
 
 import (
+	"context"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/ratethrottle/ratethrottle/pkg/limiter"
 	"github.com/ratethrottle/ratethrottle/pkg/policy"
+	"github.com/stretchr/testify/require"
 )
 
 // staticPolicy is a PolicySource holding one compiled document.
@@ -198,4 +201,71 @@ func TestClassUserLayerAndTier(t *testing.T) {
 	}
 	send(t, pro, typing)
 	classErr(t, pro, "typing", "user")
+}
+
+// swapPolicy is a PolicySource whose version a test replaces.
+type swapPolicy struct {
+	v atomic.Pointer[policy.Version]
+}
+
+func (s *swapPolicy) Current() *policy.Version { return s.v.Load() }
+
+func (s *swapPolicy) set(t *testing.T, doc *policy.Document) {
+	t.Helper()
+	tab, err := policy.Compile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.v.Store(&policy.Version{Document: doc, Table: tab})
+}
+
+// A policy change rescales a connection's class bucket, which its read
+// goroutine does at its next message of the new version: the bucket keeps
+// the fraction of the burst it held and is never refilled by the change.
+func TestClassConnectionBucketRescaledLazily(t *testing.T) {
+	t.Parallel()
+	typing := func(rate int64) *policy.Document {
+		return &policy.Document{Classes: map[string]policy.Class{"typing": {Connection: policy.Rate{Rate: rate}}}}
+	}
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	l, err := limiter.New(limiter.Config{Limits: limiter.Limits{MessagesPerMinute: 1000, BytesPerMinute: 1 << 20}, Now: clock})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	src := &swapPolicy{}
+	src.set(t, typing(4))
+	h, err := New(Config{Limiter: l, Now: clock, Policy: src, OnMessage: func(*Conn, int, []byte) {},
+		Classify: func(*Conn, int, []byte) string { return "typing" }})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Shutdown(context.Background()) })
+	_, err = l.Connect(context.Background(), "c1", "198.51.100.1", nil)
+	require.NoError(t, err)
+	c := &Conn{h: h, id: "c1", client: "198.51.100.1"}
+	// allowed sends messages until one is denied and returns how many
+	// passed; the denial must be the typing class's connection layer.
+	allowed := func() int {
+		for n := 0; n < 100; n++ {
+			if e, ok := c.checkMessage(websocket.TextMessage, []byte("x")); !ok {
+				require.Equal(t, CodeClassRateExceeded, e.code)
+				require.Equal(t, "typing", e.class)
+				require.Equal(t, "connection", e.layer)
+				return n
+			}
+		}
+		t.Fatal("no denial in 100 messages")
+		return 0
+	}
+	for range 2 { // half of the burst of 4
+		_, ok := c.checkMessage(websocket.TextMessage, []byte("x"))
+		require.True(t, ok)
+	}
+	src.set(t, typing(40)) // half of 40 left, not 38
+	require.Equal(t, 20, allowed())
+	src.set(t, typing(4)) // empty stays empty
+	require.Equal(t, 0, allowed())
+	now = now.Add(15 * time.Second) // one token at 4 a minute
+	require.Equal(t, 1, allowed())
+	src.set(t, &policy.Document{}) // no class: nothing to keep
+	_, ok := c.checkMessage(websocket.TextMessage, []byte("x"))
+	require.True(t, ok)
 }
