@@ -63,6 +63,7 @@ func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, room string, e erro
 	if c.resTab != t { // a new policy version: look the tier up once
 		res := t.Tier(c.meta[limiter.MetaTier])
 		c.classes.rescale(c.res, res, now)
+		h.syncShared(c, t, res, c.roomNames(), true, now)
 		c.resTab, c.res = t, res
 	}
 	res := c.res

@@ -269,3 +269,69 @@ func TestClassConnectionBucketRescaledLazily(t *testing.T) {
 	_, ok := c.checkMessage(websocket.TextMessage, []byte("x"))
 	require.True(t, ok)
 }
+
+// A policy change rescales the class buckets of the shared store too: an
+// address bucket drained to half of 4 holds half of 40 after the change,
+// once, whichever of the address's two connections checks first (a
+// second rescale would leave 200, none 38).
+func TestClassSharedBucketRescaledOnce(t *testing.T) {
+	t.Parallel()
+	typing := func(rate int64) *policy.Document {
+		return &policy.Document{Classes: map[string]policy.Class{"typing": {Address: &policy.Rate{Rate: rate}}}}
+	}
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	l, err := limiter.New(limiter.Config{Limits: limiter.Limits{MessagesPerMinute: 1000, BytesPerMinute: 1 << 20}, Now: clock})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	src := &swapPolicy{}
+	src.set(t, typing(4))
+	h, err := New(Config{Limiter: l, Now: clock, Policy: src, OnMessage: func(*Conn, int, []byte) {},
+		Classify: func(*Conn, int, []byte) string { return "typing" }})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Shutdown(context.Background()) })
+	const addr = "198.51.100.7"
+	var conns []*Conn
+	for _, id := range []string{"c1", "c2"} {
+		_, err = l.Connect(context.Background(), id, addr, nil)
+		require.NoError(t, err)
+		conns = append(conns, &Conn{h: h, id: id, client: addr})
+	}
+	send := func(c *Conn) bool {
+		e, ok := c.checkMessage(websocket.TextMessage, []byte("x"))
+		if !ok {
+			require.Equal(t, CodeClassRateExceeded, e.code)
+			require.Equal(t, "address", e.layer)
+		}
+		return ok
+	}
+	// allowed sends from the connections in turn until both are denied
+	// and returns how many passed.
+	allowed := func() int {
+		n := 0
+		for range 300 {
+			a, b := send(conns[1]), send(conns[0])
+			if !a && !b {
+				return n
+			}
+			n += btoi(a) + btoi(b)
+		}
+		t.Fatal("no denial in 600 messages")
+		return 0
+	}
+	require.True(t, send(conns[0]))
+	require.True(t, send(conns[0])) // half of the address's 4
+	src.set(t, typing(40))
+	require.Equal(t, 20, allowed()) // half of 40: 38 without a rescale, more with two
+	src.set(t, typing(4))
+	require.Equal(t, 0, allowed()) // empty stays empty
+	now = now.Add(15 * time.Second)
+	require.Equal(t, 1, allowed()) // one token at 4 a minute
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -34,6 +34,7 @@ type Handler struct {
 	hub hub
 
 	roomRulesMu sync.Mutex // serializes SetRoomLimits
+	classSync   classSync  // the shared class buckets across policy changes
 
 	mu       sync.Mutex // guards the fields below
 	closed   bool

@@ -233,6 +233,11 @@ func (c *Conn) join(name, ref, nick string) (e errorInfo, ok bool) {
 		m.nameJSON = appendJSONString(nil, nick)
 	}
 	c.rooms[name] = m
+	if c.resTab != nil && c.resTab == h.cfg.Policy.Current().Table {
+		// c has synced its buckets for the version in force: the
+		// room's are synced now; otherwise at c's next class check.
+		h.syncShared(c, c.resTab, c.res, []string{name}, false, h.cfg.Now())
+	}
 	return e, true
 }
 
