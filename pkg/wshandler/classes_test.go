@@ -219,6 +219,31 @@ func (s *swapPolicy) set(t *testing.T, doc *policy.Document) {
 	s.v.Store(&policy.Version{Document: doc, Table: tab})
 }
 
+// typingHarness is a Handler whose OnMessage frames are all of class
+// "typing", with a policy that can be swapped and a clock that stands
+// still unless the test moves now, for tests of checkMessage.
+type typingHarness struct {
+	h   *Handler
+	l   *limiter.Limiter
+	src *swapPolicy
+	now time.Time
+}
+
+func newTypingHarness(t *testing.T, doc *policy.Document) *typingHarness {
+	th := &typingHarness{src: &swapPolicy{}, now: time.Unix(1_700_000_000, 0)}
+	clock := func() time.Time { return th.now }
+	l, err := limiter.New(limiter.Config{Limits: limiter.Limits{MessagesPerMinute: 1000, BytesPerMinute: 1 << 20}, Now: clock})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	th.src.set(t, doc)
+	h, err := New(Config{Limiter: l, Now: clock, Policy: th.src, OnMessage: func(*Conn, int, []byte) {},
+		Classify: func(*Conn, int, []byte) string { return "typing" }})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Shutdown(context.Background()) })
+	th.h, th.l = h, l
+	return th
+}
+
 // A policy change rescales a connection's class bucket, which its read
 // goroutine does at its next message of the new version: the bucket keeps
 // the fraction of the burst it held and is never refilled by the change.
@@ -227,18 +252,9 @@ func TestClassConnectionBucketRescaledLazily(t *testing.T) {
 	typing := func(rate int64) *policy.Document {
 		return &policy.Document{Classes: map[string]policy.Class{"typing": {Connection: policy.Rate{Rate: rate}}}}
 	}
-	now := time.Unix(1_700_000_000, 0)
-	clock := func() time.Time { return now }
-	l, err := limiter.New(limiter.Config{Limits: limiter.Limits{MessagesPerMinute: 1000, BytesPerMinute: 1 << 20}, Now: clock})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = l.Close() })
-	src := &swapPolicy{}
-	src.set(t, typing(4))
-	h, err := New(Config{Limiter: l, Now: clock, Policy: src, OnMessage: func(*Conn, int, []byte) {},
-		Classify: func(*Conn, int, []byte) string { return "typing" }})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = h.Shutdown(context.Background()) })
-	_, err = l.Connect(context.Background(), "c1", "198.51.100.1", nil)
+	th := newTypingHarness(t, typing(4))
+	h, l, src, now := th.h, th.l, th.src, &th.now
+	_, err := l.Connect(context.Background(), "c1", "198.51.100.1", nil)
 	require.NoError(t, err)
 	c := &Conn{h: h, id: "c1", client: "198.51.100.1"}
 	// allowed sends messages until one is denied and returns how many
@@ -263,7 +279,7 @@ func TestClassConnectionBucketRescaledLazily(t *testing.T) {
 	require.Equal(t, 20, allowed())
 	src.set(t, typing(4)) // empty stays empty
 	require.Equal(t, 0, allowed())
-	now = now.Add(15 * time.Second) // one token at 4 a minute
+	*now = now.Add(15 * time.Second) // one token at 4 a minute
 	require.Equal(t, 1, allowed())
 	src.set(t, &policy.Document{}) // no class: nothing to keep
 	_, ok := c.checkMessage(websocket.TextMessage, []byte("x"))
@@ -279,21 +295,12 @@ func TestClassSharedBucketRescaledOnce(t *testing.T) {
 	typing := func(rate int64) *policy.Document {
 		return &policy.Document{Classes: map[string]policy.Class{"typing": {Address: &policy.Rate{Rate: rate}}}}
 	}
-	now := time.Unix(1_700_000_000, 0)
-	clock := func() time.Time { return now }
-	l, err := limiter.New(limiter.Config{Limits: limiter.Limits{MessagesPerMinute: 1000, BytesPerMinute: 1 << 20}, Now: clock})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = l.Close() })
-	src := &swapPolicy{}
-	src.set(t, typing(4))
-	h, err := New(Config{Limiter: l, Now: clock, Policy: src, OnMessage: func(*Conn, int, []byte) {},
-		Classify: func(*Conn, int, []byte) string { return "typing" }})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = h.Shutdown(context.Background()) })
+	th := newTypingHarness(t, typing(4))
+	h, l, src, now := th.h, th.l, th.src, &th.now
 	const addr = "198.51.100.7"
 	var conns []*Conn
 	for _, id := range []string{"c1", "c2"} {
-		_, err = l.Connect(context.Background(), id, addr, nil)
+		_, err := l.Connect(context.Background(), id, addr, nil)
 		require.NoError(t, err)
 		conns = append(conns, &Conn{h: h, id: id, client: addr})
 	}
@@ -325,7 +332,7 @@ func TestClassSharedBucketRescaledOnce(t *testing.T) {
 	require.Equal(t, 20, allowed()) // half of 40: 38 without a rescale, more with two
 	src.set(t, typing(4))
 	require.Equal(t, 0, allowed()) // empty stays empty
-	now = now.Add(15 * time.Second)
+	*now = now.Add(15 * time.Second)
 	require.Equal(t, 1, allowed()) // one token at 4 a minute
 }
 
