@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -83,4 +84,19 @@ func ExampleLimits_Validate() {
 	fmt.Println(lim.Validate())
 	// Output:
 	// limiter: invalid limits: MessagesPerMinute = -5: must not be negative (0 means unlimited)
+}
+
+// Every package of the module reports an invalid configuration value as a
+// *FieldError: one errors.As finds the field whichever package refused it,
+// and errors.Is still tells the packages apart by their sentinels.
+func ExampleFieldError() {
+	_, err := limiter.New(limiter.Config{Limits: limiter.Limits{MaxConcurrentConnections: -1}})
+	var fe *limiter.FieldError
+	if errors.As(err, &fe) {
+		fmt.Println(fe.Field, errors.Is(err, limiter.ErrInvalidLimits))
+		fmt.Println(fe.Problem())
+	}
+	// Output:
+	// MaxConcurrentConnections true
+	// MaxConcurrentConnections = -1: must not be negative (0 means unlimited)
 }

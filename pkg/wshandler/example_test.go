@@ -2,6 +2,7 @@ package wshandler_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -70,4 +71,32 @@ func Example() {
 	// Output:
 	// {"type":"joined","room":"lobby","connection":"node-1-1","name":"alice"}
 	// {"type":"message","room":"lobby","from":"node-1-1","name":"alice","data":{"text":"hello"}}
+}
+
+// Room limits change in a running handler: open connections stay, and
+// an invalid rule is refused with the field it names, changing nothing.
+func ExampleHandler_SetRoomLimits() {
+	lim, err := limiter.New(limiter.Config{Limits: limiter.Moderate()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lim.Close()
+	ws, err := wshandler.New(wshandler.Config{Limiter: lim, DefaultRoom: wshandler.RoomLimits{MaxMembers: 500}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ws.Shutdown(context.Background())
+
+	// During an incident: quieter rooms everywhere, the support rooms as they were.
+	err = ws.SetRoomLimits(nil,
+		[]wshandler.RoomPattern{{Pattern: "support-*", Limits: wshandler.RoomLimits{MaxMembers: 2}}},
+		wshandler.RoomLimits{MaxMembers: 500, MemberMessagesPerMinute: 10})
+	fmt.Println(err)
+
+	err = ws.SetRoomLimits(nil, nil, wshandler.RoomLimits{MaxMembers: -1})
+	var fe *limiter.FieldError
+	fmt.Println(errors.As(err, &fe), fe.Field, errors.Is(err, wshandler.ErrInvalidConfig))
+	// Output:
+	// <nil>
+	// true DefaultRoom.MaxMembers true
 }
