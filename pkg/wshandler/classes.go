@@ -96,6 +96,18 @@ func (c *Conn) takeClass(t *policy.Table, id policy.ClassID, room string, e erro
 	return e, false
 }
 
+// refundClass gives back what an allowed takeClass of class id to room
+// took, for a check after it that refuses the frame (a join the room
+// refuses).
+func (c *Conn) refundClass(t *policy.Table, id policy.ClassID, room string, now time.Time) {
+	var rule *policy.RoomRule
+	if room != "" {
+		rule = t.Room(room)
+	}
+	ch := policy.Checker{Local: &c.classes, Shared: c.h.lim.Store()}
+	ch.Refund(c.ctx(), c.res, rule, id, policy.Subject{Connection: c.id, User: c.user, Address: c.client, Room: room}, now)
+}
+
 // connBuckets are a connection's own class buckets, the policy's
 // connection layer, by class name: the Checker's Local store of the
 // connection's class checks. They live with the connection, as the

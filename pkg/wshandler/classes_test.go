@@ -342,3 +342,37 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// A policy class named "join" charges joins: beyond its rate a join is
+// refused with the class and layer, a join the room refuses (already in)
+// gives its token back, messages are not charged by it, and a leave is
+// never refused by a class.
+func TestClassJoinChargesJoins(t *testing.T) {
+	t.Parallel()
+	doc := &policy.Document{Classes: map[string]policy.Class{
+		"join":  {Connection: policy.Rate{Rate: 2}},
+		"leave": {Connection: policy.Rate{Rate: 1}},
+	}}
+	n, _ := classNode(t, Config{}, limiter.Limits{}, doc)
+	a := dialAs(t, n, "ada")
+	join(t, a, "one")
+	send(t, a, map[string]string{"type": "join", "room": "one"})
+	if r := recv(t, a); r.Error != CodeAlreadyIn {
+		t.Fatalf("second join of one: %+v", r)
+	}
+	join(t, a, "two") // the refused join took nothing
+	send(t, a, map[string]string{"type": "join", "room": "three"})
+	classErr(t, a, "join", "connection")
+	for i := range 5 {
+		send(t, a, msg("one", i))
+		if r := recv(t, a); r.Type != TypeMessage {
+			t.Fatalf("message %d: %+v", i, r)
+		}
+	}
+	for _, room := range []string{"one", "two"} {
+		send(t, a, map[string]string{"type": "leave", "room": room})
+		if r := recv(t, a); r.Type != TypeLeft {
+			t.Fatalf("leave %s: %+v", room, r)
+		}
+	}
+}

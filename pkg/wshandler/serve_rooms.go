@@ -61,21 +61,35 @@ func (c *Conn) handleFrame(mt int, data []byte) {
 		if !c.gate(f.Room, f.ID) {
 			return
 		}
-		d := h.lim.CheckMessage(c.ctx(), c.id, len(data))
+		now := h.cfg.Now()
+		d := h.lim.CheckMessageAt(c.ctx(), c.id, len(data), now)
 		if !d.Allowed {
 			e := errorFromDecision(d)
 			e.room, e.ref = f.Room, f.ID
 			c.deny(e)
 			return
 		}
+		// A policy class named "join" charges joins, its room layer
+		// the joins to the room.
+		if class != policy.NoClass {
+			if e, ok := c.takeClass(t, class, f.Room, errorInfo{room: f.Room, ref: f.ID}, now); !ok {
+				h.lim.RefundMessage(c.ctx(), c.id, len(data))
+				c.deny(e)
+				return
+			}
+		}
 		if e, ok := c.join(f.Room, f.ID, nick); !ok {
 			h.lim.RefundMessage(c.ctx(), c.id, len(data))
+			if class != policy.NoClass {
+				c.refundClass(t, class, f.Room, now)
+			}
 			c.deny(e)
 			return
 		}
 		m := c.rooms[f.Room]
 		_ = c.enqueue(outFrame{typ: websocket.TextMessage, data: joinedFrame(m.r.nameJSON, c.idJSON, m.nameJSON, f.ID)})
 	case TypeLeave:
+		// No class charges a leave: a client can always leave.
 		m, in := c.rooms[f.Room]
 		if !in {
 			c.deny(errorInfo{code: CodeNotMember, room: f.Room, ref: f.ID})
