@@ -32,7 +32,25 @@ type Config struct {
 	// Tiers are named limits for connections whose metadata names the
 	// tier (MetaTier); see SetTierLimits.
 	Tiers map[string]Limits
+	// UncertainWait bounds how long a connection waits, instead of being
+	// refused, when its connection-rate check is denied only because
+	// other nodes' allowances hold the tokens (Result.Uncertain: a
+	// cluster store whose other node spent alone until it hears of this
+	// node's demand and releases them at its next flush). The check is
+	// taken again every UncertainStep until it is allowed, certainly
+	// denied, or UncertainWait has passed. Zero means
+	// DefaultUncertainWait; negative never waits.
+	UncertainWait time.Duration
 }
+
+// DefaultUncertainWait is the default of Config.UncertainWait: a few sync
+// intervals of the cluster store's default (50 ms), a short delay of the
+// handshake where a refusal would be wrong.
+const DefaultUncertainWait = 250 * time.Millisecond
+
+// UncertainStep is how often a connection waiting out an uncertain denial
+// (Config.UncertainWait) takes its check again.
+const UncertainStep = 25 * time.Millisecond
 
 // Limiter applies Limits to WebSocket connections and their messages: the
 // connection rate and concurrent connections per client when a connection
@@ -55,6 +73,8 @@ type Limiter struct {
 	denied  [numReasons]atomic.Int64
 	retired struct{ msgs, bytes atomic.Int64 }
 	sleep   func(ctx context.Context, d time.Duration) error // Wait's pause; nil means a timer
+	// uncertainWait is Config.UncertainWait resolved: 0 never waits.
+	uncertainWait time.Duration
 }
 
 // New returns a Limiter for cfg, or an error if cfg.Limits is invalid.
@@ -70,6 +90,12 @@ func New(cfg Config) (*Limiter, error) {
 		sink:  cfg.Sink,
 		now:   cfg.Now,
 		reg:   newRegistry(),
+	}
+	switch {
+	case cfg.UncertainWait == 0:
+		l.uncertainWait = DefaultUncertainWait
+	case cfg.UncertainWait > 0:
+		l.uncertainWait = cfg.UncertainWait
 	}
 	l.live.Store(lv)
 	if l.now == nil {
@@ -224,7 +250,17 @@ func (l *Limiter) admit(ctx context.Context, lv *liveLimits, client string, now 
 	if lv.connSpec.Unlimited() {
 		return allow(0, 0), false
 	}
-	r, err := l.store.Take(ctx, Key{Kind: KindConnectionRate, ID: client}, lv.connSpec, now, 1)
+	key := Key{Kind: KindConnectionRate, ID: client}
+	r, err := l.store.Take(ctx, key, lv.connSpec, now, 1)
+	// An uncertain denial: the tokens are there but other nodes hold
+	// them until they hear of this demand; wait for their release.
+	for waited := time.Duration(0); err == nil && !r.OK && r.Uncertain && waited < l.uncertainWait; waited += UncertainStep {
+		if l.pause(ctx, UncertainStep) != nil {
+			break
+		}
+		now = l.now()
+		r, err = l.store.Take(ctx, key, lv.connSpec, now, 1)
+	}
 	if err != nil {
 		return l.unavailable(client, "", now), false
 	}
