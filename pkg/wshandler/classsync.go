@@ -19,7 +19,8 @@ import (
 // version, and a connection joining a room under the version in force
 // rescales the room's; done records the keys rescaled for the version in
 // force, so that the connections sharing a key rescale it once, before
-// any of them takes from it under the new version. A bucket is rescaled
+// any of them takes from it under the new version; it holds only the keys
+// whose spec the change altered, until the next change. A bucket is rescaled
 // from the version before the one in force: one that was not used during
 // a version that came and went before the next change keeps the spec of
 // the version it was last used under, rescaled as if from the previous.
@@ -77,15 +78,16 @@ func (s *classSync) rescale(kr limiter.KeyRescaler, l policy.Layer, class, id, r
 	if id == "" {
 		return
 	}
+	from, to := layerSpec(s.prev, old, l, class, room), layerSpec(t, res, l, class, room)
+	if from == to {
+		return // nothing to rescale: done keeps only the keys the change reached
+	}
 	key := limiter.Key{Kind: l.Kind(), Scope: class, ID: id}
 	if _, done := s.done[key]; done {
 		return
 	}
 	s.done[key] = struct{}{}
-	from, to := layerSpec(s.prev, old, l, class, room), layerSpec(t, res, l, class, room)
-	if from != to {
-		kr.RescaleKey(key, from, to, now)
-	}
+	kr.RescaleKey(key, from, to, now)
 }
 
 // layerSpec returns the Spec of class's bucket in layer l under t for a
