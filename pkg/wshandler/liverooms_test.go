@@ -177,21 +177,29 @@ func TestSetRoomLimitsInvalidChangesNothing(t *testing.T) {
 	}
 }
 
+// soleMember connects one client to n, joins it to the room name and
+// returns the room and the server side of the connection, for calling the room path
+// directly.
+func soleMember(tb testing.TB, n *node, name string) (*room, *Conn) {
+	tb.Helper()
+	join(tb, dialAs(tb, n, "alice"), name)
+	n.h.hub.mu.Lock()
+	r := n.h.hub.rooms[name]
+	n.h.hub.mu.Unlock()
+	n.h.mu.Lock()
+	defer n.h.mu.Unlock()
+	for c := range n.h.conns {
+		return r, c
+	}
+	tb.Fatal("no connection")
+	return nil, nil
+}
+
 // The room message path with live rules allocates nothing.
 func TestRoomMessageAllocatesNothing(t *testing.T) {
 	n, _ := roomNode(t, Config{MaxDenials: -1, DefaultRoom: RoomLimits{MessagesPerMinute: 1 << 40, MemberMessagesPerMinute: 1 << 40}},
 		limiter.Limits{MessagesPerMinute: 1 << 40})
-	a := dialAs(t, n, "alice")
-	join(t, a, "r")
-	n.h.hub.mu.Lock()
-	r := n.h.hub.rooms["r"]
-	n.h.hub.mu.Unlock()
-	n.h.mu.Lock()
-	var c *Conn
-	for k := range n.h.conns {
-		c = k
-	}
-	n.h.mu.Unlock()
+	r, c := soleMember(t, n, "r")
 	run := func() {
 		if e, ok := c.roomMessage(r, 64, "", nil, policy.NoClass); !ok {
 			t.Fatalf("denied: %+v", e)
@@ -267,17 +275,7 @@ func TestSetRoomLimitsRacesMessages(t *testing.T) {
 func BenchmarkRoomMessage(b *testing.B) {
 	n, _ := roomNode(b, Config{MaxDenials: -1, DefaultRoom: RoomLimits{MessagesPerMinute: 1 << 40, MemberMessagesPerMinute: 1 << 40}},
 		limiter.Limits{MessagesPerMinute: 1 << 40})
-	c := dialAs(b, n, "alice")
-	join(b, c, "r")
-	n.h.hub.mu.Lock()
-	r := n.h.hub.rooms["r"]
-	n.h.hub.mu.Unlock()
-	n.h.mu.Lock()
-	var conn *Conn
-	for k := range n.h.conns {
-		conn = k
-	}
-	n.h.mu.Unlock()
+	r, conn := soleMember(b, n, "r")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
